@@ -1,0 +1,503 @@
+//! The f32 reference backend: the oracle every device kernel is tested against, itself tested
+//! against Hugging Face transformers. Matrix products go through the `gemm` crate; the rest is
+//! plain loops, parallel over rows or heads with rayon where the work is large enough.
+
+use rayon::prelude::*;
+
+use super::{AttnParams, Backend, Tensor};
+use crate::error::{Error, Result};
+use crate::model::config::{Activation, NormKind};
+
+/// Below this many elements an op runs on one thread: rayon's fork/join costs more than it saves.
+const PAR_MIN: usize = 1 << 15;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+impl Tensor for CpuTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl CpuTensor {
+    pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::Invalid(format!(
+                "{} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        Ok(CpuTensor {
+            data,
+            shape: shape.to_vec(),
+        })
+    }
+}
+
+pub struct CpuCache {
+    /// Per layer, [capacity, kv_heads, head_dim].
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    capacity: usize,
+    row: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Invalid(what()))
+    }
+}
+
+/// Runs `f` over chunks of `chunk` elements, in parallel when the total is large.
+fn for_rows(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if data.len() >= PAR_MIN {
+        data.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU with the tanh approximation (PyTorch's `gelu(approximate="tanh")`).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+}
+
+impl Cpu {
+    /// Scaled (and soft-capped) scores of one query row against keys first..=last of one KV head.
+    #[allow(clippy::too_many_arguments)]
+    fn scores(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        kv_row: usize,
+        kvh: usize,
+        hd: usize,
+        first: usize,
+        last: usize,
+        p: &AttnParams,
+    ) -> Vec<f32> {
+        (first..=last)
+            .map(|s| {
+                let key = &k[s * kv_row + kvh * hd..s * kv_row + (kvh + 1) * hd];
+                let dot: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
+                let x = dot * p.scale;
+                match p.softcap {
+                    Some(c) => c * (x / c).tanh(),
+                    None => x,
+                }
+            })
+            .collect()
+    }
+
+    fn check_attention(
+        &self,
+        q: &CpuTensor,
+        cache: &CpuCache,
+        layer: usize,
+        start: usize,
+        p: &AttnParams,
+    ) -> Result<usize> {
+        let t = q.rows();
+        check(q.row_len() == p.n_heads * p.head_dim, || {
+            format!(
+                "attention: q rows of {} for {} heads of {}",
+                q.row_len(),
+                p.n_heads,
+                p.head_dim
+            )
+        })?;
+        check(cache.row == p.n_kv_heads * p.head_dim, || {
+            "attention: cache geometry differs from the layer's".into()
+        })?;
+        check(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0, || {
+            "attention: heads not a multiple of KV heads".into()
+        })?;
+        check(layer < cache.k.len(), || {
+            format!("attention: layer {layer} past the cache")
+        })?;
+        check(start + t <= cache.capacity, || {
+            format!(
+                "attention: positions up to {} past the cache of {}",
+                start + t,
+                cache.capacity
+            )
+        })?;
+        Ok(t)
+    }
+}
+
+impl Backend for Cpu {
+    type Tensor = CpuTensor;
+    type Cache = CpuCache;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
+        CpuTensor::new(data, shape)
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        CpuTensor::new(data.to_vec(), shape)
+    }
+
+    fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.clone())
+    }
+
+    fn new_cache(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+    ) -> Result<CpuCache> {
+        let row = n_kv_heads * head_dim;
+        let per_layer = capacity
+            .checked_mul(row)
+            .ok_or_else(|| Error::Invalid(format!("KV cache of {capacity} positions overflows")))?;
+        Ok(CpuCache {
+            k: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
+            v: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
+            capacity,
+            row,
+        })
+    }
+
+    fn cache_capacity(&self, cache: &CpuCache) -> usize {
+        cache.capacity
+    }
+
+    fn embed(&self, table: &CpuTensor, ids: &[u32], scale: Option<f32>) -> Result<CpuTensor> {
+        let (vocab, d) = (table.shape[0], table.row_len());
+        let mut out = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            let id = id as usize;
+            check(id < vocab, || {
+                format!("token id {id} is outside the vocabulary of {vocab}")
+            })?;
+            let row = &table.data[id * d..(id + 1) * d];
+            match scale {
+                Some(s) => out.extend(row.iter().map(|x| x * s)),
+                None => out.extend_from_slice(row),
+            }
+        }
+        CpuTensor::new(out, &[ids.len(), d])
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        eps: f32,
+        kind: NormKind,
+    ) -> Result<CpuTensor> {
+        let n = w.data.len();
+        check(n > 0 && x.data.len() % n == 0, || {
+            format!("rms_norm: {} values in groups of {n}", x.data.len())
+        })?;
+        let mut out = x.clone();
+        for_rows(&mut out.data, n, |_, row| {
+            let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
+            let inv = 1.0 / ((ms as f32) + eps).sqrt();
+            for (v, &g) in row.iter_mut().zip(&w.data) {
+                let g = match kind {
+                    NormKind::Plain => g,
+                    NormKind::OnePlus => 1.0 + g,
+                };
+                *v = (*v * inv) * g;
+            }
+        });
+        Ok(out)
+    }
+
+    fn matmul(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        let (m, k) = (x.rows(), x.row_len());
+        let n = w.shape[0];
+        check(w.row_len() == k, || {
+            format!("matmul: [{m}, {k}] times [{n}, {}]ᵀ", w.row_len())
+        })?;
+        let mut out = vec![0f32; m * n];
+        // SAFETY: the pointers and strides describe the three buffers exactly: x is [m, k] row-major,
+        // w is [n, k] row-major read as the [k, n] matrix wᵀ (row stride 1, column stride k), out is
+        // [m, n] row-major; all are live for the duration of the call.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.data.as_ptr(),
+                1,
+                k as isize,
+                w.data.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        CpuTensor::new(out, &[m, n])
+    }
+
+    fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
+        check(x.shape == y.shape, || {
+            format!("add: shapes {:?} and {:?}", x.shape, y.shape)
+        })?;
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        x: &mut CpuTensor,
+        head_dim: usize,
+        start: usize,
+        inv_freq: &CpuTensor,
+    ) -> Result<()> {
+        let half = head_dim / 2;
+        check(
+            inv_freq.data.len() == half && x.row_len() % head_dim == 0,
+            || "rope: geometry".into(),
+        )?;
+        let row_len = x.row_len();
+        // cos/sin per (position, frequency), as the reference computes them: the angle is an f32
+        // product, its cosine rounded once.
+        let rows = x.rows();
+        let mut table = Vec::with_capacity(rows * half);
+        for t in 0..rows {
+            let pos = (start + t) as f32;
+            for &f in &inv_freq.data {
+                let a = (pos * f) as f64;
+                table.push((a.cos() as f32, a.sin() as f32));
+            }
+        }
+        for_rows(&mut x.data, row_len, |t, row| {
+            let cs = &table[t * half..(t + 1) * half];
+            for head in row.chunks_mut(head_dim) {
+                let (a, b) = head.split_at_mut(half);
+                for ((x1, x2), &(c, s)) in a.iter_mut().zip(b.iter_mut()).zip(cs) {
+                    let (u, v) = (*x1, *x2);
+                    *x1 = u * c - v * s;
+                    *x2 = v * c + u * s;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn kv_write(
+        &self,
+        cache: &mut CpuCache,
+        layer: usize,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        start: usize,
+    ) -> Result<()> {
+        let t = k.rows();
+        check(layer < cache.k.len(), || {
+            format!("kv_write: layer {layer} past the cache")
+        })?;
+        check(k.row_len() == cache.row && v.shape == k.shape, || {
+            "kv_write: geometry".into()
+        })?;
+        check(start + t <= cache.capacity, || {
+            format!(
+                "kv_write: positions up to {} past the cache of {}",
+                start + t,
+                cache.capacity
+            )
+        })?;
+        let (a, b) = (start * cache.row, (start + t) * cache.row);
+        cache.k[layer][a..b].copy_from_slice(&k.data);
+        cache.v[layer][a..b].copy_from_slice(&v.data);
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        cache: &CpuCache,
+        layer: usize,
+        start: usize,
+        p: &AttnParams,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let t = self.check_attention(q, cache, layer, start, p)?;
+        let (hd, h) = (p.head_dim, p.n_heads);
+        let group = h / p.n_kv_heads;
+        let (k, v) = (&cache.k[layer], &cache.v[layer]);
+        // One task per (head, query row): output slice and log-sum-exp.
+        let work: Vec<(Vec<f32>, f32)> = (0..h * t)
+            .into_par_iter()
+            .map(|i| {
+                let (head, row) = (i / t, i % t);
+                let pos = start + row;
+                let kvh = head / group;
+                let qv = &q.data[row * h * hd + head * hd..row * h * hd + (head + 1) * hd];
+                let first = p.first_key(pos);
+                let scores = self.scores(qv, k, cache.row, kvh, hd, first, pos, p);
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f32 = weights.iter().sum();
+                let mut out = vec![0f32; hd];
+                for (j, w) in weights.iter().enumerate() {
+                    let s = first + j;
+                    let val = &v[s * cache.row + kvh * hd..s * cache.row + (kvh + 1) * hd];
+                    let w = w / sum;
+                    out.iter_mut().zip(val).for_each(|(o, x)| *o += w * x);
+                }
+                (out, max + sum.ln())
+            })
+            .collect();
+        let mut out = vec![0f32; t * h * hd];
+        let mut lse = vec![0f32; h * t];
+        for (i, (o, l)) in work.into_iter().enumerate() {
+            let (head, row) = (i / t, i % t);
+            out[row * h * hd + head * hd..row * h * hd + (head + 1) * hd].copy_from_slice(&o);
+            lse[head * t + row] = l;
+        }
+        Ok((
+            CpuTensor::new(out, &[t, h * hd])?,
+            CpuTensor::new(lse, &[h, t])?,
+        ))
+    }
+
+    fn attn_probs(
+        &self,
+        q: &CpuTensor,
+        cache: &CpuCache,
+        layer: usize,
+        start: usize,
+        p: &AttnParams,
+        lse: &CpuTensor,
+    ) -> Result<CpuTensor> {
+        let t = self.check_attention(q, cache, layer, start, p)?;
+        let (hd, h) = (p.head_dim, p.n_heads);
+        check(lse.shape == [h, t], || {
+            format!("attn_probs: lse of shape {:?}", lse.shape)
+        })?;
+        let s_len = start + t;
+        let group = h / p.n_kv_heads;
+        let k = &cache.k[layer];
+        let mut out = vec![0f32; h * t * s_len];
+        out.par_chunks_mut(s_len).enumerate().for_each(|(i, dst)| {
+            let (head, row) = (i / t, i % t);
+            let pos = start + row;
+            let qv = &q.data[row * h * hd + head * hd..row * h * hd + (head + 1) * hd];
+            let first = p.first_key(pos);
+            let scores = self.scores(qv, k, cache.row, head / group, hd, first, pos, p);
+            let l = lse.data[head * t + row];
+            for (j, s) in scores.iter().enumerate() {
+                dst[first + j] = (s - l).exp();
+            }
+        });
+        CpuTensor::new(out, &[h, t, s_len])
+    }
+
+    fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation) -> Result<CpuTensor> {
+        check(gate.shape == up.shape, || {
+            format!("glu: shapes {:?} and {:?}", gate.shape, up.shape)
+        })?;
+        let mut out = gate.clone();
+        let row = out.row_len();
+        for_rows(&mut out.data, row, |r, g| {
+            let u = &up.data[r * row..(r + 1) * row];
+            for (g, &u) in g.iter_mut().zip(u) {
+                let a = match act {
+                    Activation::Silu => silu(*g),
+                    Activation::GeluTanh => gelu_tanh(*g),
+                };
+                *g = a * u;
+            }
+        });
+        Ok(out)
+    }
+
+    fn softcap(&self, x: &mut CpuTensor, cap: f32) -> Result<()> {
+        x.data.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        Ok(())
+    }
+
+    fn last_row(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let (r, n) = (x.rows(), x.row_len());
+        check(r > 0, || "last_row of an empty tensor".into())?;
+        let mut shape = x.shape.clone();
+        shape[0] = 1;
+        CpuTensor::new(x.data[(r - 1) * n..].to_vec(), &shape)
+    }
+
+    fn add_rows(&self, x: &mut CpuTensor, v: &CpuTensor, scale: f32, rows: &[usize]) -> Result<()> {
+        let n = x.row_len();
+        check(v.data.len() == n, || {
+            format!("add: vector of {} for rows of {n}", v.data.len())
+        })?;
+        for &r in rows {
+            check(r < x.rows(), || format!("add: row {r} of {}", x.rows()))?;
+            x.data[r * n..(r + 1) * n]
+                .iter_mut()
+                .zip(&v.data)
+                .for_each(|(a, b)| *a += scale * b);
+        }
+        Ok(())
+    }
+
+    fn set_row(&self, x: &mut CpuTensor, row: usize, values: &CpuTensor) -> Result<()> {
+        let n = x.row_len();
+        check(values.data.len() == n && row < x.rows(), || {
+            format!(
+                "replace: row {row} of {} with {} values",
+                x.rows(),
+                values.data.len()
+            )
+        })?;
+        x.data[row * n..(row + 1) * n].copy_from_slice(&values.data);
+        Ok(())
+    }
+
+    fn ablate_rows(&self, x: &mut CpuTensor, u: &CpuTensor, rows: &[usize]) -> Result<()> {
+        let n = x.row_len();
+        check(u.data.len() == n, || {
+            format!("ablate: direction of {} for rows of {n}", u.data.len())
+        })?;
+        for &r in rows {
+            check(r < x.rows(), || format!("ablate: row {r} of {}", x.rows()))?;
+            let row = &mut x.data[r * n..(r + 1) * n];
+            let dot: f64 = row
+                .iter()
+                .zip(&u.data)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            row.iter_mut()
+                .zip(&u.data)
+                .for_each(|(a, b)| *a -= (dot as f32) * b);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The operations the forward pass needs, as a trait with one implementation per device.
+//!
+//! Ops sit at the granularity the kernels do (a fused attention, a GLU), so a device backend can
+//! implement each with one kernel, and every op has a CPU twin in `cpu.rs` that is the oracle
+//! for it. Shapes are row-major; "rows" are token positions.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::model::config::{Activation, NormKind};
+
+/// Per-layer attention settings.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplier of q·k before softcapping and softmax.
+    pub scale: f32,
+    /// A query at position p sees keys in (p − window, p]; None = all earlier keys.
+    pub window: Option<usize>,
+    /// Gemma 2-style tanh soft-capping of the attention scores.
+    pub softcap: Option<f32>,
+}
+
+impl AttnParams {
+    /// The first key position a query at `pos` may attend to.
+    pub fn first_key(&self, pos: usize) -> usize {
+        match self.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        }
+    }
+}
+
+pub trait Tensor {
+    fn shape(&self) -> &[usize];
+
+    fn rows(&self) -> usize {
+        self.shape()[0]
+    }
+
+    /// Elements per row (the product of all dimensions after the first).
+    fn row_len(&self) -> usize {
+        self.shape()[1..].iter().product()
+    }
+}
+
+pub trait Backend: Send + Sync {
+    type Tensor: Tensor + Send + Sync;
+    /// The key/value cache of every layer, preallocated for a number of positions.
+    type Cache: Send;
+
+    fn name(&self) -> &'static str;
+
+    /// Takes a parameter (stored in the device's parameter precision).
+    fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Copies activations in.
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
+    /// Copies a tensor out as f32.
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+
+    fn new_cache(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+    ) -> Result<Self::Cache>;
+    fn cache_capacity(&self, cache: &Self::Cache) -> usize;
+
+    /// out[t] = table[ids[t]] · scale.
+    fn embed(&self, table: &Self::Tensor, ids: &[u32], scale: Option<f32>) -> Result<Self::Tensor>;
+    /// RMSNorm over consecutive groups of `w.len()` elements (a row, or one head of a row).
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+        kind: NormKind,
+    ) -> Result<Self::Tensor>;
+    /// x [m, k] times wᵀ, w [n, k]: [m, n].
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
+    /// Rotates each head of x [T, heads·head_dim] by its position start + t, in Hugging Face's
+    /// half-split layout; `inv_freq` has head_dim/2 entries.
+    fn rope(
+        &self,
+        x: &mut Self::Tensor,
+        head_dim: usize,
+        start: usize,
+        inv_freq: &Self::Tensor,
+    ) -> Result<()>;
+    /// Writes k, v [T, kv_heads·head_dim] into positions start.. of the layer's cache.
+    fn kv_write(
+        &self,
+        cache: &mut Self::Cache,
+        layer: usize,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        start: usize,
+    ) -> Result<()>;
+    /// Causal attention of q [T, heads·head_dim] at positions start.. over the layer's cache
+    /// (positions 0..start+T). Returns the output [T, heads·head_dim] and each row's log-sum-exp
+    /// of scaled scores [heads, T].
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::Cache,
+        layer: usize,
+        start: usize,
+        p: &AttnParams,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// The softmax probabilities [heads, T, start+T] that `attention` used, recomputed from its
+    /// log-sum-exp; masked entries are 0.
+    fn attn_probs(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::Cache,
+        layer: usize,
+        start: usize,
+        p: &AttnParams,
+        lse: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// act(gate) ⊙ up.
+    fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    /// x ← cap · tanh(x / cap).
+    fn softcap(&self, x: &mut Self::Tensor, cap: f32) -> Result<()>;
+    /// The last row of x.
+    fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// x[r] += scale · v for each listed row (v has one row's length).
+    fn add_rows(
+        &self,
+        x: &mut Self::Tensor,
+        v: &Self::Tensor,
+        scale: f32,
+        rows: &[usize],
+    ) -> Result<()>;
+    /// x[row] = values.
+    fn set_row(&self, x: &mut Self::Tensor, row: usize, values: &Self::Tensor) -> Result<()>;
+    /// x[r] ← x[r] − (x[r]·u) u for each listed row; u is a unit vector.
+    fn ablate_rows(&self, x: &mut Self::Tensor, u: &Self::Tensor, rows: &[usize]) -> Result<()>;
+}

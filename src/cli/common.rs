@@ -1,0 +1,98 @@
+//! Arguments and plumbing shared by the subcommands: which model, which device, which prompt.
+
+use clap::{Args, ValueEnum};
+
+use crate::backend::Backend;
+use crate::backend::cpu::Cpu;
+use crate::error::{Error, Result};
+use crate::model::ModelFiles;
+use crate::model::tokenizer::Tokenizer;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The model: a .gguf file, a Hugging Face model directory (config.json, *.safetensors,
+    /// tokenizer.json), a Hugging Face repo id (org/name, from the local HF cache or downloaded),
+    /// or a known name: smollm2-135m (the default), gemma3-270m.
+    #[arg(long, short = 'm', value_name = "MODEL")]
+    pub model: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn open(&self) -> Result<ModelFiles> {
+        let files = ModelFiles::open(self.model.as_deref())?;
+        if let Some(note) = files.weights.note() {
+            crate::info!("note: {note}");
+        }
+        Ok(files)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// CUDA when a GPU and the CUDA backend are available, else the CPU.
+    Auto,
+    /// The f32 reference backend.
+    Cpu,
+    /// An NVIDIA GPU through the CUDA backend.
+    Cuda,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PromptArgs {
+    /// The prompt text.
+    #[arg(long, short = 'p', value_name = "TEXT")]
+    pub prompt: String,
+    /// Wrap the prompt as one user message in the model's own chat template (from the GGUF's
+    /// tokenizer.chat_template or tokenizer_config.json) with the assistant turn opened.
+    #[arg(long)]
+    pub chat: bool,
+}
+
+impl PromptArgs {
+    /// The text the model sees (after the chat template) and its token ids.
+    pub fn encode(&self, tok: &Tokenizer) -> Result<(String, Vec<u32>)> {
+        if self.prompt.is_empty() {
+            return Err(Error::Invalid("the prompt is empty".into()));
+        }
+        if self.chat {
+            let text = tok.apply_chat_template(&self.prompt)?;
+            let ids = tok.encode_raw(&text)?;
+            Ok((text, ids))
+        } else {
+            let ids = tok.encode(&self.prompt)?;
+            if ids.is_empty() {
+                return Err(Error::Invalid("the prompt encodes to no tokens".into()));
+            }
+            Ok((self.prompt.clone(), ids))
+        }
+    }
+}
+
+/// Work that runs on whichever backend the user chose; written once, generic over the backend.
+pub trait OnBackend {
+    type Output;
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output>;
+}
+
+/// Runs `task` on the chosen device.
+pub fn on_device<T: OnBackend>(device: Device, task: T) -> Result<T::Output> {
+    match device {
+        Device::Cpu => task.run(Cpu),
+        Device::Auto => task.run(Cpu),
+        Device::Cuda => Err(cuda_unavailable()),
+    }
+}
+
+fn cuda_unavailable() -> Error {
+    if cfg!(feature = "cuda") {
+        Error::Device(
+            "--device cuda: the CUDA forward pass is not implemented yet; use --device cpu".into(),
+        )
+    } else {
+        Error::Device(
+            "--device cuda: this scalpel was built without CUDA (--no-default-features); rebuild with the \
+             default features and nvcc available (scripts/setup.sh installs it)"
+                .into(),
+        )
+    }
+}

@@ -1,0 +1,248 @@
+//! The transformer forward pass, written once over [`Backend`], with a probe point between
+//! every step. Llama and Gemma 3 differ only in what [`Config`] says.
+
+use crate::backend::{AttnParams, Backend, Tensor};
+use crate::error::{Error, Result};
+use crate::model::ModelFiles;
+use crate::model::config::Config;
+use crate::model::weights::{LayerWeight, Weight, layer_weights};
+use crate::probe::{Point, Probes};
+
+pub struct LayerParams<T> {
+    attn_norm: T,
+    wq: T,
+    wk: T,
+    wv: T,
+    wo: T,
+    q_norm: Option<T>,
+    k_norm: Option<T>,
+    post_attn_norm: Option<T>,
+    ffn_norm: T,
+    w_gate: T,
+    w_up: T,
+    w_down: T,
+    post_ffn_norm: Option<T>,
+}
+
+/// A model's parameters on a backend.
+pub struct Model<B: Backend> {
+    pub config: Config,
+    pub backend: B,
+    embed: B::Tensor,
+    final_norm: B::Tensor,
+    /// None when tied to the embedding table.
+    lm_head: Option<B::Tensor>,
+    layers: Vec<LayerParams<B::Tensor>>,
+    rope: Vec<B::Tensor>,
+}
+
+/// Which rows the LM head is applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation): skips T−1 rows of the largest matrix product.
+    Last,
+    All,
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads every weight from the files onto the backend, one tensor at a time (so host memory
+    /// holds at most one dequantized tensor beyond what the backend keeps).
+    pub fn load(backend: B, files: &ModelFiles) -> Result<Self> {
+        let c = files.config.clone();
+        let per_layer = layer_weights(&c);
+        let total = 3 + c.n_layers * per_layer.len();
+        let bar = crate::progress::bar(total as u64, "loading");
+        let load = |w: Weight| -> Result<Option<B::Tensor>> {
+            let t = match files.weights.load(w, &c)? {
+                Some(data) => Some(backend.weight(data, &w.shape(&c))?),
+                None => None,
+            };
+            bar.inc(1);
+            Ok(t)
+        };
+        let need = |w: Weight| -> Result<B::Tensor> {
+            load(w)?.ok_or_else(|| {
+                Error::format(
+                    files.weights.path(),
+                    files.weights.name_of(w, &c),
+                    "missing from the model file",
+                )
+            })
+        };
+        let embed = need(Weight::Embed)?;
+        let final_norm = need(Weight::FinalNorm)?;
+        let lm_head = if c.tie_embeddings {
+            bar.inc(1);
+            None
+        } else {
+            Some(need(Weight::LmHead)?)
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let w = |lw: LayerWeight| need(Weight::Layer(l, lw));
+            let opt = |cond: bool, lw: LayerWeight| if cond { w(lw).map(Some) } else { Ok(None) };
+            layers.push(LayerParams {
+                attn_norm: w(LayerWeight::AttnNorm)?,
+                wq: w(LayerWeight::Q)?,
+                wk: w(LayerWeight::K)?,
+                wv: w(LayerWeight::V)?,
+                wo: w(LayerWeight::O)?,
+                q_norm: opt(c.qk_norm, LayerWeight::QNorm)?,
+                k_norm: opt(c.qk_norm, LayerWeight::KNorm)?,
+                post_attn_norm: opt(c.sandwich_norms, LayerWeight::PostAttnNorm)?,
+                ffn_norm: w(LayerWeight::FfnNorm)?,
+                w_gate: w(LayerWeight::Gate)?,
+                w_up: w(LayerWeight::Up)?,
+                w_down: w(LayerWeight::Down)?,
+                post_ffn_norm: opt(c.sandwich_norms, LayerWeight::PostFfnNorm)?,
+            });
+        }
+        bar.finish_and_clear();
+        let rope = c
+            .rope_inv_freq
+            .iter()
+            .map(|f| backend.upload(f, &[f.len()]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Model {
+            config: c,
+            backend,
+            embed,
+            final_norm,
+            lm_head,
+            layers,
+            rope,
+        })
+    }
+
+    /// The embedding table [vocab, hidden].
+    pub fn embedding(&self) -> &B::Tensor {
+        &self.embed
+    }
+
+    /// The unembedding [vocab, hidden]: the LM head, or the embedding when tied.
+    pub fn unembedding(&self) -> &B::Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    pub fn new_cache(&self, capacity: usize) -> Result<B::Cache> {
+        let c = &self.config;
+        self.backend
+            .new_cache(c.n_layers, c.n_kv_heads, c.head_dim, capacity)
+    }
+
+    fn attn_params(&self, layer: usize) -> AttnParams {
+        let c = &self.config;
+        AttnParams {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            scale: c.attn_scale,
+            window: c.layers[layer].window,
+            softcap: c.attn_softcap,
+        }
+    }
+
+    /// Final norm and LM head (with soft-capping) applied to residual rows: the logit lens uses
+    /// this on intermediate layers.
+    pub fn unembed(&self, x: &B::Tensor) -> Result<B::Tensor> {
+        let c = &self.config;
+        let h = self
+            .backend
+            .rms_norm(x, &self.final_norm, c.rms_eps, c.norm_kind)?;
+        self.head(&h)
+    }
+
+    fn head(&self, normed: &B::Tensor) -> Result<B::Tensor> {
+        let mut logits = self.backend.matmul(normed, self.unembedding())?;
+        if let Some(cap) = self.config.final_softcap {
+            self.backend.softcap(&mut logits, cap)?;
+        }
+        Ok(logits)
+    }
+
+    /// Runs `ids` at positions start.. through the model, reading and extending `cache`, and
+    /// returns logits for the last row or all rows. Probes see and edit every point on the way.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut B::Cache,
+        probes: &mut Probes<B>,
+        which: Logits,
+    ) -> Result<B::Tensor> {
+        let c = &self.config;
+        let be = &self.backend;
+        if ids.is_empty() {
+            return Err(Error::Invalid("forward: no tokens".into()));
+        }
+        let end = start + ids.len();
+        if end > be.cache_capacity(cache) {
+            return Err(Error::Invalid(format!(
+                "forward: positions up to {end} exceed the KV cache of {}",
+                be.cache_capacity(cache)
+            )));
+        }
+        let (eps, nk) = (c.rms_eps, c.norm_kind);
+
+        let mut x = be.embed(&self.embed, ids, c.embed_scale)?;
+        probes.visit(be, Point::Embed, &mut x, start)?;
+        for (l, w) in self.layers.iter().enumerate() {
+            probes.visit(be, Point::ResidPre(l), &mut x, start)?;
+            let p = self.attn_params(l);
+            let h = be.rms_norm(&x, &w.attn_norm, eps, nk)?;
+            let mut q = be.matmul(&h, &w.wq)?;
+            let mut k = be.matmul(&h, &w.wk)?;
+            let v = be.matmul(&h, &w.wv)?;
+            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+                q = be.rms_norm(&q, qn, eps, nk)?;
+                k = be.rms_norm(&k, kn, eps, nk)?;
+            }
+            let rope = &self.rope[c.layers[l].rope];
+            be.rope(&mut q, c.head_dim, start, rope)?;
+            be.rope(&mut k, c.head_dim, start, rope)?;
+            be.kv_write(cache, l, &k, &v, start)?;
+            let (attn, lse) = be.attention(&q, cache, l, start, &p)?;
+            if probes.wants_capture(Point::AttnProbs(l)) {
+                let probs = be.attn_probs(&q, cache, l, start, &p, &lse)?;
+                probes.record(be, Point::AttnProbs(l), &probs, start)?;
+            }
+            let mut o = be.matmul(&attn, &w.wo)?;
+            if let Some(n) = &w.post_attn_norm {
+                o = be.rms_norm(&o, n, eps, nk)?;
+            }
+            probes.visit(be, Point::AttnOut(l), &mut o, start)?;
+            be.add_assign(&mut x, &o)?;
+            probes.visit(be, Point::ResidMid(l), &mut x, start)?;
+
+            let h = be.rms_norm(&x, &w.ffn_norm, eps, nk)?;
+            let gate = be.matmul(&h, &w.w_gate)?;
+            let up = be.matmul(&h, &w.w_up)?;
+            let mut act = be.glu(&gate, &up, c.activation)?;
+            probes.visit(be, Point::MlpPost(l), &mut act, start)?;
+            let mut m = be.matmul(&act, &w.w_down)?;
+            if let Some(n) = &w.post_ffn_norm {
+                m = be.rms_norm(&m, n, eps, nk)?;
+            }
+            probes.visit(be, Point::MlpOut(l), &mut m, start)?;
+            be.add_assign(&mut x, &m)?;
+            probes.visit(be, Point::ResidPost(l), &mut x, start)?;
+        }
+
+        // Generation needs one row of logits; a probe on the last two points needs them all.
+        let all =
+            which == Logits::All || probes.wants(Point::FinalNorm) || probes.wants(Point::Logits);
+        let (x, first) = if all || x.rows() == 1 {
+            (x, start)
+        } else {
+            (be.last_row(&x)?, end - 1)
+        };
+        let mut h = be.rms_norm(&x, &self.final_norm, eps, nk)?;
+        probes.visit(be, Point::FinalNorm, &mut h, first)?;
+        let mut logits = self.head(&h)?;
+        probes.visit(be, Point::Logits, &mut logits, first)?;
+        if which == Logits::Last && logits.rows() > 1 {
+            return be.last_row(&logits);
+        }
+        Ok(logits)
+    }
+}

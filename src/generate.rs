@@ -1,0 +1,128 @@
+//! The prefill/decode loop: one forward over the prompt, then one token at a time against the KV
+//! cache, sampling each next token, until EOS, the token budget or the context runs out.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::forward::{Logits, Model};
+use crate::probe::Probes;
+use crate::sample::{Sampler, SamplingParams};
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Stop at the model's EOS tokens (off only for benchmarks that need a fixed length).
+    pub stop_at_eos: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+    ContextFull,
+    Interrupted,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub generated_ids: Vec<u32>,
+    pub stop: StopReason,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    /// Forward passes of one token after the prefill.
+    pub decode_steps: usize,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_ids.len() as f64 / self.prefill_seconds.max(1e-9)
+    }
+
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        if self.decode_steps == 0 {
+            0.0
+        } else {
+            self.decode_steps as f64 / self.decode_seconds.max(1e-9)
+        }
+    }
+}
+
+/// Checks that a prompt fits the model's context and returns the KV-cache size to allocate.
+pub fn cache_size(prompt_len: usize, max_tokens: usize, context: usize) -> Result<usize> {
+    if prompt_len == 0 {
+        return Err(Error::Invalid(
+            "the prompt is empty (no tokens to run)".into(),
+        ));
+    }
+    if prompt_len > context {
+        return Err(Error::Invalid(format!(
+            "the prompt has {prompt_len} tokens but the model's context holds {context}"
+        )));
+    }
+    Ok((prompt_len + max_tokens).min(context))
+}
+
+/// Generates from `prompt_ids`, calling `on_token` with each new token id as soon as it is chosen.
+/// `on_token` returns false to stop early (Ctrl-C).
+pub fn generate<B: Backend>(
+    model: &Model<B>,
+    prompt_ids: &[u32],
+    opts: &GenerateOptions,
+    probes: &mut Probes<B>,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<Generation> {
+    let cfg = &model.config;
+    let capacity = cache_size(prompt_ids.len(), opts.max_tokens, cfg.context_length)?;
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let mut cache = model.new_cache(capacity)?;
+    let mut history = prompt_ids.to_vec();
+    let mut generated = Vec::new();
+    let be = &model.backend;
+
+    let t0 = Instant::now();
+    let logits = model.forward(prompt_ids, 0, &mut cache, probes, Logits::Last)?;
+    let mut row = be.download(&logits)?;
+    let prefill_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let mut decode_steps = 0;
+    let stop = loop {
+        if generated.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let next = sampler.sample(&row, &history)?;
+        generated.push(next);
+        history.push(next);
+        let go_on = on_token(next)?;
+        if opts.stop_at_eos && cfg.eos_token_ids.contains(&next) {
+            break StopReason::Eos;
+        }
+        if !go_on {
+            break StopReason::Interrupted;
+        }
+        if generated.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let pos = history.len() - 1;
+        if pos >= capacity {
+            break StopReason::ContextFull;
+        }
+        let logits = model.forward(&[next], pos, &mut cache, probes, Logits::Last)?;
+        row = be.download(&logits)?;
+        decode_steps += 1;
+    };
+    Ok(Generation {
+        prompt_ids: prompt_ids.to_vec(),
+        generated_ids: generated,
+        stop,
+        prefill_seconds,
+        decode_seconds: t1.elapsed().as_secs_f64(),
+        decode_steps,
+    })
+}

@@ -1,0 +1,458 @@
+//! Where a model's parameters come from (a GGUF file or safetensors shards) and how each logical
+//! weight is named, shaped and turned into f32 in the layout the forward pass expects.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use serde::Serialize;
+
+use super::config::{Arch, Config};
+use super::gguf::GgufFile;
+use super::quant;
+use crate::error::{Error, Result};
+
+/// A weight of one transformer block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerWeight {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    QNorm,
+    KNorm,
+    PostAttnNorm,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+    PostFfnNorm,
+}
+
+/// A logical weight of the model, independent of the file format's naming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Weight {
+    Embed,
+    FinalNorm,
+    LmHead,
+    Layer(usize, LayerWeight),
+}
+
+impl Weight {
+    /// The row-major shape the forward pass expects (matrices are [out, in]).
+    pub fn shape(self, c: &Config) -> Vec<usize> {
+        use LayerWeight::*;
+        let d = c.hidden_size;
+        match self {
+            Weight::Embed | Weight::LmHead => vec![c.vocab_size, d],
+            Weight::FinalNorm => vec![d],
+            Weight::Layer(_, w) => match w {
+                AttnNorm | PostAttnNorm | FfnNorm | PostFfnNorm => vec![d],
+                QNorm | KNorm => vec![c.head_dim],
+                Q => vec![c.q_dim(), d],
+                K | V => vec![c.kv_dim(), d],
+                O => vec![d, c.q_dim()],
+                Gate | Up => vec![c.intermediate_size, d],
+                Down => vec![d, c.intermediate_size],
+            },
+        }
+    }
+
+    fn gguf_name(self) -> String {
+        use LayerWeight::*;
+        match self {
+            Weight::Embed => "token_embd.weight".into(),
+            Weight::FinalNorm => "output_norm.weight".into(),
+            Weight::LmHead => "output.weight".into(),
+            Weight::Layer(l, w) => {
+                let s = match w {
+                    AttnNorm => "attn_norm",
+                    Q => "attn_q",
+                    K => "attn_k",
+                    V => "attn_v",
+                    O => "attn_output",
+                    QNorm => "attn_q_norm",
+                    KNorm => "attn_k_norm",
+                    PostAttnNorm => "post_attention_norm",
+                    FfnNorm => "ffn_norm",
+                    Gate => "ffn_gate",
+                    Up => "ffn_up",
+                    Down => "ffn_down",
+                    PostFfnNorm => "post_ffw_norm",
+                };
+                format!("blk.{l}.{s}.weight")
+            }
+        }
+    }
+
+    fn hf_name(self, arch: Arch, prefix: &str) -> String {
+        use LayerWeight::*;
+        match self {
+            Weight::Embed => format!("{prefix}embed_tokens.weight"),
+            Weight::FinalNorm => format!("{prefix}norm.weight"),
+            // lm_head sits beside the decoder, not inside its prefix.
+            Weight::LmHead => {
+                let outer = prefix.strip_suffix("model.").unwrap_or("");
+                format!("{outer}lm_head.weight")
+            }
+            Weight::Layer(l, w) => {
+                let s = match (w, arch) {
+                    (AttnNorm, _) => "input_layernorm",
+                    (Q, _) => "self_attn.q_proj",
+                    (K, _) => "self_attn.k_proj",
+                    (V, _) => "self_attn.v_proj",
+                    (O, _) => "self_attn.o_proj",
+                    (QNorm, _) => "self_attn.q_norm",
+                    (KNorm, _) => "self_attn.k_norm",
+                    (PostAttnNorm, _) => "post_attention_layernorm",
+                    // Llama's second norm is named post_attention_layernorm but sits before the MLP.
+                    (FfnNorm, Arch::Llama) => "post_attention_layernorm",
+                    (FfnNorm, Arch::Gemma3) => "pre_feedforward_layernorm",
+                    (Gate, _) => "mlp.gate_proj",
+                    (Up, _) => "mlp.up_proj",
+                    (Down, _) => "mlp.down_proj",
+                    (PostFfnNorm, _) => "post_feedforward_layernorm",
+                };
+                format!("{prefix}layers.{l}.{s}.weight")
+            }
+        }
+    }
+}
+
+/// The weights of one layer, in the order they are loaded.
+pub fn layer_weights(c: &Config) -> Vec<LayerWeight> {
+    use LayerWeight::*;
+    let mut v = vec![AttnNorm, Q, K, V, O, FfnNorm, Gate, Up, Down];
+    if c.qk_norm {
+        v.extend([QNorm, KNorm]);
+    }
+    if c.sandwich_norms {
+        v.extend([PostAttnNorm, PostFfnNorm]);
+    }
+    v
+}
+
+/// One parameter as the file stores it, for `scalpel params`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParamInfo {
+    pub name: String,
+    /// Row-major, outermost dimension first.
+    pub shape: Vec<usize>,
+    pub dtype: String,
+}
+
+impl ParamInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+struct StTensor {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    start: usize,
+    end: usize,
+}
+
+/// A Hugging Face checkpoint: one `model.safetensors` or shards listed by an index.
+pub struct SafetensorsFiles {
+    files: Vec<(PathBuf, Mmap)>,
+    tensors: HashMap<String, StTensor>,
+    order: Vec<String>,
+    /// "model." for Llama-style checkpoints, "language_model.model." etc. for multimodal ones.
+    prefix: String,
+    /// Names of tensors this loader skips (a vision tower), for a note at load.
+    pub skipped: usize,
+}
+
+impl SafetensorsFiles {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let paths: Vec<PathBuf> = if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::format(&index, "JSON", e.to_string()))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::format(&index, "weight_map", "missing or not an object"))?;
+            let mut shards: Vec<String> = Vec::new();
+            for v in map.values() {
+                let f = v.as_str().ok_or_else(|| {
+                    Error::format(
+                        &index,
+                        "weight_map",
+                        format!("value {v} is not a file name"),
+                    )
+                })?;
+                if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+                    return Err(Error::format(
+                        &index,
+                        "weight_map",
+                        format!("shard name {f:?} leaves the model directory"),
+                    ));
+                }
+                if !shards.iter().any(|s| s == f) {
+                    shards.push(f.to_string());
+                }
+            }
+            shards.sort();
+            shards.into_iter().map(|f| dir.join(f)).collect()
+        } else if single.is_file() {
+            vec![single]
+        } else {
+            return Err(Error::NotFound(format!(
+                "{}: neither model.safetensors nor model.safetensors.index.json",
+                dir.display()
+            )));
+        };
+
+        let mut files = Vec::new();
+        let mut tensors = HashMap::new();
+        let mut order = Vec::new();
+        for (fi, p) in paths.iter().enumerate() {
+            let file = File::open(p).map_err(|e| Error::io(p, e))?;
+            // SAFETY: read-only map of a file scalpel does not modify.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(p, e))?;
+            let (header_len, meta) = SafeTensors::read_metadata(&mmap)
+                .map_err(|e| Error::format(p, "safetensors header", e.to_string()))?;
+            let base = 8 + header_len;
+            let infos = meta.tensors();
+            for name in meta.offset_keys() {
+                let info = infos[&name];
+                if tensors.contains_key(&name) {
+                    return Err(Error::format(p, &name, "tensor appears in two shards"));
+                }
+                tensors.insert(
+                    name.clone(),
+                    StTensor {
+                        file: fi,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start: base + info.data_offsets.0,
+                        end: base + info.data_offsets.1,
+                    },
+                );
+                order.push(name);
+            }
+            files.push((p.clone(), mmap));
+        }
+        let prefix = ["model.", "language_model.model.", "model.language_model."]
+            .into_iter()
+            .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
+            .ok_or_else(|| {
+                Error::format(dir, "tensor names", "no embed_tokens.weight under model., language_model.model. or model.language_model.")
+            })?
+            .to_string();
+        let skipped = order
+            .iter()
+            .filter(|n| n.contains("vision_tower") || n.contains("multi_modal_projector"))
+            .count();
+        Ok(SafetensorsFiles {
+            files,
+            tensors,
+            order,
+            prefix,
+            skipped,
+        })
+    }
+
+    fn load(&self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+        let Some(t) = self.tensors.get(name) else {
+            return Ok(None);
+        };
+        let (path, mmap) = &self.files[t.file];
+        let bytes = &mmap[t.start..t.end];
+        let data: Vec<f32> = match t.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{}: tensor {name} has dtype {other:?} (supported: F32, F16, BF16)",
+                    path.display()
+                )));
+            }
+        };
+        Ok(Some((data, t.shape.clone())))
+    }
+}
+
+pub enum WeightFiles {
+    Gguf(GgufFile),
+    Safetensors(SafetensorsFiles),
+}
+
+impl WeightFiles {
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightFiles::Gguf(g) => &g.path,
+            WeightFiles::Safetensors(s) => &s.files[0].0,
+        }
+    }
+
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            WeightFiles::Gguf(_) => "gguf",
+            WeightFiles::Safetensors(_) => "safetensors",
+        }
+    }
+
+    /// Every parameter in the file, in file order.
+    pub fn params(&self) -> Vec<ParamInfo> {
+        match self {
+            WeightFiles::Gguf(g) => g
+                .tensors()
+                .iter()
+                .map(|t| ParamInfo {
+                    name: t.name.clone(),
+                    shape: t.shape(),
+                    dtype: t.dtype.name().to_string(),
+                })
+                .collect(),
+            WeightFiles::Safetensors(s) => s
+                .order
+                .iter()
+                .map(|n| {
+                    let t = &s.tensors[n];
+                    ParamInfo {
+                        name: n.clone(),
+                        shape: t.shape.clone(),
+                        dtype: format!("{:?}", t.dtype),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    pub fn name_of(&self, w: Weight, c: &Config) -> String {
+        match self {
+            WeightFiles::Gguf(_) => w.gguf_name(),
+            WeightFiles::Safetensors(s) => w.hf_name(c.arch, &s.prefix),
+        }
+    }
+
+    /// Loads one weight as f32 in the forward pass's layout, or None when the file does not have
+    /// it (an LM head tied to the embedding). Shapes are checked against the config.
+    pub fn load(&self, w: Weight, c: &Config) -> Result<Option<Vec<f32>>> {
+        let name = self.name_of(w, c);
+        let expected = w.shape(c);
+        let (data, shape) = match self {
+            WeightFiles::Gguf(g) => match g.tensor(&name) {
+                None => return Ok(None),
+                Some(t) => {
+                    let data =
+                        quant::dequantize(t.dtype, g.tensor_bytes(t), t.n_elements() as usize)
+                            .map_err(|e| match e {
+                                Error::Unsupported(m) => Error::Unsupported(format!(
+                                    "{}: tensor {name}: {m}",
+                                    g.path.display()
+                                )),
+                                other => other,
+                            })?;
+                    (data, t.shape())
+                }
+            },
+            WeightFiles::Safetensors(s) => match s.load(&name)? {
+                None => return Ok(None),
+                Some(x) => x,
+            },
+        };
+        if shape != expected {
+            return Err(Error::format(
+                self.path(),
+                &name,
+                format!("shape {shape:?} contradicts the config, which implies {expected:?}"),
+            ));
+        }
+        let data = match (self, w, c.arch) {
+            // llama.cpp's converter permutes Llama's q/k rows so that RoPE rotates adjacent pairs;
+            // undo it, so every source has Hugging Face's half-split layout.
+            (WeightFiles::Gguf(_), Weight::Layer(_, LayerWeight::Q), Arch::Llama) => {
+                unpermute_rows(&data, c.n_heads, c.head_dim, c.hidden_size)
+            }
+            (WeightFiles::Gguf(_), Weight::Layer(_, LayerWeight::K), Arch::Llama) => {
+                unpermute_rows(&data, c.n_kv_heads, c.head_dim, c.hidden_size)
+            }
+            _ => data,
+        };
+        Ok(Some(data))
+    }
+
+    /// A note about what was left out (a vision tower), for stderr.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            WeightFiles::Safetensors(s) if s.skipped > 0 => Some(format!(
+                "skipping {} vision-tower tensors: scalpel runs the language model only",
+                s.skipped
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Inverse of llama.cpp's `permute`: within each head, GGUF row `2j + t` is HF row `t·hd/2 + j`.
+fn unpermute_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for j in 0..half {
+            for t in 0..2 {
+                let src = (h * head_dim + 2 * j + t) * cols;
+                let dst = (h * head_dim + t * half + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`unpermute_rows`]: llama.cpp's `permute`, for writing GGUF-layout q/k.
+pub fn permute_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for j in 0..half {
+            for t in 0..2 {
+                let dst = (h * head_dim + 2 * j + t) * cols;
+                let src = (h * head_dim + t * half + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_round_trips() {
+        let (heads, hd, cols) = (3, 8, 5);
+        let w: Vec<f32> = (0..heads * hd * cols)
+            .map(|i| i as f32 * 0.37 - 11.0)
+            .collect();
+        assert_eq!(
+            unpermute_rows(&permute_rows(&w, heads, hd, cols), heads, hd, cols),
+            w
+        );
+        assert_ne!(permute_rows(&w, heads, hd, cols), w);
+    }
+}

@@ -1,0 +1,372 @@
+//! Probe points and what can be done at them: capture (copy out), add a scaled vector, replace a
+//! row, ablate a direction. Names follow TransformerLens (`blocks.{l}.resid_post`, …).
+//!
+//! The forward pass calls [`Probes::visit`] at every point; a point nobody asked for costs one
+//! hash lookup and nothing is copied or computed for it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::backend::{Backend, Tensor};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Point {
+    Embed,
+    ResidPre(usize),
+    AttnProbs(usize),
+    AttnOut(usize),
+    ResidMid(usize),
+    MlpPost(usize),
+    MlpOut(usize),
+    ResidPost(usize),
+    FinalNorm,
+    Logits,
+}
+
+impl Point {
+    /// Every point of a model with `n_layers` layers, in the order the forward pass visits them.
+    pub fn all(n_layers: usize) -> Vec<Point> {
+        let mut v = vec![Point::Embed];
+        for l in 0..n_layers {
+            v.extend([
+                Point::ResidPre(l),
+                Point::AttnProbs(l),
+                Point::AttnOut(l),
+                Point::ResidMid(l),
+                Point::MlpPost(l),
+                Point::MlpOut(l),
+                Point::ResidPost(l),
+            ]);
+        }
+        v.extend([Point::FinalNorm, Point::Logits]);
+        v
+    }
+
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Point::ResidPre(l)
+            | Point::AttnProbs(l)
+            | Point::AttnOut(l)
+            | Point::ResidMid(l)
+            | Point::MlpPost(l)
+            | Point::MlpOut(l)
+            | Point::ResidPost(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Points whose rows live in the residual stream (width = hidden size).
+    pub fn is_residual(self) -> bool {
+        matches!(
+            self,
+            Point::Embed
+                | Point::ResidPre(_)
+                | Point::ResidMid(_)
+                | Point::ResidPost(_)
+                | Point::AttnOut(_)
+                | Point::MlpOut(_)
+                | Point::FinalNorm
+        )
+    }
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Point::Embed => write!(f, "embed"),
+            Point::ResidPre(l) => write!(f, "blocks.{l}.resid_pre"),
+            Point::AttnProbs(l) => write!(f, "blocks.{l}.attn_probs"),
+            Point::AttnOut(l) => write!(f, "blocks.{l}.attn_out"),
+            Point::ResidMid(l) => write!(f, "blocks.{l}.resid_mid"),
+            Point::MlpPost(l) => write!(f, "blocks.{l}.mlp_post"),
+            Point::MlpOut(l) => write!(f, "blocks.{l}.mlp_out"),
+            Point::ResidPost(l) => write!(f, "blocks.{l}.resid_post"),
+            Point::FinalNorm => write!(f, "final_norm"),
+            Point::Logits => write!(f, "logits"),
+        }
+    }
+}
+
+impl FromStr for Point {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "unknown probe point {s:?} (e.g. embed, blocks.3.resid_post, final_norm, logits)"
+            ))
+        };
+        match s {
+            "embed" => return Ok(Point::Embed),
+            "final_norm" => return Ok(Point::FinalNorm),
+            "logits" => return Ok(Point::Logits),
+            _ => {}
+        }
+        let rest = s.strip_prefix("blocks.").ok_or_else(bad)?;
+        let (l, name) = rest.split_once('.').ok_or_else(bad)?;
+        let l: usize = l.parse().map_err(|_| bad())?;
+        Ok(match name {
+            "resid_pre" => Point::ResidPre(l),
+            "attn_probs" => Point::AttnProbs(l),
+            "attn_out" => Point::AttnOut(l),
+            "resid_mid" => Point::ResidMid(l),
+            "mlp_post" => Point::MlpPost(l),
+            "mlp_out" => Point::MlpOut(l),
+            "resid_post" => Point::ResidPost(l),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// Glob match with `*` (any run of characters).
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Expands comma-separated patterns (`blocks.*.resid_post,logits`) to points, in forward order.
+/// A pattern that matches nothing is an error: it is almost always a typo or a layer past the end.
+pub fn select(patterns: &str, n_layers: usize) -> Result<Vec<Point>> {
+    let all = Point::all(n_layers);
+    let mut chosen = HashSet::new();
+    for pat in patterns.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let before = chosen.len();
+        let mut any = false;
+        for p in &all {
+            if glob(pat, &p.to_string()) {
+                chosen.insert(*p);
+                any = true;
+            }
+        }
+        if !any {
+            if let Ok(p) = pat.parse::<Point>()
+                && p.layer().is_some_and(|l| l >= n_layers)
+            {
+                return Err(Error::Invalid(format!(
+                    "probe point {pat}: the model has layers 0..{}",
+                    n_layers - 1
+                )));
+            }
+            return Err(Error::Invalid(format!(
+                "probe pattern {pat:?} matches no point (points: embed, blocks.{{l}}.{{resid_pre,attn_probs,attn_out,resid_mid,mlp_post,mlp_out,resid_post}}, final_norm, logits)"
+            )));
+        }
+        let _ = before;
+    }
+    Ok(all.into_iter().filter(|p| chosen.contains(p)).collect())
+}
+
+/// Which absolute token positions an edit applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Positions {
+    All,
+    Only(Vec<usize>),
+}
+
+impl Positions {
+    /// Rows of a forward call covering positions start..start+rows that this selects.
+    fn rows(&self, start: usize, rows: usize) -> Vec<usize> {
+        match self {
+            Positions::All => (0..rows).collect(),
+            Positions::Only(ps) => ps
+                .iter()
+                .filter(|&&p| p >= start && p < start + rows)
+                .map(|&p| p - start)
+                .collect(),
+        }
+    }
+}
+
+/// An intervention at a point, holding device tensors prepared once.
+pub enum Edit<T> {
+    /// x ← x + scale · vector.
+    Add {
+        vector: T,
+        scale: f32,
+        positions: Positions,
+    },
+    /// x[position] ← row (a Patchscope's transplanted state).
+    Replace { position: usize, row: T },
+    /// x ← x − (x·u) u, u a unit vector.
+    Ablate { unit: T, positions: Positions },
+}
+
+/// One forward call's capture at one point.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    /// Absolute position of the first row.
+    pub start: usize,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub struct Probes<B: Backend> {
+    capture: HashSet<Point>,
+    edits: HashMap<Point, Vec<Edit<B::Tensor>>>,
+    captured: BTreeMap<Point, Vec<Captured>>,
+}
+
+impl<B: Backend> Default for Probes<B> {
+    fn default() -> Self {
+        Probes {
+            capture: HashSet::new(),
+            edits: HashMap::new(),
+            captured: BTreeMap::new(),
+        }
+    }
+}
+
+impl<B: Backend> Probes<B> {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn capturing(points: impl IntoIterator<Item = Point>) -> Self {
+        let mut p = Self::default();
+        p.capture.extend(points);
+        p
+    }
+
+    pub fn capture(&mut self, point: Point) {
+        self.capture.insert(point);
+    }
+
+    pub fn edit(&mut self, point: Point, edit: Edit<B::Tensor>) -> Result<()> {
+        if matches!(point, Point::AttnProbs(_)) {
+            return Err(Error::Invalid(format!(
+                "{point} can be captured but not edited"
+            )));
+        }
+        self.edits.entry(point).or_default().push(edit);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.capture.is_empty() && self.edits.is_empty()
+    }
+
+    /// Whether anyone asked for this point.
+    pub fn wants(&self, point: Point) -> bool {
+        self.capture.contains(&point) || self.edits.contains_key(&point)
+    }
+
+    pub fn wants_capture(&self, point: Point) -> bool {
+        self.capture.contains(&point)
+    }
+
+    /// Applies the edits at `point` to x (rows = positions start..), then captures it if asked.
+    pub fn visit(
+        &mut self,
+        backend: &B,
+        point: Point,
+        x: &mut B::Tensor,
+        start: usize,
+    ) -> Result<()> {
+        if let Some(edits) = self.edits.get(&point) {
+            let rows = x.rows();
+            for e in edits {
+                match e {
+                    Edit::Add {
+                        vector,
+                        scale,
+                        positions,
+                    } => backend.add_rows(x, vector, *scale, &positions.rows(start, rows))?,
+                    Edit::Replace { position, row } => {
+                        if *position >= start && *position < start + rows {
+                            backend.set_row(x, position - start, row)?;
+                        }
+                    }
+                    Edit::Ablate { unit, positions } => {
+                        backend.ablate_rows(x, unit, &positions.rows(start, rows))?
+                    }
+                }
+            }
+        }
+        self.record(backend, point, x, start)
+    }
+
+    /// Captures a tensor that is only observed, never edited (attention probabilities).
+    pub fn record(&mut self, backend: &B, point: Point, x: &B::Tensor, start: usize) -> Result<()> {
+        if self.capture.contains(&point) {
+            let data = backend.download(x)?;
+            self.captured.entry(point).or_default().push(Captured {
+                start,
+                shape: x.shape().to_vec(),
+                data,
+            });
+        }
+        Ok(())
+    }
+
+    /// Everything captured so far, per point, one entry per forward call.
+    pub fn captured(&self) -> &BTreeMap<Point, Vec<Captured>> {
+        &self.captured
+    }
+
+    pub fn take_captured(&mut self) -> BTreeMap<Point, Vec<Captured>> {
+        std::mem::take(&mut self.captured)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in Point::all(3) {
+            assert_eq!(p.to_string().parse::<Point>().unwrap(), p);
+        }
+        assert!("blocks.x.resid_post".parse::<Point>().is_err());
+        assert!("blocks.1.resid".parse::<Point>().is_err());
+    }
+
+    #[test]
+    fn patterns_select_in_forward_order() {
+        let s = select("logits,blocks.*.resid_post,embed", 2).unwrap();
+        assert_eq!(
+            s,
+            vec![
+                Point::Embed,
+                Point::ResidPost(0),
+                Point::ResidPost(1),
+                Point::Logits
+            ]
+        );
+        assert_eq!(select("blocks.1.*", 2).unwrap().len(), 7);
+        assert!(
+            select("blocks.5.resid_post", 2)
+                .unwrap_err()
+                .to_string()
+                .contains("layers 0..1")
+        );
+        assert!(select("resid", 2).is_err());
+    }
+
+    #[test]
+    fn glob_matches() {
+        assert!(glob("blocks.*.resid_post", "blocks.12.resid_post"));
+        assert!(!glob("blocks.*.resid_post", "blocks.12.resid_pre"));
+        assert!(glob("*", "logits"));
+        assert!(glob("blocks.1*.attn_*", "blocks.17.attn_out"));
+    }
+}

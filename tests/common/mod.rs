@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+use scalpel::model::{KNOWN_MODELS, ModelFiles, models_dir};
+
+/// The path of a model that scripts/setup.sh fetches. A missing model fails the test: CI installs
+/// it, and a test that silently passes without its input proves nothing.
+pub fn known_model(alias: &str) -> PathBuf {
+    let k = KNOWN_MODELS
+        .iter()
+        .find(|k| k.alias == alias)
+        .expect("known alias");
+    let p = models_dir().join(k.file);
+    assert!(
+        p.is_file(),
+        "{} is missing at {}: run scripts/setup.sh",
+        k.what,
+        p.display()
+    );
+    p
+}
+
+pub fn open_known(alias: &str) -> ModelFiles {
+    let p = known_model(alias);
+    ModelFiles::open(Some(p.to_str().unwrap())).expect("model opens")
+}
+
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+pub struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    pub fn open(path: &Path) -> Self {
+        Golden {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn st(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("golden file parses")
+    }
+
+    pub fn f32(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let st = self.st();
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (v, t.shape().to_vec())
+    }
+
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let st = self.st();
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn u8(&self, name: &str) -> Vec<u8> {
+        let st = self.st();
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name}"));
+        t.data().to_vec()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.st().tensor(name).is_ok()
+    }
+
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let (_, m) = SafeTensors::read_metadata(&self.bytes).unwrap();
+        m.metadata().as_ref().and_then(|m| m.get(key).cloned())
+    }
+}
+
+/// ‖a − b‖ / ‖b‖, in f64. NaN anywhere gives NaN, which fails every `<=` check.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        num += (x as f64 - y as f64).powi(2);
+        den += (y as f64).powi(2);
+    }
+    if a.iter().any(|x| x.is_nan()) {
+        return f64::NAN;
+    }
+    num.sqrt() / den.sqrt().max(1e-30)
+}
+
+/// Compares row by row (a row = `row_len` consecutive values): each row's relative L2 error must
+/// be at most `tol`. Returns the worst error.
+pub fn assert_rows_close(
+    what: &str,
+    ours: &[f32],
+    theirs: &[f32],
+    row_len: usize,
+    tol: f64,
+) -> f64 {
+    assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
+    let mut worst = 0f64;
+    for (r, (a, b)) in ours.chunks(row_len).zip(theirs.chunks(row_len)).enumerate() {
+        let e = rel_l2(a, b);
+        assert!(
+            e <= tol,
+            "{what}: row {r} relative L2 error {e:e} > {tol:e}"
+        );
+        worst = worst.max(e);
+    }
+    worst
+}
