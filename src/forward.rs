@@ -114,6 +114,32 @@ impl<B: Backend> Model<B> {
         })
     }
 
+    /// Parameters held (a tied LM head counted once).
+    pub fn parameter_count(&self) -> usize {
+        let n = |t: &B::Tensor| t.shape().iter().product::<usize>();
+        let opt = |t: &Option<B::Tensor>| t.as_ref().map_or(0, n);
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|w| {
+                n(&w.attn_norm)
+                    + n(&w.wq)
+                    + n(&w.wk)
+                    + n(&w.wv)
+                    + n(&w.wo)
+                    + opt(&w.q_norm)
+                    + opt(&w.k_norm)
+                    + opt(&w.post_attn_norm)
+                    + n(&w.ffn_norm)
+                    + n(&w.w_gate)
+                    + n(&w.w_up)
+                    + n(&w.w_down)
+                    + opt(&w.post_ffn_norm)
+            })
+            .sum();
+        n(&self.embed) + n(&self.final_norm) + opt(&self.lm_head) + layers
+    }
+
     /// The embedding table [vocab, hidden].
     pub fn embedding(&self) -> &B::Tensor {
         &self.embed

@@ -149,7 +149,6 @@ pub fn select(patterns: &str, n_layers: usize) -> Result<Vec<Point>> {
     let all = Point::all(n_layers);
     let mut chosen = HashSet::new();
     for pat in patterns.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let before = chosen.len();
         let mut any = false;
         for p in &all {
             if glob(pat, &p.to_string()) {
@@ -170,7 +169,6 @@ pub fn select(patterns: &str, n_layers: usize) -> Result<Vec<Point>> {
                 "probe pattern {pat:?} matches no point (points: embed, blocks.{{l}}.{{resid_pre,attn_probs,attn_out,resid_mid,mlp_post,mlp_out,resid_post}}, final_norm, logits)"
             )));
         }
-        let _ = before;
     }
     Ok(all.into_iter().filter(|p| chosen.contains(p)).collect())
 }

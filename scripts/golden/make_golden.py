@@ -101,7 +101,7 @@ def dequant_goldens(smollm: Path, gemma: Path | None, out: Path):
         t = next(t for t in r.tensors if t.name == tensor_name)
         assert t.tensor_type.name == name, (tensor_name, t.tensor_type.name)
         block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
-        n_blocks = min(64, t.n_elements // block)
+        n_blocks = min(t.n_elements // block, max(64, 2048 // block))
         raw = np.asarray(t.data).reshape(-1).view(np.uint8)[: n_blocks * size].copy()
         vals = gguf.quants.dequantize(raw, t.tensor_type).reshape(-1).astype(np.float32)
         tensors[f"{name}.raw"] = raw
@@ -218,17 +218,35 @@ def model_goldens(name: str, path: Path, out_dir: Path, lens_k=10, greedy_n=32, 
         print(f"{name} prompt {i}: {T} tokens; greedy: {tok.decode(greedy)!r}", file=sys.stderr)
 
 
+def rope_goldens(out: Path):
+    """Llama 3 RoPE scaling as transformers computes it, for Llama-3.2-3B's config."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    cfg = LlamaConfig(hidden_size=3072, num_attention_heads=24, num_key_value_heads=8, head_dim=128,
+                      rope_theta=500000.0, rope_scaling=scaling, max_position_embeddings=131072)
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+    (out / "rope_llama3.json").write_text(json.dumps({
+        "config": {"head_dim": 128, "rope_theta": 500000.0, "rope_scaling": scaling},
+        "inv_freq": [float(x) for x in inv_freq.float().tolist()],
+    }, indent=1) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smollm", type=Path, required=True)
     ap.add_argument("--gemma", type=Path)
     ap.add_argument("--out", type=Path, default=Path("tests/golden"))
-    ap.add_argument("--only", choices=["dequant", "smollm2", "gemma3"], action="append")
+    ap.add_argument("--only", choices=["dequant", "rope", "smollm2", "gemma3"], action="append")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["dequant", "smollm2", "gemma3"])
+    only = set(args.only or ["dequant", "rope", "smollm2", "gemma3"])
     if "dequant" in only:
         dequant_goldens(args.smollm, args.gemma, args.out)
+    if "rope" in only:
+        rope_goldens(args.out)
     if "smollm2" in only:
         model_goldens("smollm2", args.smollm, args.out / "smollm2")
     if "gemma3" in only and args.gemma is not None:

@@ -115,6 +115,8 @@ impl OnBackend for Task {
                 "stop": generation.stop,
                 "prefill_tokens_per_second": generation.prefill_tokens_per_second(),
                 "decode_tokens_per_second": generation.decode_tokens_per_second(),
+                "parameters": model.parameter_count(),
+                "peak_rss_bytes": crate::mem::peak_rss_bytes(),
             });
             writeln!(stdout, "{out}").map_err(|e| Error::io("<stdout>", e))?;
         } else {

@@ -231,8 +231,7 @@ impl Config {
             .map_or(n_heads, |v| v as usize);
         let head_dim = match g.opt_u64(&k("attention.key_length"))? {
             Some(v) => v as usize,
-            None if n_heads > 0 => hidden_size / n_heads,
-            None => 0,
+            None => hidden_size.checked_div(n_heads).unwrap_or(0),
         };
         if let Some(rot) = g.opt_u64(&k("rope.dimension_count"))?
             && rot as usize != head_dim
@@ -456,11 +455,7 @@ impl Config {
         let n_layers = req("num_hidden_layers")?;
         let n_heads = req("num_attention_heads")?;
         let n_kv_heads = uint("num_key_value_heads")?.unwrap_or(n_heads);
-        let head_dim = uint("head_dim")?.unwrap_or(if n_heads > 0 {
-            hidden_size / n_heads
-        } else {
-            0
-        });
+        let head_dim = uint("head_dim")?.unwrap_or(hidden_size.checked_div(n_heads).unwrap_or(0));
         let intermediate_size = req("intermediate_size")?;
         let vocab_size = req("vocab_size")?;
         let context_length = uint("max_position_embeddings")?.unwrap_or(2048);

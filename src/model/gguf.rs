@@ -274,7 +274,7 @@ impl<'a> Cursor<'a> {
             return Err(self.err(
                 field,
                 format!(
-                    "string claims {len} bytes but only {} remain in the file",
+                    "string claims {len} bytes but only {} remain in the file (truncated?)",
                     self.remaining()
                 ),
             ));
@@ -311,7 +311,7 @@ impl<'a> Cursor<'a> {
                     return Err(self.err(
                         field,
                         format!(
-                            "array claims {count} elements of type {elem_ty} but only {} bytes remain",
+                            "array claims {count} elements of type {elem_ty} but only {} bytes remain (truncated?)",
                             self.remaining()
                         ),
                     ));
@@ -390,7 +390,7 @@ fn min_value_size(ty: u32) -> Option<u64> {
     Some(match ty {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         8 => 8,
         9 => 12,
         10..=12 => 8,
@@ -686,5 +686,204 @@ impl GgufFile {
                 )
             }),
         }
+    }
+}
+
+/// Writes GGUF v3 files: control vectors (`steer`), and test fixtures. Tensors are written as
+/// given (F32 only), aligned to 32 bytes.
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<(String, Vec<u64>, Vec<f32>)>,
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn meta(&mut self, key: &str, value: Value) -> &mut Self {
+        self.metadata.push((key.to_string(), value));
+        self
+    }
+
+    /// `shape` row-major (outermost first), as everywhere else in scalpel.
+    pub fn tensor(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> &mut Self {
+        let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        self.tensors.push((name.to_string(), dims, data));
+        self
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            write_str(&mut out, k);
+            out.extend_from_slice(&value_type(v).to_le_bytes());
+            write_value(&mut out, v);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, dims, data) in &self.tensors {
+            write_str(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&0u32.to_le_bytes()); // F32
+            out.extend_from_slice(&offset.to_le_bytes());
+            offsets.push(offset);
+            offset =
+                (offset + 4 * data.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+        }
+        let start = out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize;
+        out.resize(start, 0);
+        for ((_, _, data), off) in self.tensors.iter().zip(offsets) {
+            out.resize(start + off as usize, 0);
+            for x in data {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn value_type(v: &Value) -> u32 {
+    match v {
+        Value::U8(_) => 0,
+        Value::I8(_) => 1,
+        Value::U16(_) => 2,
+        Value::I16(_) => 3,
+        Value::U32(_) => 4,
+        Value::I32(_) => 5,
+        Value::F32(_) => 6,
+        Value::Bool(_) => 7,
+        Value::Str(_) => 8,
+        Value::Array(_) => 9,
+        Value::U64(_) => 10,
+        Value::I64(_) => 11,
+        Value::F64(_) => 12,
+    }
+}
+
+fn array_elem_type(a: &Array) -> u32 {
+    match a {
+        Array::U8(_) => 0,
+        Array::I8(_) => 1,
+        Array::U16(_) => 2,
+        Array::I16(_) => 3,
+        Array::U32(_) => 4,
+        Array::I32(_) => 5,
+        Array::F32(_) => 6,
+        Array::Bool(_) => 7,
+        Array::Str(_) => 8,
+        Array::Nested(_) => 9,
+        Array::U64(_) => 10,
+        Array::I64(_) => 11,
+        Array::F64(_) => 12,
+    }
+}
+
+fn write_array(out: &mut Vec<u8>, a: &Array) {
+    out.extend_from_slice(&array_elem_type(a).to_le_bytes());
+    out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+    macro_rules! each {
+        ($v:expr) => {
+            for x in $v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+    }
+    match a {
+        Array::U8(v) => each!(v),
+        Array::I8(v) => each!(v),
+        Array::U16(v) => each!(v),
+        Array::I16(v) => each!(v),
+        Array::U32(v) => each!(v),
+        Array::I32(v) => each!(v),
+        Array::U64(v) => each!(v),
+        Array::I64(v) => each!(v),
+        Array::F32(v) => each!(v),
+        Array::F64(v) => each!(v),
+        Array::Bool(v) => v.iter().for_each(|&b| out.push(b as u8)),
+        Array::Str(v) => v.iter().for_each(|s| write_str(out, s)),
+        Array::Nested(v) => v.iter().for_each(|inner| write_array(out, inner)),
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(b) => out.push(*b as u8),
+        Value::Str(s) => write_str(out, s),
+        Value::Array(a) => write_array(out, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", Value::Str("controlvector".into()))
+            .meta("controlvector.layer_count", Value::U32(2))
+            .meta(
+                "list",
+                Value::Array(Array::Str(vec!["a".into(), "bc".into()])),
+            )
+            .tensor("direction.1", &[3], vec![1.0, -2.0, 0.5])
+            .tensor("direction.2", &[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        w.to_bytes()
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let bytes = sample();
+        let h = GgufHeader::parse(&bytes, Path::new("mem")).unwrap();
+        assert_eq!(h.metadata["controlvector.layer_count"], Value::U32(2));
+        assert_eq!(
+            h.metadata["list"].as_array().unwrap().strings().unwrap(),
+            ["a", "bc"]
+        );
+        assert_eq!(h.tensors[1].shape(), vec![2, 3]);
+        assert_eq!(h.tensors[1].offset % 32, 0);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let bytes = sample();
+        for n in 0..bytes.len() {
+            assert!(
+                GgufHeader::parse(&bytes[..n], Path::new("mem")).is_err(),
+                "prefix of {n} bytes parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_claims_are_refused_before_allocating() {
+        let mut bytes = sample();
+        // tensor_count at offset 8: claim 2^60 tensors.
+        bytes[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        let e = GgufHeader::parse(&bytes, Path::new("mem")).unwrap_err();
+        assert!(e.to_string().contains("tensor_count"), "{e}");
     }
 }

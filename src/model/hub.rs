@@ -21,13 +21,21 @@ pub fn looks_like_repo_id(s: &str) -> bool {
             && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)))
 }
 
+/// The local Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+pub fn hf_cache() -> Cache {
+    match std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        Some(dir) => Cache::new(dir.into()),
+        None => Cache::from_env(),
+    }
+}
+
 fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// The snapshot directory holding the repo's files, downloading what is missing when allowed.
 pub fn resolve(repo_id: &str) -> Result<PathBuf> {
-    let cache = Cache::from_env();
+    let cache = hf_cache();
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, "main".to_string());
     let cached = cache.repo(repo.clone());
 

@@ -92,8 +92,16 @@ impl Tokenizer {
         }
     }
 
-    pub fn has_chat_template(&self) -> bool {
-        self.chat_template.is_some()
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos_token.as_deref()
+    }
+
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
     }
 
     /// Renders the model's own chat template for one user message, with the generation prompt

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod hf;
+pub mod tiny;
+
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
@@ -125,4 +128,46 @@ pub fn assert_rows_close(
         worst = worst.max(e);
     }
     worst
+}
+
+/// Runs the built `scalpel` binary.
+pub fn scalpel(args: &[&str]) -> std::process::Output {
+    scalpel_env(args, &[])
+}
+
+pub fn scalpel_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_scalpel"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("scalpel runs")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command failed cleanly: exit code 1, an `error[class]` line naming the problem, no panic.
+pub fn assert_clean_failure(o: &std::process::Output, class: &str, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1, got {:?}; stderr: {err}",
+        o.status
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(
+        err.contains(&format!("error[{class}]")),
+        "expected error class {class}: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in: {err}"
+    );
 }

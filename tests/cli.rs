@@ -1,0 +1,292 @@
+//! The command line, run as a user runs it: the built binary on the default model.
+
+mod common;
+
+use common::{Golden, golden_dir, known_model, scalpel, stderr, stdout};
+use serde_json::Value;
+
+fn model_arg() -> String {
+    known_model("smollm2-135m").to_string_lossy().into_owned()
+}
+
+#[test]
+fn generate_streams_the_greedy_continuation_of_transformers() {
+    let g = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));
+    let o = scalpel(&[
+        "generate",
+        "-m",
+        &model_arg(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "8",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let greedy = g.meta("greedy_text").unwrap();
+    // The first 8 greedy tokens of transformers: " Paris.\n\nThe answer is: 2" ...
+    let out = stdout(&o);
+    assert!(
+        greedy.starts_with(out.trim_end_matches('\n')),
+        "ours {out:?} vs transformers {greedy:?}"
+    );
+    assert!(out.starts_with(" Paris."), "{out:?}");
+    assert!(
+        stderr(&o).contains("tok/s"),
+        "speeds are reported on stderr"
+    );
+}
+
+#[test]
+fn generate_json_reports_ids_text_speed_and_memory() {
+    let o = scalpel(&[
+        "generate",
+        "-m",
+        &model_arg(),
+        "-p",
+        "The capital of France is",
+        "-n",
+        "12",
+        "--json",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).is_empty(),
+        "--quiet keeps stderr empty: {}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(
+        v["prompt_ids"],
+        serde_json::json!([504, 3575, 282, 4649, 314])
+    );
+    let generated: Vec<u64> = v["generated_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let g = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));
+    let want: Vec<u64> = g.i64("greedy").iter().take(12).map(|&x| x as u64).collect();
+    assert_eq!(generated, want);
+    assert!(v["text"].as_str().unwrap().starts_with(" Paris."));
+    assert!(v["prefill_tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(v["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+    // Peak resident memory stays under 1.5× the dequantized (f32) weights.
+    let weights = v["parameters"].as_u64().unwrap() * 4;
+    let rss = v["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        (rss as f64) < 1.5 * weights as f64,
+        "peak RSS {rss} vs weights {weights}"
+    );
+}
+
+#[test]
+fn sampling_is_reproducible_by_seed() {
+    let run = |seed: &str| {
+        let o = scalpel(&[
+            "generate",
+            "-m",
+            &model_arg(),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "16",
+            "-t",
+            "0.9",
+            "--top-p",
+            "0.95",
+            "--top-k",
+            "50",
+            "--seed",
+            seed,
+            "--json",
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        v["generated_ids"].clone()
+    };
+    assert_eq!(run("1"), run("1"));
+    let others: Vec<Value> = (2..6).map(|s| run(&s.to_string())).collect();
+    assert!(
+        others.iter().any(|o| *o != run("1")),
+        "different seeds should differ somewhere"
+    );
+}
+
+#[test]
+fn chat_applies_the_models_template() {
+    let o = scalpel(&[
+        "tokenize",
+        "-m",
+        &model_arg(),
+        "--chat",
+        "--json",
+        "What is 2+2?",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let strings: Vec<&str> = v["strings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let text = strings.concat();
+    assert!(
+        text.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"),
+        "{text:?}"
+    );
+    assert!(
+        text.ends_with("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"),
+        "{text:?}"
+    );
+    let o = scalpel(&[
+        "generate",
+        "-m",
+        &model_arg(),
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "-n",
+        "24",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Paris"), "{}", stdout(&o));
+}
+
+#[test]
+fn tokenize_prints_ids_and_strings() {
+    let o = scalpel(&["tokenize", "-m", &model_arg(), "The capital of France is"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines[1].trim_start().starts_with("3575") && lines[1].contains("\" capital\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn params_lists_every_tensor_and_the_total() {
+    let o = scalpel(&["params", "-m", &model_arg()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("token_embd.weight") && out.contains("[49152, 576]") && out.contains("Q8_0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("blk.29.ffn_down.weight") && out.contains("Q4_1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("272 tensors, 134515008 parameters (134.5M)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn trace_writes_the_dump_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trace.safetensors");
+    let out_s = out.to_str().unwrap();
+    let o = scalpel(&[
+        "trace",
+        "-m",
+        &model_arg(),
+        "-p",
+        "The capital of France is",
+        "-o",
+        out_s,
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g = Golden::open(&out);
+    let (embed, shape) = g.f32("embed");
+    assert_eq!(shape, vec![5, 576]);
+    for l in 0..30 {
+        assert_eq!(g.f32(&format!("blocks.{l}.resid_post")).1, vec![5, 576]);
+    }
+    assert_eq!(g.f32("final_norm").1, vec![5, 576]);
+    assert_eq!(g.f32("logits").1, vec![5, 49152]);
+    assert_eq!(g.i64("tokens"), vec![504, 3575, 282, 4649, 314]);
+    assert!(!g.has("blocks.0.attn_probs"), "only the default points");
+    assert_eq!(g.meta("prompt").unwrap(), "The capital of France is");
+    assert_eq!(g.meta("arch").unwrap(), "llama");
+    let strs: Vec<String> = serde_json::from_str(&g.meta("token_strs").unwrap()).unwrap();
+    assert_eq!(strs, ["The", " capital", " of", " France", " is"]);
+    // The dump agrees with transformers too.
+    let golden = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));
+    assert!(common::rel_l2(&embed, &golden.f32("embed").0) < 1e-6);
+
+    // An existing file is not replaced without --force, and stays as it was.
+    let before = std::fs::read(&out).unwrap();
+    let o = scalpel(&[
+        "trace",
+        "-m",
+        &model_arg(),
+        "-p",
+        "Other",
+        "-o",
+        out_s,
+        "--points",
+        "logits",
+    ]);
+    common::assert_clean_failure(&o, "invalid", "--force");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    let o = scalpel(&[
+        "trace",
+        "-m",
+        &model_arg(),
+        "-p",
+        "Other",
+        "-o",
+        out_s,
+        "--points",
+        "blocks.3.attn_probs,blocks.*.mlp_post",
+        "--force",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g = Golden::open(&out);
+    assert_eq!(g.f32("blocks.3.attn_probs").1, vec![9, 1, 1]);
+    assert_eq!(g.f32("blocks.29.mlp_post").1, vec![1, 1536]);
+    assert!(!g.has("logits"));
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    for sub in ["generate", "trace", "tokenize", "params"] {
+        let o = scalpel(&[sub, "--help"]);
+        assert!(o.status.success());
+        let help = stdout(&o);
+        let lines: Vec<&str> = help.lines().collect();
+        let mut flags = 0;
+        for (i, line) in lines.iter().enumerate() {
+            if line.starts_with("  -") {
+                flags += 1;
+                // Short help explains a flag on its line; long help on the next, deeper-indented one.
+                let same_line = line
+                    .trim_start()
+                    .split_once("  ")
+                    .is_some_and(|(_, rest)| !rest.trim().is_empty());
+                let next = lines.get(i + 1).copied().unwrap_or("");
+                let next_line = next.starts_with("          ") && !next.trim().is_empty();
+                assert!(same_line || next_line, "{sub}: {line:?} has no explanation");
+            }
+        }
+        assert!(flags >= 3, "{sub}: {help}");
+    }
+}
