@@ -1,0 +1,229 @@
+//! The probe mechanism: captures see what the forward pass computes, and the edits (add, replace,
+//! ablate) do exactly what they say, at exactly the positions asked.
+
+mod common;
+
+use common::tiny::{Lcg, Tiny};
+use scalpel::backend::Backend;
+use scalpel::backend::cpu::Cpu;
+use scalpel::forward::{Logits, Model};
+use scalpel::model::ModelFiles;
+use scalpel::probe::{Edit, Point, Positions, Probes};
+
+fn tiny() -> (tempfile::TempDir, Model<Cpu>, ModelFiles) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    std::fs::write(&p, Tiny::default().gguf()).unwrap();
+    let files = ModelFiles::open(Some(p.to_str().unwrap())).unwrap();
+    let model = Model::load(Cpu, &files).unwrap();
+    (dir, model, files)
+}
+
+fn run(model: &Model<Cpu>, ids: &[u32], probes: &mut Probes<Cpu>) -> Vec<f32> {
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    model
+        .forward(ids, 0, &mut cache, probes, Logits::All)
+        .unwrap()
+        .data
+}
+
+const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
+
+#[test]
+fn every_point_is_captured_with_its_shape() {
+    let (_d, model, _) = tiny();
+    let c = model.config.clone();
+    let mut probes = Probes::capturing(Point::all(c.n_layers));
+    let logits = run(&model, &IDS, &mut probes);
+    let cap = probes.captured();
+    let t = IDS.len();
+    for p in Point::all(c.n_layers) {
+        let got = &cap[&p][0];
+        let want = match p {
+            Point::AttnProbs(_) => vec![c.n_heads, t, t],
+            Point::MlpPost(_) => vec![t, c.intermediate_size],
+            Point::Logits => vec![t, c.vocab_size],
+            _ => vec![t, c.hidden_size],
+        };
+        assert_eq!(got.shape, want, "{p}");
+        assert!(got.data.iter().all(|x| x.is_finite()), "{p}");
+    }
+    assert_eq!(cap[&Point::Logits][0].data, logits);
+    // resid_pre of a layer is resid_post of the one before; resid_mid = resid_pre + attn_out.
+    assert_eq!(
+        cap[&Point::ResidPre(1)][0].data,
+        cap[&Point::ResidPost(0)][0].data
+    );
+    let (pre, attn, mid) = (
+        &cap[&Point::ResidPre(1)][0].data,
+        &cap[&Point::AttnOut(1)][0].data,
+        &cap[&Point::ResidMid(1)][0].data,
+    );
+    for i in 0..pre.len() {
+        assert_eq!(pre[i] + attn[i], mid[i]);
+    }
+    // Attention rows are causal distributions.
+    let probs = &cap[&Point::AttnProbs(0)][0].data;
+    for (r, row) in probs.chunks(t).enumerate() {
+        let q = r % t;
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(
+            row[q + 1..].iter().all(|&x| x == 0.0),
+            "row {r} sees the future"
+        );
+    }
+}
+
+#[test]
+fn adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does() {
+    let (_d, model, _) = tiny();
+    let plain = run(&model, &IDS, &mut Probes::none());
+    let d = model.config.hidden_size;
+    let v = Lcg(9).vec(d, 1.0);
+    let mut zero = Probes::none();
+    zero.edit(
+        Point::ResidPost(0),
+        Edit::Add {
+            vector: model.backend.upload(&v, &[d]).unwrap(),
+            scale: 0.0,
+            positions: Positions::All,
+        },
+    )
+    .unwrap();
+    assert_eq!(run(&model, &IDS, &mut zero), plain);
+
+    // Added at positions 3.. only: the logits of positions 0..3 are untouched (causality).
+    let mut some = Probes::capturing([Point::ResidPost(0)]);
+    some.edit(
+        Point::ResidPost(0),
+        Edit::Add {
+            vector: model.backend.upload(&v, &[d]).unwrap(),
+            scale: 4.0,
+            positions: Positions::Only(vec![3, 4, 5]),
+        },
+    )
+    .unwrap();
+    let mut base = Probes::capturing([Point::ResidPost(0)]);
+    run(&model, &IDS, &mut base);
+    let steered = run(&model, &IDS, &mut some);
+    let vocab = model.config.vocab_size;
+    assert_eq!(steered[..3 * vocab], plain[..3 * vocab]);
+    assert_ne!(steered[3 * vocab..], plain[3 * vocab..]);
+    let (a, b) = (
+        &some.captured()[&Point::ResidPost(0)][0].data,
+        &base.captured()[&Point::ResidPost(0)][0].data,
+    );
+    for i in 0..IDS.len() * d {
+        let want = b[i] + if i / d >= 3 { 4.0 * v[i % d] } else { 0.0 };
+        assert!(
+            (a[i] - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "element {i}"
+        );
+    }
+}
+
+#[test]
+fn ablation_leaves_the_residual_orthogonal_to_the_direction() {
+    let (_d, model, _) = tiny();
+    let d = model.config.hidden_size;
+    let mut u = Lcg(5).vec(d, 1.0);
+    let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
+    u.iter_mut().for_each(|x| *x /= norm);
+    let mut probes = Probes::capturing([Point::ResidMid(1)]);
+    probes
+        .edit(
+            Point::ResidMid(1),
+            Edit::Ablate {
+                unit: model.backend.upload(&u, &[d]).unwrap(),
+                positions: Positions::All,
+            },
+        )
+        .unwrap();
+    run(&model, &IDS, &mut probes);
+    let x = &probes.captured()[&Point::ResidMid(1)][0].data;
+    for row in x.chunks(d) {
+        let dot: f32 = row.iter().zip(&u).map(|(a, b)| a * b).sum();
+        let size = row.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!(
+            dot.abs() <= 1e-5 * size,
+            "projection {dot} on a row of norm {size}"
+        );
+    }
+}
+
+#[test]
+fn replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not() {
+    let (_d, model, _) = tiny();
+    let d = model.config.hidden_size;
+    let mut cap = Probes::capturing([Point::ResidPost(0)]);
+    let plain = run(&model, &IDS, &mut cap);
+    let rows = cap.captured()[&Point::ResidPost(0)][0].data.clone();
+    let mut same = Probes::none();
+    let own = model.backend.upload(&rows[2 * d..3 * d], &[d]).unwrap();
+    same.edit(
+        Point::ResidPost(0),
+        Edit::Replace {
+            position: 2,
+            row: own,
+        },
+    )
+    .unwrap();
+    assert_eq!(run(&model, &IDS, &mut same), plain);
+    let mut other = Probes::none();
+    let foreign = model.backend.upload(&rows[5 * d..6 * d], &[d]).unwrap();
+    other
+        .edit(
+            Point::ResidPost(0),
+            Edit::Replace {
+                position: 2,
+                row: foreign,
+            },
+        )
+        .unwrap();
+    let patched = run(&model, &IDS, &mut other);
+    let vocab = model.config.vocab_size;
+    assert_eq!(patched[..2 * vocab], plain[..2 * vocab]);
+    assert_ne!(patched[2 * vocab..], plain[2 * vocab..]);
+}
+
+#[test]
+fn attention_probabilities_cannot_be_edited() {
+    let (_d, model, _) = tiny();
+    let v = model.backend.upload(&[0.0; 4], &[4]).unwrap();
+    let mut p = Probes::<Cpu>::none();
+    assert!(
+        p.edit(
+            Point::AttnProbs(0),
+            Edit::Add {
+                vector: v,
+                scale: 1.0,
+                positions: Positions::All
+            }
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn decoding_with_the_cache_equals_one_long_forward() {
+    let (_d, model, _) = tiny();
+    let all = run(&model, &IDS, &mut Probes::none());
+    let vocab = model.config.vocab_size;
+    let mut cache = model.new_cache(IDS.len()).unwrap();
+    model
+        .forward(&IDS[..4], 0, &mut cache, &mut Probes::none(), Logits::Last)
+        .unwrap();
+    for (i, &id) in IDS.iter().enumerate().skip(4) {
+        let row = model
+            .forward(&[id], i, &mut cache, &mut Probes::none(), Logits::Last)
+            .unwrap()
+            .data;
+        common::assert_rows_close(
+            "decode step",
+            &row,
+            &all[i * vocab..(i + 1) * vocab],
+            vocab,
+            1e-5,
+        );
+    }
+}
