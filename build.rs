@@ -40,11 +40,7 @@ fn main() {
             setup_toolchain_dir().display()
         )
     });
-    let root = nvcc
-        .parent()
-        .and_then(Path::parent)
-        .expect("nvcc lives in <root>/bin")
-        .to_path_buf();
+    let root = nvcc.parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").to_path_buf();
 
     let mut kernels: Vec<PathBuf> = std::fs::read_dir("kernels")
         .expect("kernels/ exists")
@@ -84,9 +80,7 @@ fn main() {
     for a in &archs {
         build.flag(format!("-gencode=arch=compute_{a},code=sm_{a}"));
     }
-    build.flag(format!(
-        "-gencode=arch=compute_{newest},code=compute_{newest}"
-    ));
+    build.flag(format!("-gencode=arch=compute_{newest},code=compute_{newest}"));
     build.files(&kernels).compile("scalpel_kernels");
 
     for lib in ["lib", "lib64"] {

@@ -37,9 +37,7 @@ fn main() {
     for i in 0..6 {
         let mut cache = model.new_cache(ids.len()).unwrap();
         let t = Instant::now();
-        model
-            .forward(&ids, 0, &mut cache, &mut Probes::none(), Logits::Last)
-            .unwrap();
+        model.forward(&ids, 0, &mut cache, &mut Probes::none(), Logits::Last).unwrap();
         if i > 0 {
             prefill.push(ids.len() as f64 / t.elapsed().as_secs_f64());
         }
@@ -69,10 +67,7 @@ fn main() {
         );
     } else {
         println!("scalpel cpu ({threads} threads), {}:", DEFAULT_MODEL.file);
-        println!(
-            "  prefill {:>4} tokens: {p:8.1} tok/s (median of 5)",
-            ids.len()
-        );
+        println!("  prefill {:>4} tokens: {p:8.1} tok/s (median of 5)", ids.len());
         println!("  decode  {DECODE_TOKENS:>4} tokens: {d:8.1} tok/s (median of 3)");
         println!(
             "  peak RSS {:.0} MiB = {:.2}× the f32 weights ({:.0} MiB)",

@@ -26,10 +26,7 @@ pub enum DumpData {
 /// Refuses to replace an existing file unless `force`, and checks that the directory exists.
 pub fn check_output(path: &Path, force: bool) -> Result<()> {
     if path.exists() && !force {
-        return Err(Error::Invalid(format!(
-            "{} exists; pass --force to overwrite it",
-            path.display()
-        )));
+        return Err(Error::Invalid(format!("{} exists; pass --force to overwrite it", path.display())));
     }
     if path.is_dir() {
         return Err(Error::Invalid(format!("{} is a directory", path.display())));
@@ -61,10 +58,7 @@ pub fn write_atomic(
 ) -> Result<()> {
     check_output(path, force)?;
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;

@@ -14,11 +14,7 @@ pub enum Error {
     },
     /// A model, config, tokenizer or vector file whose bytes do not say what they claim.
     #[error("{}: malformed {field}: {detail}", path.display())]
-    Format {
-        path: PathBuf,
-        field: String,
-        detail: String,
-    },
+    Format { path: PathBuf, field: String, detail: String },
     /// Well-formed input that asks for something scalpel does not implement (an architecture, a
     /// tensor type, a pre-tokenizer).
     #[error("unsupported: {0}")]
@@ -41,22 +37,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.as_ref().to_path_buf(), source }
     }
 
-    pub fn format(
-        path: impl AsRef<Path>,
-        field: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
-        Error::Format {
-            path: path.as_ref().to_path_buf(),
-            field: field.into(),
-            detail: detail.into(),
-        }
+    pub fn format(path: impl AsRef<Path>, field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Format { path: path.as_ref().to_path_buf(), field: field.into(), detail: detail.into() }
     }
 
     /// A short stable name for the class, used by the CLI's exit report and by tests.

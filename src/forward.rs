@@ -1,7 +1,7 @@
 //! The transformer forward pass, written once over [`Backend`], with a probe point between
 //! every step. Llama and Gemma 3 differ only in what [`Config`] says.
 
-use crate::backend::{AttnParams, Backend, Tensor};
+use crate::backend::{AttnParams, Backend, Step, Tensor};
 use crate::error::{Error, Result};
 use crate::model::ModelFiles;
 use crate::model::config::Config;
@@ -98,20 +98,9 @@ impl<B: Backend> Model<B> {
             });
         }
         bar.finish_and_clear();
-        let rope = c
-            .rope_inv_freq
-            .iter()
-            .map(|f| backend.upload(f, &[f.len()]))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Model {
-            config: c,
-            backend,
-            embed,
-            final_norm,
-            lm_head,
-            layers,
-            rope,
-        })
+        let rope =
+            c.rope_inv_freq.iter().map(|f| backend.upload(f, &[f.len()])).collect::<Result<Vec<_>>>()?;
+        Ok(Model { config: c, backend, embed, final_norm, lm_head, layers, rope })
     }
 
     /// Parameters held (a tied LM head counted once).
@@ -152,8 +141,7 @@ impl<B: Backend> Model<B> {
 
     pub fn new_cache(&self, capacity: usize) -> Result<B::Cache> {
         let c = &self.config;
-        self.backend
-            .new_cache(c.n_layers, c.n_kv_heads, c.head_dim, capacity)
+        self.backend.new_cache(c.n_layers, c.n_kv_heads, c.head_dim, capacity)
     }
 
     fn attn_params(&self, layer: usize) -> AttnParams {
@@ -172,9 +160,7 @@ impl<B: Backend> Model<B> {
     /// this on intermediate layers.
     pub fn unembed(&self, x: &B::Tensor) -> Result<B::Tensor> {
         let c = &self.config;
-        let h = self
-            .backend
-            .rms_norm(x, &self.final_norm, c.rms_eps, c.norm_kind)?;
+        let h = self.backend.rms_norm(x, &self.final_norm, c.rms_eps, c.norm_kind)?;
         self.head(&h)
     }
 
@@ -196,26 +182,46 @@ impl<B: Backend> Model<B> {
         probes: &mut Probes<B>,
         which: Logits,
     ) -> Result<B::Tensor> {
-        let c = &self.config;
-        let be = &self.backend;
         if ids.is_empty() {
             return Err(Error::Invalid("forward: no tokens".into()));
         }
-        let end = start + ids.len();
-        if end > be.cache_capacity(cache) {
+        let capacity = self.backend.cache_capacity(cache);
+        if start + ids.len() > capacity {
             return Err(Error::Invalid(format!(
-                "forward: positions up to {end} exceed the KV cache of {}",
-                be.cache_capacity(cache)
+                "forward: positions up to {} exceed the KV cache of {capacity}",
+                start + ids.len()
             )));
         }
+        let step = self.backend.step(ids, start)?;
+        self.forward_step(&step, cache, probes, which)
+    }
+
+    /// The forward pass over tokens the device already holds (see [`Backend::step`]).
+    pub fn forward_step(
+        &self,
+        step: &B::Step,
+        cache: &mut B::Cache,
+        probes: &mut Probes<B>,
+        which: Logits,
+    ) -> Result<B::Tensor> {
+        let c = &self.config;
+        let be = &self.backend;
+        let (start, end) = (step.start(), step.end());
         let (eps, nk) = (c.rms_eps, c.norm_kind);
 
-        let mut x = be.embed(&self.embed, ids, c.embed_scale)?;
+        let mut x = be.embed(&self.embed, step, c.embed_scale)?;
         probes.visit(be, Point::Embed, &mut x, start)?;
+        // The sublayer output not yet added to the residual stream: the add is fused with the
+        // next norm unless a probe needs the stream in between.
+        let mut pending: Option<B::Tensor> = None;
         for (l, w) in self.layers.iter().enumerate() {
-            probes.visit(be, Point::ResidPre(l), &mut x, start)?;
+            let before = if l == 0 {
+                vec![Point::ResidPre(0)]
+            } else {
+                vec![Point::ResidPost(l - 1), Point::ResidPre(l)]
+            };
+            let h = self.add_norm(&mut x, pending.take(), &before, &w.attn_norm, probes, start)?;
             let p = self.attn_params(l);
-            let h = be.rms_norm(&x, &w.attn_norm, eps, nk)?;
             let mut q = be.matmul(&h, &w.wq)?;
             let mut k = be.matmul(&h, &w.wk)?;
             let v = be.matmul(&h, &w.wv)?;
@@ -223,13 +229,10 @@ impl<B: Backend> Model<B> {
                 q = be.rms_norm(&q, qn, eps, nk)?;
                 k = be.rms_norm(&k, kn, eps, nk)?;
             }
-            let rope = &self.rope[c.layers[l].rope];
-            be.rope(&mut q, c.head_dim, start, rope)?;
-            be.rope(&mut k, c.head_dim, start, rope)?;
-            be.kv_write(cache, l, &k, &v, start)?;
-            let (attn, lse) = be.attention(&q, cache, l, start, &p)?;
+            be.rope_kv(&mut q, &k, &v, cache, l, step, c.head_dim, &self.rope[c.layers[l].rope])?;
+            let (attn, lse) = be.attention(&q, cache, l, step, &p)?;
             if probes.wants_capture(Point::AttnProbs(l)) {
-                let probs = be.attn_probs(&q, cache, l, start, &p, &lse)?;
+                let probs = be.attn_probs(&q, cache, l, step, &p, &lse)?;
                 probes.record(be, Point::AttnProbs(l), &probs, start)?;
             }
             let mut o = be.matmul(&attn, &w.wo)?;
@@ -237,10 +240,8 @@ impl<B: Backend> Model<B> {
                 o = be.rms_norm(&o, n, eps, nk)?;
             }
             probes.visit(be, Point::AttnOut(l), &mut o, start)?;
-            be.add_assign(&mut x, &o)?;
-            probes.visit(be, Point::ResidMid(l), &mut x, start)?;
 
-            let h = be.rms_norm(&x, &w.ffn_norm, eps, nk)?;
+            let h = self.add_norm(&mut x, Some(o), &[Point::ResidMid(l)], &w.ffn_norm, probes, start)?;
             let gate = be.matmul(&h, &w.w_gate)?;
             let up = be.matmul(&h, &w.w_up)?;
             let mut act = be.glu(&gate, &up, c.activation)?;
@@ -250,18 +251,17 @@ impl<B: Backend> Model<B> {
                 m = be.rms_norm(&m, n, eps, nk)?;
             }
             probes.visit(be, Point::MlpOut(l), &mut m, start)?;
-            be.add_assign(&mut x, &m)?;
-            probes.visit(be, Point::ResidPost(l), &mut x, start)?;
+            pending = Some(m);
         }
+        let last = Point::ResidPost(c.n_layers - 1);
+        if let Some(m) = pending.take() {
+            be.add_assign(&mut x, &m)?;
+        }
+        probes.visit(be, last, &mut x, start)?;
 
         // Generation needs one row of logits; a probe on the last two points needs them all.
-        let all =
-            which == Logits::All || probes.wants(Point::FinalNorm) || probes.wants(Point::Logits);
-        let (x, first) = if all || x.rows() == 1 {
-            (x, start)
-        } else {
-            (be.last_row(&x)?, end - 1)
-        };
+        let all = which == Logits::All || probes.wants(Point::FinalNorm) || probes.wants(Point::Logits);
+        let (x, first) = if all || x.rows() == 1 { (x, start) } else { (be.last_row(&x)?, end - 1) };
         let mut h = be.rms_norm(&x, &self.final_norm, eps, nk)?;
         probes.visit(be, Point::FinalNorm, &mut h, first)?;
         let mut logits = self.head(&h)?;
@@ -270,5 +270,32 @@ impl<B: Backend> Model<B> {
             return be.last_row(&logits);
         }
         Ok(logits)
+    }
+
+    /// Adds `delta` (if any) to the residual stream, lets probes see the stream at `points`, and
+    /// returns its norm: one fused kernel when no probe asked for those points.
+    fn add_norm(
+        &self,
+        x: &mut B::Tensor,
+        delta: Option<B::Tensor>,
+        points: &[Point],
+        w: &B::Tensor,
+        probes: &mut Probes<B>,
+        start: usize,
+    ) -> Result<B::Tensor> {
+        let (be, eps, nk) = (&self.backend, self.config.rms_eps, self.config.norm_kind);
+        let watched = points.iter().any(|p| probes.wants(*p));
+        match delta {
+            Some(d) if !watched => be.add_rms_norm(x, &d, w, eps, nk),
+            delta => {
+                if let Some(d) = delta {
+                    be.add_assign(x, &d)?;
+                }
+                for p in points {
+                    probes.visit(be, *p, x, start)?;
+                }
+                be.rms_norm(x, w, eps, nk)
+            }
+        }
     }
 }

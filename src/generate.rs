@@ -45,20 +45,14 @@ impl Generation {
     }
 
     pub fn decode_tokens_per_second(&self) -> f64 {
-        if self.decode_steps == 0 {
-            0.0
-        } else {
-            self.decode_steps as f64 / self.decode_seconds.max(1e-9)
-        }
+        if self.decode_steps == 0 { 0.0 } else { self.decode_steps as f64 / self.decode_seconds.max(1e-9) }
     }
 }
 
 /// Checks that a prompt fits the model's context and returns the KV-cache size to allocate.
 pub fn cache_size(prompt_len: usize, max_tokens: usize, context: usize) -> Result<usize> {
     if prompt_len == 0 {
-        return Err(Error::Invalid(
-            "the prompt is empty (no tokens to run)".into(),
-        ));
+        return Err(Error::Invalid("the prompt is empty (no tokens to run)".into()));
     }
     if prompt_len > context {
         return Err(Error::Invalid(format!(

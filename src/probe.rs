@@ -185,11 +185,9 @@ impl Positions {
     fn rows(&self, start: usize, rows: usize) -> Vec<usize> {
         match self {
             Positions::All => (0..rows).collect(),
-            Positions::Only(ps) => ps
-                .iter()
-                .filter(|&&p| p >= start && p < start + rows)
-                .map(|&p| p - start)
-                .collect(),
+            Positions::Only(ps) => {
+                ps.iter().filter(|&&p| p >= start && p < start + rows).map(|&p| p - start).collect()
+            }
         }
     }
 }
@@ -197,11 +195,7 @@ impl Positions {
 /// An intervention at a point, holding device tensors prepared once.
 pub enum Edit<T> {
     /// x ← x + scale · vector.
-    Add {
-        vector: T,
-        scale: f32,
-        positions: Positions,
-    },
+    Add { vector: T, scale: f32, positions: Positions },
     /// x[position] ← row (a Patchscope's transplanted state).
     Replace { position: usize, row: T },
     /// x ← x − (x·u) u, u a unit vector.
@@ -225,11 +219,7 @@ pub struct Probes<B: Backend> {
 
 impl<B: Backend> Default for Probes<B> {
     fn default() -> Self {
-        Probes {
-            capture: HashSet::new(),
-            edits: HashMap::new(),
-            captured: BTreeMap::new(),
-        }
+        Probes { capture: HashSet::new(), edits: HashMap::new(), captured: BTreeMap::new() }
     }
 }
 
@@ -250,9 +240,7 @@ impl<B: Backend> Probes<B> {
 
     pub fn edit(&mut self, point: Point, edit: Edit<B::Tensor>) -> Result<()> {
         if matches!(point, Point::AttnProbs(_)) {
-            return Err(Error::Invalid(format!(
-                "{point} can be captured but not edited"
-            )));
+            return Err(Error::Invalid(format!("{point} can be captured but not edited")));
         }
         self.edits.entry(point).or_default().push(edit);
         Ok(())
@@ -272,22 +260,14 @@ impl<B: Backend> Probes<B> {
     }
 
     /// Applies the edits at `point` to x (rows = positions start..), then captures it if asked.
-    pub fn visit(
-        &mut self,
-        backend: &B,
-        point: Point,
-        x: &mut B::Tensor,
-        start: usize,
-    ) -> Result<()> {
+    pub fn visit(&mut self, backend: &B, point: Point, x: &mut B::Tensor, start: usize) -> Result<()> {
         if let Some(edits) = self.edits.get(&point) {
             let rows = x.rows();
             for e in edits {
                 match e {
-                    Edit::Add {
-                        vector,
-                        scale,
-                        positions,
-                    } => backend.add_rows(x, vector, *scale, &positions.rows(start, rows))?,
+                    Edit::Add { vector, scale, positions } => {
+                        backend.add_rows(x, vector, *scale, &positions.rows(start, rows))?
+                    }
                     Edit::Replace { position, row } => {
                         if *position >= start && *position < start + rows {
                             backend.set_row(x, position - start, row)?;
@@ -306,11 +286,7 @@ impl<B: Backend> Probes<B> {
     pub fn record(&mut self, backend: &B, point: Point, x: &B::Tensor, start: usize) -> Result<()> {
         if self.capture.contains(&point) {
             let data = backend.download(x)?;
-            self.captured.entry(point).or_default().push(Captured {
-                start,
-                shape: x.shape().to_vec(),
-                data,
-            });
+            self.captured.entry(point).or_default().push(Captured { start, shape: x.shape().to_vec(), data });
         }
         Ok(())
     }
@@ -341,22 +317,9 @@ mod tests {
     #[test]
     fn patterns_select_in_forward_order() {
         let s = select("logits,blocks.*.resid_post,embed", 2).unwrap();
-        assert_eq!(
-            s,
-            vec![
-                Point::Embed,
-                Point::ResidPost(0),
-                Point::ResidPost(1),
-                Point::Logits
-            ]
-        );
+        assert_eq!(s, vec![Point::Embed, Point::ResidPost(0), Point::ResidPost(1), Point::Logits]);
         assert_eq!(select("blocks.1.*", 2).unwrap().len(), 7);
-        assert!(
-            select("blocks.5.resid_post", 2)
-                .unwrap_err()
-                .to_string()
-                .contains("layers 0..1")
-        );
+        assert!(select("blocks.5.resid_post", 2).unwrap_err().to_string().contains("layers 0..1"));
         assert!(select("resid", 2).is_err());
     }
 

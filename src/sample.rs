@@ -93,9 +93,7 @@ impl Sampler {
     /// Picks a token from one row of logits; `history` is every token so far (prompt included).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.iter().any(|v| v.is_nan()) {
-            return Err(Error::Invalid(
-                "the logits contain NaN: the forward pass produced garbage".into(),
-            ));
+            return Err(Error::Invalid("the logits contain NaN: the forward pass produced garbage".into()));
         }
         let mut logits = logits.to_vec();
         if let Some(penalty) = self.params.repetition_penalty {
@@ -119,10 +117,7 @@ impl Sampler {
             order.truncate(k.max(1));
         }
         let max = logits[order[0]] / t;
-        let mut probs: Vec<f64> = order
-            .iter()
-            .map(|&i| ((logits[i] / t - max) as f64).exp())
-            .collect();
+        let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] / t - max) as f64).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if let Some(top_p) = self.params.top_p {
@@ -163,11 +158,7 @@ mod tests {
     use super::*;
 
     fn params(t: f32) -> SamplingParams {
-        SamplingParams {
-            temperature: t,
-            seed: 7,
-            ..Default::default()
-        }
+        SamplingParams { temperature: t, seed: 7, ..Default::default() }
     }
 
     #[test]
@@ -184,11 +175,7 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplingParams {
-            top_k: Some(1),
-            ..params(1.5)
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { top_k: Some(1), ..params(1.5) }).unwrap();
         for _ in 0..20 {
             assert_eq!(s.sample(&[0.1, 0.3, 2.0, 1.9], &[]).unwrap(), 2);
         }
@@ -198,11 +185,7 @@ mod tests {
     fn top_p_cuts_the_tail() {
         // probabilities ≈ 0.64, 0.24, 0.09, 0.03: top-p 0.8 keeps the first two
         let logits = [3.0, 2.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplingParams {
-            top_p: Some(0.8),
-            ..params(1.0)
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { top_p: Some(0.8), ..params(1.0) }).unwrap();
         for _ in 0..200 {
             assert!(s.sample(&logits, &[]).unwrap() < 2);
         }
@@ -211,11 +194,7 @@ mod tests {
     #[test]
     fn min_p_cuts_unlikely_tokens() {
         let logits = [3.0, 2.9, -5.0, -6.0];
-        let mut s = Sampler::new(SamplingParams {
-            min_p: Some(0.1),
-            ..params(1.0)
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { min_p: Some(0.1), ..params(1.0) }).unwrap();
         for _ in 0..200 {
             assert!(s.sample(&logits, &[]).unwrap() < 2);
         }
@@ -229,39 +208,21 @@ mod tests {
         let ones = draws.iter().filter(|&&d| d == 1).count() as f64 / 4000.0;
         assert!((ones - 0.75).abs() < 0.03, "{ones}");
         let mut again = Sampler::new(params(1.0)).unwrap();
-        let replay: Vec<u32> = (0..4000)
-            .map(|_| again.sample(&logits, &[]).unwrap())
-            .collect();
+        let replay: Vec<u32> = (0..4000).map(|_| again.sample(&logits, &[]).unwrap()).collect();
         assert_eq!(draws, replay);
     }
 
     #[test]
     fn repetition_penalty_follows_transformers() {
-        let mut s = Sampler::new(SamplingParams {
-            repetition_penalty: Some(2.0),
-            ..params(0.0)
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: Some(2.0), ..params(0.0) }).unwrap();
         // token 0 (logit 3) was seen: 3/2 = 1.5 < 2 → token 1 wins; a negative seen logit doubles.
         assert_eq!(s.sample(&[3.0, 2.0, -1.0], &[0, 0]).unwrap(), 1);
     }
 
     #[test]
     fn bad_params_are_rejected() {
-        assert!(
-            Sampler::new(SamplingParams {
-                top_p: Some(0.0),
-                ..params(1.0)
-            })
-            .is_err()
-        );
-        assert!(
-            Sampler::new(SamplingParams {
-                top_k: Some(0),
-                ..params(1.0)
-            })
-            .is_err()
-        );
+        assert!(Sampler::new(SamplingParams { top_p: Some(0.0), ..params(1.0) }).is_err());
+        assert!(Sampler::new(SamplingParams { top_k: Some(0), ..params(1.0) }).is_err());
         assert!(Sampler::new(params(-1.0)).is_err());
         assert!(Sampler::new(params(f32::NAN)).is_err());
     }

@@ -18,10 +18,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 /// Byte offset of tensor `name`'s info record fields: (type id offset, data offset offset).
 fn tensor_field_offsets(bytes: &[u8], name: &str) -> (usize, usize) {
     let needle = [&(name.len() as u64).to_le_bytes()[..], name.as_bytes()].concat();
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle.as_slice())
-        .expect("tensor name in header");
+    let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("tensor name in header");
     let dims_at = at + needle.len();
     let n_dims = u32::from_le_bytes(bytes[dims_at..dims_at + 4].try_into().unwrap()) as usize;
     let type_at = dims_at + 4 + 8 * n_dims;
@@ -35,16 +32,7 @@ fn tiny_file(dir: &Path) -> String {
 #[test]
 fn the_tiny_fixture_itself_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let o = scalpel(&[
-        "generate",
-        "-m",
-        &tiny_file(dir.path()),
-        "-p",
-        "hello world",
-        "-n",
-        "4",
-        "-q",
-    ]);
+    let o = scalpel(&["generate", "-m", &tiny_file(dir.path()), "-p", "hello world", "-n", "4", "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -75,11 +63,7 @@ fn truncated_default_model() {
     let p = write(dir.path(), "body.gguf", &full[..full.len() / 2]);
     let o = scalpel(&["params", "-m", &p]);
     assert_clean_failure(&o, "format", "past the end of the file");
-    assert!(
-        stderr(&o).contains("blk."),
-        "names the tensor: {}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("blk."), "names the tensor: {}", stderr(&o));
 }
 
 #[test]
@@ -106,10 +90,7 @@ fn overlapping_tensors() {
 #[test]
 fn unknown_architecture() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Tiny {
-        arch: "rwkv6",
-        ..Default::default()
-    };
+    let t = Tiny { arch: "rwkv6", ..Default::default() };
     let p = write(dir.path(), "rwkv.gguf", &t.gguf());
     assert_clean_failure(
         &scalpel(&["generate", "-m", &p, "-p", "hi"]),
@@ -128,24 +109,14 @@ fn unknown_and_unsupported_tensor_types() {
     assert_clean_failure(&scalpel(&["params", "-m", &p]), "unsupported", "type id 99");
 
     // Q2_K is a real type without a dequantizer: the header parses, loading the tensor fails.
-    let t = Tiny {
-        hidden: 256,
-        heads: 4,
-        kv_heads: 4,
-        ffn: 256,
-        ..Default::default()
-    };
+    let t = Tiny { hidden: 256, heads: 4, kv_heads: 4, ffn: 256, ..Default::default() };
     let mut bytes = t.gguf();
     let (ty, _) = tensor_field_offsets(&bytes, "blk.1.attn_q.weight");
     bytes[ty..ty + 4].copy_from_slice(&10u32.to_le_bytes());
     let p = write(dir.path(), "q2k.gguf", &bytes);
     let o = scalpel(&["params", "-m", &p]);
     assert!(o.status.success(), "listing works: {}", stderr(&o));
-    assert_clean_failure(
-        &scalpel(&["generate", "-m", &p, "-p", "hi"]),
-        "unsupported",
-        "Q2_K",
-    );
+    assert_clean_failure(&scalpel(&["generate", "-m", &p, "-p", "hi"]), "unsupported", "Q2_K");
 }
 
 #[test]
@@ -163,29 +134,17 @@ fn missing_tokenizer() {
     }
     t.add_tensors(&mut w, 1);
     let p = write(dir.path(), "no-tok.gguf", &w.to_bytes());
-    assert_clean_failure(
-        &scalpel(&["tokenize", "-m", &p, "hi"]),
-        "tokenizer",
-        "tokenizer.ggml.model",
-    );
+    assert_clean_failure(&scalpel(&["tokenize", "-m", &p, "hi"]), "tokenizer", "tokenizer.ggml.model");
 }
 
 #[test]
 fn shapes_that_contradict_the_config_and_missing_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let t = Tiny::default();
-    let mut w = Tiny {
-        ffn: 80,
-        ..Default::default()
-    }
-    .writer(); // the tensors say 96
+    let mut w = Tiny { ffn: 80, ..Default::default() }.writer(); // the tensors say 96
     t.add_tensors(&mut w, 1);
     let p = write(dir.path(), "shape.gguf", &w.to_bytes());
-    assert_clean_failure(
-        &scalpel(&["generate", "-m", &p, "-p", "hi"]),
-        "format",
-        "contradicts the config",
-    );
+    assert_clean_failure(&scalpel(&["generate", "-m", &p, "-p", "hi"]), "format", "contradicts the config");
 
     let full = t.gguf();
     let h = GgufHeader::parse(&full, Path::new("x")).unwrap();
@@ -213,29 +172,17 @@ fn shapes_that_contradict_the_config_and_missing_tensors() {
         w.tensor(&format!("blk.0.{n}.weight"), &s, r.vec(n_el, 0.1));
     }
     let p = write(dir.path(), "missing.gguf", &w.to_bytes());
-    assert_clean_failure(
-        &scalpel(&["generate", "-m", &p, "-p", "hi"]),
-        "format",
-        "blk.1.attn_norm.weight",
-    );
+    assert_clean_failure(&scalpel(&["generate", "-m", &p, "-p", "hi"]), "format", "blk.1.attn_norm.weight");
 }
 
 #[test]
 fn bad_prompts() {
     let dir = tempfile::tempdir().unwrap();
     let tiny = tiny_file(dir.path());
-    assert_clean_failure(
-        &scalpel(&["generate", "-m", &tiny, "-p", ""]),
-        "invalid",
-        "empty",
-    );
+    assert_clean_failure(&scalpel(&["generate", "-m", &tiny, "-p", ""]), "invalid", "empty");
     // The tiny model's context holds 64 tokens.
     let long = "a b c d e f g h ".repeat(10);
-    assert_clean_failure(
-        &scalpel(&["generate", "-m", &tiny, "-p", &long]),
-        "invalid",
-        "context holds 64",
-    );
+    assert_clean_failure(&scalpel(&["generate", "-m", &tiny, "-p", &long]), "invalid", "context holds 64");
     assert_clean_failure(
         &scalpel(&[
             "trace",
@@ -288,28 +235,13 @@ fn bad_flags() {
         "layers 0..1",
     );
     assert_clean_failure(
-        &scalpel(&[
-            "trace",
-            "-m",
-            &tiny,
-            "-p",
-            "hi",
-            "-o",
-            out.to_str().unwrap(),
-            "--points",
-            "resid",
-        ]),
+        &scalpel(&["trace", "-m", &tiny, "-p", "hi", "-o", out.to_str().unwrap(), "--points", "resid"]),
         "invalid",
         "matches no point",
     );
     assert!(!out.exists());
     // clap's own errors exit with 2.
-    assert_eq!(
-        scalpel(&["generate", "--max-tokens", "many", "-p", "x"])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(scalpel(&["generate", "--max-tokens", "many", "-p", "x"]).status.code(), Some(2));
 }
 
 #[test]
@@ -318,27 +250,11 @@ fn unwritable_output() {
     let tiny = tiny_file(dir.path());
     let out: PathBuf = dir.path().join("no/such/dir/out.safetensors");
     assert_clean_failure(
-        &scalpel(&[
-            "trace",
-            "-m",
-            &tiny,
-            "-p",
-            "hi",
-            "-o",
-            out.to_str().unwrap(),
-        ]),
+        &scalpel(&["trace", "-m", &tiny, "-p", "hi", "-o", out.to_str().unwrap()]),
         "invalid",
         "does not exist",
     );
-    let o = scalpel(&[
-        "trace",
-        "-m",
-        &tiny,
-        "-p",
-        "hi",
-        "-o",
-        dir.path().to_str().unwrap(),
-    ]);
+    let o = scalpel(&["trace", "-m", &tiny, "-p", "hi", "-o", dir.path().to_str().unwrap()]);
     assert_clean_failure(&o, "invalid", "exists");
 }
 
@@ -347,37 +263,17 @@ fn safetensors_directories_with_problems() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("config.json"), "{ not json").unwrap();
-    assert_clean_failure(
-        &scalpel(&["params", "-m", d.to_str().unwrap()]),
-        "format",
-        "config.json",
-    );
-    std::fs::write(
-        d.join("config.json"),
-        r#"{"model_type": "mamba", "hidden_size": 8}"#,
-    )
-    .unwrap();
-    assert_clean_failure(
-        &scalpel(&["params", "-m", d.to_str().unwrap()]),
-        "unsupported",
-        "mamba",
-    );
+    assert_clean_failure(&scalpel(&["params", "-m", d.to_str().unwrap()]), "format", "config.json");
+    std::fs::write(d.join("config.json"), r#"{"model_type": "mamba", "hidden_size": 8}"#).unwrap();
+    assert_clean_failure(&scalpel(&["params", "-m", d.to_str().unwrap()]), "unsupported", "mamba");
     std::fs::write(
         d.join("config.json"),
         r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 96, "vocab_size": 262}"#,
     )
     .unwrap();
-    assert_clean_failure(
-        &scalpel(&["params", "-m", d.to_str().unwrap()]),
-        "tokenizer",
-        "tokenizer.json",
-    );
+    assert_clean_failure(&scalpel(&["params", "-m", d.to_str().unwrap()]), "tokenizer", "tokenizer.json");
     std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
-    assert_clean_failure(
-        &scalpel(&["params", "-m", d.to_str().unwrap()]),
-        "format",
-        "tokenizer",
-    );
+    assert_clean_failure(&scalpel(&["params", "-m", d.to_str().unwrap()]), "format", "tokenizer");
     // A truncated safetensors file.
     let src = tempfile::tempdir().unwrap();
     let gguf = write(src.path(), "tiny.gguf", &Tiny::default().gguf());
@@ -385,11 +281,7 @@ fn safetensors_directories_with_problems() {
     common::hf::write_hf_dir(&files, d, common::hf::Storage::F32, 1);
     let st = std::fs::read(d.join("model.safetensors")).unwrap();
     std::fs::write(d.join("model.safetensors"), &st[..st.len() - 100]).unwrap();
-    assert_clean_failure(
-        &scalpel(&["params", "-m", d.to_str().unwrap()]),
-        "format",
-        "safetensors header",
-    );
+    assert_clean_failure(&scalpel(&["params", "-m", d.to_str().unwrap()]), "format", "safetensors header");
 }
 
 #[test]

@@ -27,15 +27,9 @@ fn generate_streams_the_greedy_continuation_of_transformers() {
     let greedy = g.meta("greedy_text").unwrap();
     // The first 8 greedy tokens of transformers: " Paris.\n\nThe answer is: 2" ...
     let out = stdout(&o);
-    assert!(
-        greedy.starts_with(out.trim_end_matches('\n')),
-        "ours {out:?} vs transformers {greedy:?}"
-    );
+    assert!(greedy.starts_with(out.trim_end_matches('\n')), "ours {out:?} vs transformers {greedy:?}");
     assert!(out.starts_with(" Paris."), "{out:?}");
-    assert!(
-        stderr(&o).contains("tok/s"),
-        "speeds are reported on stderr"
-    );
+    assert!(stderr(&o).contains("tok/s"), "speeds are reported on stderr");
 }
 
 #[test]
@@ -52,22 +46,11 @@ fn generate_json_reports_ids_text_speed_and_memory() {
         "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).is_empty(),
-        "--quiet keeps stderr empty: {}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).is_empty(), "--quiet keeps stderr empty: {}", stderr(&o));
     let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
-    assert_eq!(
-        v["prompt_ids"],
-        serde_json::json!([504, 3575, 282, 4649, 314])
-    );
-    let generated: Vec<u64> = v["generated_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect();
+    assert_eq!(v["prompt_ids"], serde_json::json!([504, 3575, 282, 4649, 314]));
+    let generated: Vec<u64> =
+        v["generated_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     let g = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));
     let want: Vec<u64> = g.i64("greedy").iter().take(12).map(|&x| x as u64).collect();
     assert_eq!(generated, want);
@@ -77,10 +60,7 @@ fn generate_json_reports_ids_text_speed_and_memory() {
     // Peak resident memory stays under 1.5× the dequantized (f32) weights.
     let weights = v["parameters"].as_u64().unwrap() * 4;
     let rss = v["peak_rss_bytes"].as_u64().unwrap();
-    assert!(
-        (rss as f64) < 1.5 * weights as f64,
-        "peak RSS {rss} vs weights {weights}"
-    );
+    assert!((rss as f64) < 1.5 * weights as f64, "peak RSS {rss} vs weights {weights}");
 }
 
 #[test]
@@ -111,39 +91,18 @@ fn sampling_is_reproducible_by_seed() {
     };
     assert_eq!(run("1"), run("1"));
     let others: Vec<Value> = (2..6).map(|s| run(&s.to_string())).collect();
-    assert!(
-        others.iter().any(|o| *o != run("1")),
-        "different seeds should differ somewhere"
-    );
+    assert!(others.iter().any(|o| *o != run("1")), "different seeds should differ somewhere");
 }
 
 #[test]
 fn chat_applies_the_models_template() {
-    let o = scalpel(&[
-        "tokenize",
-        "-m",
-        &model_arg(),
-        "--chat",
-        "--json",
-        "What is 2+2?",
-    ]);
+    let o = scalpel(&["tokenize", "-m", &model_arg(), "--chat", "--json", "What is 2+2?"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    let strings: Vec<&str> = v["strings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let strings: Vec<&str> = v["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let text = strings.concat();
-    assert!(
-        text.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"),
-        "{text:?}"
-    );
-    assert!(
-        text.ends_with("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"),
-        "{text:?}"
-    );
+    assert!(text.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"), "{text:?}");
+    assert!(text.ends_with("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"), "{text:?}");
     let o = scalpel(&[
         "generate",
         "-m",
@@ -166,10 +125,7 @@ fn tokenize_prints_ids_and_strings() {
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5);
-    assert!(
-        lines[1].trim_start().starts_with("3575") && lines[1].contains("\" capital\""),
-        "{out}"
-    );
+    assert!(lines[1].trim_start().starts_with("3575") && lines[1].contains("\" capital\""), "{out}");
 }
 
 #[test]
@@ -181,14 +137,8 @@ fn params_lists_every_tensor_and_the_total() {
         out.contains("token_embd.weight") && out.contains("[49152, 576]") && out.contains("Q8_0"),
         "{out}"
     );
-    assert!(
-        out.contains("blk.29.ffn_down.weight") && out.contains("Q4_1"),
-        "{out}"
-    );
-    assert!(
-        out.contains("272 tensors, 134515008 parameters (134.5M)"),
-        "{out}"
-    );
+    assert!(out.contains("blk.29.ffn_down.weight") && out.contains("Q4_1"), "{out}");
+    assert!(out.contains("272 tensors, 134515008 parameters (134.5M)"), "{out}");
 }
 
 #[test]
@@ -196,16 +146,7 @@ fn trace_writes_the_dump_format() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trace.safetensors");
     let out_s = out.to_str().unwrap();
-    let o = scalpel(&[
-        "trace",
-        "-m",
-        &model_arg(),
-        "-p",
-        "The capital of France is",
-        "-o",
-        out_s,
-        "-q",
-    ]);
+    let o = scalpel(&["trace", "-m", &model_arg(), "-p", "The capital of France is", "-o", out_s, "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let g = Golden::open(&out);
     let (embed, shape) = g.f32("embed");
@@ -227,17 +168,7 @@ fn trace_writes_the_dump_format() {
 
     // An existing file is not replaced without --force, and stays as it was.
     let before = std::fs::read(&out).unwrap();
-    let o = scalpel(&[
-        "trace",
-        "-m",
-        &model_arg(),
-        "-p",
-        "Other",
-        "-o",
-        out_s,
-        "--points",
-        "logits",
-    ]);
+    let o = scalpel(&["trace", "-m", &model_arg(), "-p", "Other", "-o", out_s, "--points", "logits"]);
     common::assert_clean_failure(&o, "invalid", "--force");
     assert_eq!(std::fs::read(&out).unwrap(), before);
     let o = scalpel(&[
@@ -259,10 +190,7 @@ fn trace_writes_the_dump_format() {
     assert_eq!(g.f32("blocks.29.mlp_post").1, vec![1, 1536]);
     assert!(!g.has("logits"));
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -278,10 +206,8 @@ fn help_explains_every_flag() {
             if line.starts_with("  -") {
                 flags += 1;
                 // Short help explains a flag on its line; long help on the next, deeper-indented one.
-                let same_line = line
-                    .trim_start()
-                    .split_once("  ")
-                    .is_some_and(|(_, rest)| !rest.trim().is_empty());
+                let same_line =
+                    line.trim_start().split_once("  ").is_some_and(|(_, rest)| !rest.trim().is_empty());
                 let next = lines.get(i + 1).copied().unwrap_or("");
                 let next_line = next.starts_with("          ") && !next.trim().is_empty();
                 assert!(same_line || next_line, "{sub}: {line:?} has no explanation");

@@ -12,10 +12,7 @@ fn check(name: &str, ty: GgmlType) {
     let raw = g.u8(&format!("{name}.raw"));
     let (want, _) = g.f32(&format!("{name}.values"));
     assert!(want.len() >= 256, "{name}: too few golden values");
-    assert!(
-        want.iter().any(|&v| v != 0.0),
-        "{name}: golden values are all zero"
-    );
+    assert!(want.iter().any(|&v| v != 0.0), "{name}: golden values are all zero");
     let got = dequantize(ty, &raw, want.len()).unwrap();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -85,14 +82,8 @@ fn q6_k_matches_gguf_py() {
 
 #[test]
 fn wrong_lengths_and_unsupported_types_are_errors() {
-    assert!(
-        dequantize(GgmlType::Q4_0, &[0u8; 18], 31).is_err(),
-        "not a whole block"
-    );
-    assert!(
-        dequantize(GgmlType::Q4_0, &[0u8; 17], 32).is_err(),
-        "short buffer"
-    );
+    assert!(dequantize(GgmlType::Q4_0, &[0u8; 18], 31).is_err(), "not a whole block");
+    assert!(dequantize(GgmlType::Q4_0, &[0u8; 17], 32).is_err(), "short buffer");
     let e = dequantize(GgmlType::Q2K, &[0u8; 84], 256).unwrap_err();
     assert!(e.to_string().contains("Q2_K"), "{e}");
 }

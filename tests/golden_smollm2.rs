@@ -39,11 +39,7 @@ fn prompts() -> Vec<Golden> {
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 4,
-        "golden prompts missing in {}",
-        dir.display()
-    );
+    assert!(files.len() >= 4, "golden prompts missing in {}", dir.display());
     files.iter().map(|p| Golden::open(p)).collect()
 }
 
@@ -52,14 +48,7 @@ fn token_ids_match_transformers() {
     let f = fixture();
     for g in prompts() {
         let prompt = g.meta("prompt").unwrap();
-        let ours: Vec<i64> = f
-            .files
-            .tokenizer
-            .encode(&prompt)
-            .unwrap()
-            .iter()
-            .map(|&i| i as i64)
-            .collect();
+        let ours: Vec<i64> = f.files.tokenizer.encode(&prompt).unwrap().iter().map(|&i| i as i64).collect();
         assert_eq!(ours, g.i64("tokens"), "prompt {prompt:?}");
     }
 }
@@ -79,20 +68,12 @@ fn every_position_of_every_layer_matches_transformers() {
         }
         let mut probes = Probes::capturing(points);
         let mut cache = f.model.new_cache(t).unwrap();
-        f.model
-            .forward(&ids, 0, &mut cache, &mut probes, Logits::All)
-            .unwrap();
+        f.model.forward(&ids, 0, &mut cache, &mut probes, Logits::All).unwrap();
         let cap = probes.captured();
         let get = |p: Point| cap[&p][0].data.clone();
 
         let (embed, _) = g.f32("embed");
-        assert_rows_close(
-            &format!("{prompt:?} embed"),
-            &get(Point::Embed),
-            &embed,
-            c.hidden_size,
-            TOL,
-        );
+        assert_rows_close(&format!("{prompt:?} embed"), &get(Point::Embed), &embed, c.hidden_size, TOL);
         let (resid, _) = g.f32("resid_post");
         let (attn, _) = g.f32("attn_probs");
         let mut worst = 0f64;
@@ -125,9 +106,7 @@ fn every_position_of_every_layer_matches_transformers() {
             c.vocab_size,
             TOL,
         );
-        eprintln!(
-            "{prompt:?}: worst resid_post row error {worst:.2e}, worst logits row error {e:.2e}"
-        );
+        eprintln!("{prompt:?}: worst resid_post row error {worst:.2e}, worst logits row error {e:.2e}");
     }
 }
 

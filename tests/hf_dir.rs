@@ -15,10 +15,7 @@ use scalpel::probe::Probes;
 fn logits(files: &ModelFiles, ids: &[u32]) -> Vec<f32> {
     let model = Model::load(Cpu, files).unwrap();
     let mut cache = model.new_cache(ids.len()).unwrap();
-    model
-        .forward(ids, 0, &mut cache, &mut Probes::none(), Logits::All)
-        .unwrap()
-        .data
+    model.forward(ids, 0, &mut cache, &mut Probes::none(), Logits::All).unwrap().data
 }
 
 #[test]
@@ -29,10 +26,7 @@ fn default_model_as_safetensors_matches_the_gguf_exactly() {
     let hf = ModelFiles::open(Some(dir.path().to_str().unwrap())).unwrap();
     assert_eq!(hf.weights.format_name(), "safetensors");
     for text in ["The capital of France is", "中国的首都是"] {
-        assert_eq!(
-            hf.tokenizer.encode(text).unwrap(),
-            gguf.tokenizer.encode(text).unwrap()
-        );
+        assert_eq!(hf.tokenizer.encode(text).unwrap(), gguf.tokenizer.encode(text).unwrap());
     }
     assert_eq!(
         hf.tokenizer.apply_chat_template("hi").unwrap(),
@@ -77,22 +71,9 @@ fn repo_ids_resolve_from_the_local_hf_cache_offline() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
     write_hf_dir(&gguf, &snap, Storage::F32, 1);
-    let env = [
-        ("HF_HOME", home.path().to_str().unwrap()),
-        ("HF_HUB_OFFLINE", "1"),
-    ];
+    let env = [("HF_HOME", home.path().to_str().unwrap()), ("HF_HUB_OFFLINE", "1")];
     let o = scalpel_env(
-        &[
-            "generate",
-            "-m",
-            "test-org/tiny-llama",
-            "-p",
-            "hello",
-            "-n",
-            "3",
-            "--json",
-            "-q",
-        ],
+        &["generate", "-m", "test-org/tiny-llama", "-p", "hello", "-n", "3", "--json", "-q"],
         &env,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -109,12 +90,8 @@ fn repo_ids_resolve_from_the_local_hf_cache_offline() {
 fn llama3_rope_scaling_matches_transformers() {
     let text = std::fs::read_to_string(golden_dir().join("rope_llama3.json")).unwrap();
     let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let want: Vec<f32> = golden["inv_freq"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let want: Vec<f32> =
+        golden["inv_freq"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     let config = serde_json::json!({
         "model_type": "llama", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
         "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,

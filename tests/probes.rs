@@ -21,10 +21,7 @@ fn tiny() -> (tempfile::TempDir, Model<Cpu>, ModelFiles) {
 
 fn run(model: &Model<Cpu>, ids: &[u32], probes: &mut Probes<Cpu>) -> Vec<f32> {
     let mut cache = model.new_cache(ids.len()).unwrap();
-    model
-        .forward(ids, 0, &mut cache, probes, Logits::All)
-        .unwrap()
-        .data
+    model.forward(ids, 0, &mut cache, probes, Logits::All).unwrap().data
 }
 
 const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
@@ -50,10 +47,7 @@ fn every_point_is_captured_with_its_shape() {
     }
     assert_eq!(cap[&Point::Logits][0].data, logits);
     // resid_pre of a layer is resid_post of the one before; resid_mid = resid_pre + attn_out.
-    assert_eq!(
-        cap[&Point::ResidPre(1)][0].data,
-        cap[&Point::ResidPost(0)][0].data
-    );
+    assert_eq!(cap[&Point::ResidPre(1)][0].data, cap[&Point::ResidPost(0)][0].data);
     let (pre, attn, mid) = (
         &cap[&Point::ResidPre(1)][0].data,
         &cap[&Point::AttnOut(1)][0].data,
@@ -67,10 +61,7 @@ fn every_point_is_captured_with_its_shape() {
     for (r, row) in probs.chunks(t).enumerate() {
         let q = r % t;
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        assert!(
-            row[q + 1..].iter().all(|&x| x == 0.0),
-            "row {r} sees the future"
-        );
+        assert!(row[q + 1..].iter().all(|&x| x == 0.0), "row {r} sees the future");
     }
 }
 
@@ -83,11 +74,7 @@ fn adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does() {
     let mut zero = Probes::none();
     zero.edit(
         Point::ResidPost(0),
-        Edit::Add {
-            vector: model.backend.upload(&v, &[d]).unwrap(),
-            scale: 0.0,
-            positions: Positions::All,
-        },
+        Edit::Add { vector: model.backend.upload(&v, &[d]).unwrap(), scale: 0.0, positions: Positions::All },
     )
     .unwrap();
     assert_eq!(run(&model, &IDS, &mut zero), plain);
@@ -109,16 +96,11 @@ fn adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does() {
     let vocab = model.config.vocab_size;
     assert_eq!(steered[..3 * vocab], plain[..3 * vocab]);
     assert_ne!(steered[3 * vocab..], plain[3 * vocab..]);
-    let (a, b) = (
-        &some.captured()[&Point::ResidPost(0)][0].data,
-        &base.captured()[&Point::ResidPost(0)][0].data,
-    );
+    let (a, b) =
+        (&some.captured()[&Point::ResidPost(0)][0].data, &base.captured()[&Point::ResidPost(0)][0].data);
     for i in 0..IDS.len() * d {
         let want = b[i] + if i / d >= 3 { 4.0 * v[i % d] } else { 0.0 };
-        assert!(
-            (a[i] - want).abs() <= 1e-6 * want.abs().max(1.0),
-            "element {i}"
-        );
+        assert!((a[i] - want).abs() <= 1e-6 * want.abs().max(1.0), "element {i}");
     }
 }
 
@@ -133,10 +115,7 @@ fn ablation_leaves_the_residual_orthogonal_to_the_direction() {
     probes
         .edit(
             Point::ResidMid(1),
-            Edit::Ablate {
-                unit: model.backend.upload(&u, &[d]).unwrap(),
-                positions: Positions::All,
-            },
+            Edit::Ablate { unit: model.backend.upload(&u, &[d]).unwrap(), positions: Positions::All },
         )
         .unwrap();
     run(&model, &IDS, &mut probes);
@@ -144,10 +123,7 @@ fn ablation_leaves_the_residual_orthogonal_to_the_direction() {
     for row in x.chunks(d) {
         let dot: f32 = row.iter().zip(&u).map(|(a, b)| a * b).sum();
         let size = row.iter().map(|a| a * a).sum::<f32>().sqrt();
-        assert!(
-            dot.abs() <= 1e-5 * size,
-            "projection {dot} on a row of norm {size}"
-        );
+        assert!(dot.abs() <= 1e-5 * size, "projection {dot} on a row of norm {size}");
     }
 }
 
@@ -160,26 +136,11 @@ fn replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not() {
     let rows = cap.captured()[&Point::ResidPost(0)][0].data.clone();
     let mut same = Probes::none();
     let own = model.backend.upload(&rows[2 * d..3 * d], &[d]).unwrap();
-    same.edit(
-        Point::ResidPost(0),
-        Edit::Replace {
-            position: 2,
-            row: own,
-        },
-    )
-    .unwrap();
+    same.edit(Point::ResidPost(0), Edit::Replace { position: 2, row: own }).unwrap();
     assert_eq!(run(&model, &IDS, &mut same), plain);
     let mut other = Probes::none();
     let foreign = model.backend.upload(&rows[5 * d..6 * d], &[d]).unwrap();
-    other
-        .edit(
-            Point::ResidPost(0),
-            Edit::Replace {
-                position: 2,
-                row: foreign,
-            },
-        )
-        .unwrap();
+    other.edit(Point::ResidPost(0), Edit::Replace { position: 2, row: foreign }).unwrap();
     let patched = run(&model, &IDS, &mut other);
     let vocab = model.config.vocab_size;
     assert_eq!(patched[..2 * vocab], plain[..2 * vocab]);
@@ -192,15 +153,7 @@ fn attention_probabilities_cannot_be_edited() {
     let v = model.backend.upload(&[0.0; 4], &[4]).unwrap();
     let mut p = Probes::<Cpu>::none();
     assert!(
-        p.edit(
-            Point::AttnProbs(0),
-            Edit::Add {
-                vector: v,
-                scale: 1.0,
-                positions: Positions::All
-            }
-        )
-        .is_err()
+        p.edit(Point::AttnProbs(0), Edit::Add { vector: v, scale: 1.0, positions: Positions::All }).is_err()
     );
 }
 
@@ -210,20 +163,9 @@ fn decoding_with_the_cache_equals_one_long_forward() {
     let all = run(&model, &IDS, &mut Probes::none());
     let vocab = model.config.vocab_size;
     let mut cache = model.new_cache(IDS.len()).unwrap();
-    model
-        .forward(&IDS[..4], 0, &mut cache, &mut Probes::none(), Logits::Last)
-        .unwrap();
+    model.forward(&IDS[..4], 0, &mut cache, &mut Probes::none(), Logits::Last).unwrap();
     for (i, &id) in IDS.iter().enumerate().skip(4) {
-        let row = model
-            .forward(&[id], i, &mut cache, &mut Probes::none(), Logits::Last)
-            .unwrap()
-            .data;
-        common::assert_rows_close(
-            "decode step",
-            &row,
-            &all[i * vocab..(i + 1) * vocab],
-            vocab,
-            1e-5,
-        );
+        let row = model.forward(&[id], i, &mut cache, &mut Probes::none(), Logits::Last).unwrap().data;
+        common::assert_rows_close("decode step", &row, &all[i * vocab..(i + 1) * vocab], vocab, 1e-5);
     }
 }

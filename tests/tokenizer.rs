@@ -14,11 +14,7 @@ fn check(alias: &str, dir: &str) {
     let text = std::fs::read_to_string(golden_dir().join(dir).join("tokenizer.json")).unwrap();
     let golden: Value = serde_json::from_str(&text).unwrap();
     let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
     };
     let cases = golden["cases"].as_array().unwrap();
     assert!(cases.len() >= 15);
@@ -29,16 +25,8 @@ fn check(alias: &str, dir: &str) {
     for chat in golden["chat"].as_array().unwrap() {
         let m = chat["message"].as_str().unwrap();
         let rendered = tok.apply_chat_template(m).unwrap();
-        assert_eq!(
-            rendered,
-            chat["rendered"].as_str().unwrap(),
-            "{alias}: chat rendering of {m:?}"
-        );
-        assert_eq!(
-            tok.encode_raw(&rendered).unwrap(),
-            ids(&chat["ids"]),
-            "{alias}: chat ids of {m:?}"
-        );
+        assert_eq!(rendered, chat["rendered"].as_str().unwrap(), "{alias}: chat rendering of {m:?}");
+        assert_eq!(tok.encode_raw(&rendered).unwrap(), ids(&chat["ids"]), "{alias}: chat ids of {m:?}");
     }
 }
 
@@ -73,10 +61,7 @@ fn streaming_decode_waits_for_whole_characters() {
     let mut out = String::new();
     for &id in &ids {
         let piece = s.push(id).unwrap();
-        assert!(
-            !piece.contains('\u{FFFD}'),
-            "partial character leaked: {piece:?}"
-        );
+        assert!(!piece.contains('\u{FFFD}'), "partial character leaked: {piece:?}");
         out.push_str(&piece);
     }
     out.push_str(&s.finish().unwrap());

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{AttnParams, Backend, Tensor};
+use super::{AttnParams, Backend, Step, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
 
@@ -27,47 +27,50 @@ impl CpuTensor {
     pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::Invalid(format!(
-                "{} values for shape {shape:?}",
-                data.len()
-            )));
+            return Err(Error::Invalid(format!("{} values for shape {shape:?}", data.len())));
         }
-        Ok(CpuTensor {
-            data,
-            shape: shape.to_vec(),
-        })
+        Ok(CpuTensor { data, shape: shape.to_vec() })
     }
 }
 
 pub struct CpuCache {
     /// Per layer, [capacity, kv_heads, head_dim].
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    capacity: usize,
-    row: usize,
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    pub capacity: usize,
+    /// kv_heads · head_dim.
+    pub row: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct CpuStep {
+    pub ids: Vec<u32>,
+    pub start: usize,
+}
+
+impl Step for CpuStep {
+    fn start(&self) -> usize {
+        self.start
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
 fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Invalid(what()))
-    }
+    if cond { Ok(()) } else { Err(Error::Invalid(what())) }
 }
 
 /// Runs `f` over chunks of `chunk` elements, in parallel when the total is large.
 fn for_rows(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if data.len() >= PAR_MIN {
-        data.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     } else {
-        data.chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 
@@ -81,73 +84,106 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
 }
 
-impl Cpu {
-    /// Scaled (and soft-capped) scores of one query row against keys first..=last of one KV head.
-    #[allow(clippy::too_many_arguments)]
-    fn scores(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        kv_row: usize,
-        kvh: usize,
-        hd: usize,
-        first: usize,
-        last: usize,
-        p: &AttnParams,
-    ) -> Vec<f32> {
-        (first..=last)
-            .map(|s| {
-                let key = &k[s * kv_row + kvh * hd..s * kv_row + (kvh + 1) * hd];
-                let dot: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
-                let x = dot * p.scale;
-                match p.softcap {
-                    Some(c) => c * (x / c).tanh(),
-                    None => x,
-                }
-            })
-            .collect()
-    }
+/// RMSNorm of consecutive groups of w.len() values, in place.
+fn rms_norm_in_place(data: &mut [f32], w: &[f32], eps: f32, kind: NormKind) {
+    let n = w.len();
+    for_rows(data, n, |_, row| {
+        let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
+        let inv = 1.0 / ((ms as f32) + eps).sqrt();
+        for (v, &g) in row.iter_mut().zip(w) {
+            let g = match kind {
+                NormKind::Plain => g,
+                NormKind::OnePlus => 1.0 + g,
+            };
+            *v = (*v * inv) * g;
+        }
+    });
+}
 
-    fn check_attention(
-        &self,
-        q: &CpuTensor,
-        cache: &CpuCache,
-        layer: usize,
-        start: usize,
-        p: &AttnParams,
-    ) -> Result<usize> {
-        let t = q.rows();
-        check(q.row_len() == p.n_heads * p.head_dim, || {
-            format!(
-                "attention: q rows of {} for {} heads of {}",
-                q.row_len(),
-                p.n_heads,
-                p.head_dim
-            )
-        })?;
-        check(cache.row == p.n_kv_heads * p.head_dim, || {
-            "attention: cache geometry differs from the layer's".into()
-        })?;
-        check(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0, || {
-            "attention: heads not a multiple of KV heads".into()
-        })?;
-        check(layer < cache.k.len(), || {
-            format!("attention: layer {layer} past the cache")
-        })?;
-        check(start + t <= cache.capacity, || {
-            format!(
-                "attention: positions up to {} past the cache of {}",
-                start + t,
-                cache.capacity
-            )
-        })?;
-        Ok(t)
+/// Rotates each head of x [T, heads·head_dim] by position start + t, in Hugging Face's half-split
+/// layout. cos/sin as the reference computes them: the angle an f32 product, its cosine rounded
+/// once.
+pub fn rope(x: &mut CpuTensor, head_dim: usize, start: usize, inv_freq: &[f32]) -> Result<()> {
+    let half = head_dim / 2;
+    check(inv_freq.len() == half && x.row_len() % head_dim == 0, || "rope: geometry".into())?;
+    let row_len = x.row_len();
+    let rows = x.rows();
+    let mut table = Vec::with_capacity(rows * half);
+    for t in 0..rows {
+        let pos = (start + t) as f32;
+        for &f in inv_freq {
+            let a = (pos * f) as f64;
+            table.push((a.cos() as f32, a.sin() as f32));
+        }
     }
+    for_rows(&mut x.data, row_len, |t, row| {
+        let cs = &table[t * half..(t + 1) * half];
+        for head in row.chunks_mut(head_dim) {
+            let (a, b) = head.split_at_mut(half);
+            for ((x1, x2), &(c, s)) in a.iter_mut().zip(b.iter_mut()).zip(cs) {
+                let (u, v) = (*x1, *x2);
+                *x1 = u * c - v * s;
+                *x2 = v * c + u * s;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Scaled (and soft-capped) scores of one query row against keys first..=last of one KV head.
+#[allow(clippy::too_many_arguments)]
+fn scores(
+    q: &[f32],
+    k: &[f32],
+    kv_row: usize,
+    kvh: usize,
+    hd: usize,
+    first: usize,
+    last: usize,
+    p: &AttnParams,
+) -> Vec<f32> {
+    (first..=last)
+        .map(|s| {
+            let key = &k[s * kv_row + kvh * hd..s * kv_row + (kvh + 1) * hd];
+            let dot: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
+            let x = dot * p.scale;
+            match p.softcap {
+                Some(c) => c * (x / c).tanh(),
+                None => x,
+            }
+        })
+        .collect()
+}
+
+fn check_attention(
+    q: &CpuTensor,
+    cache: &CpuCache,
+    layer: usize,
+    step: &CpuStep,
+    p: &AttnParams,
+) -> Result<usize> {
+    let t = q.rows();
+    check(q.row_len() == p.n_heads * p.head_dim, || {
+        format!("attention: q rows of {} for {} heads of {}", q.row_len(), p.n_heads, p.head_dim)
+    })?;
+    check(cache.row == p.n_kv_heads * p.head_dim, || {
+        "attention: cache geometry differs from the layer's".into()
+    })?;
+    check(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0, || {
+        "attention: heads not a multiple of KV heads".into()
+    })?;
+    check(layer < cache.k.len(), || format!("attention: layer {layer} past the cache"))?;
+    check(t == step.len(), || format!("attention: {t} query rows for a step of {}", step.len()))?;
+    check(step.end() <= cache.capacity, || {
+        format!("attention: positions up to {} past the cache of {}", step.end(), cache.capacity)
+    })?;
+    Ok(t)
 }
 
 impl Backend for Cpu {
     type Tensor = CpuTensor;
     type Cache = CpuCache;
+    type Step = CpuStep;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -188,55 +224,39 @@ impl Backend for Cpu {
         cache.capacity
     }
 
-    fn embed(&self, table: &CpuTensor, ids: &[u32], scale: Option<f32>) -> Result<CpuTensor> {
+    fn step(&self, ids: &[u32], start: usize) -> Result<CpuStep> {
+        Ok(CpuStep { ids: ids.to_vec(), start })
+    }
+
+    fn embed(&self, table: &CpuTensor, step: &CpuStep, scale: Option<f32>) -> Result<CpuTensor> {
         let (vocab, d) = (table.shape[0], table.row_len());
-        let mut out = Vec::with_capacity(ids.len() * d);
-        for &id in ids {
+        let mut out = Vec::with_capacity(step.ids.len() * d);
+        for &id in &step.ids {
             let id = id as usize;
-            check(id < vocab, || {
-                format!("token id {id} is outside the vocabulary of {vocab}")
-            })?;
+            check(id < vocab, || format!("token id {id} is outside the vocabulary of {vocab}"))?;
             let row = &table.data[id * d..(id + 1) * d];
             match scale {
                 Some(s) => out.extend(row.iter().map(|x| x * s)),
                 None => out.extend_from_slice(row),
             }
         }
-        CpuTensor::new(out, &[ids.len(), d])
+        CpuTensor::new(out, &[step.ids.len(), d])
     }
 
-    fn rms_norm(
-        &self,
-        x: &CpuTensor,
-        w: &CpuTensor,
-        eps: f32,
-        kind: NormKind,
-    ) -> Result<CpuTensor> {
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32, kind: NormKind) -> Result<CpuTensor> {
         let n = w.data.len();
         check(n > 0 && x.data.len() % n == 0, || {
             format!("rms_norm: {} values in groups of {n}", x.data.len())
         })?;
         let mut out = x.clone();
-        for_rows(&mut out.data, n, |_, row| {
-            let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
-            let inv = 1.0 / ((ms as f32) + eps).sqrt();
-            for (v, &g) in row.iter_mut().zip(&w.data) {
-                let g = match kind {
-                    NormKind::Plain => g,
-                    NormKind::OnePlus => 1.0 + g,
-                };
-                *v = (*v * inv) * g;
-            }
-        });
+        rms_norm_in_place(&mut out.data, &w.data, eps, kind);
         Ok(out)
     }
 
     fn matmul(&self, x: &CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
         let (m, k) = (x.rows(), x.row_len());
         let n = w.shape[0];
-        check(w.row_len() == k, || {
-            format!("matmul: [{m}, {k}] times [{n}, {}]ᵀ", w.row_len())
-        })?;
+        check(w.row_len() == k, || format!("matmul: [{m}, {k}] times [{n}, {}]ᵀ", w.row_len()))?;
         let mut out = vec![0f32; m * n];
         // SAFETY: the pointers and strides describe the three buffers exactly: x is [m, k] row-major,
         // w is [n, k] row-major read as the [k, n] matrix wᵀ (row stride 1, column stride k), out is
@@ -268,73 +288,33 @@ impl Backend for Cpu {
     }
 
     fn add_assign(&self, x: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
-        check(x.shape == y.shape, || {
-            format!("add: shapes {:?} and {:?}", x.shape, y.shape)
-        })?;
+        check(x.shape == y.shape, || format!("add: shapes {:?} and {:?}", x.shape, y.shape))?;
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
-    fn rope(
+    fn rope_kv(
         &self,
-        x: &mut CpuTensor,
-        head_dim: usize,
-        start: usize,
-        inv_freq: &CpuTensor,
-    ) -> Result<()> {
-        let half = head_dim / 2;
-        check(
-            inv_freq.data.len() == half && x.row_len() % head_dim == 0,
-            || "rope: geometry".into(),
-        )?;
-        let row_len = x.row_len();
-        // cos/sin per (position, frequency), as the reference computes them: the angle is an f32
-        // product, its cosine rounded once.
-        let rows = x.rows();
-        let mut table = Vec::with_capacity(rows * half);
-        for t in 0..rows {
-            let pos = (start + t) as f32;
-            for &f in &inv_freq.data {
-                let a = (pos * f) as f64;
-                table.push((a.cos() as f32, a.sin() as f32));
-            }
-        }
-        for_rows(&mut x.data, row_len, |t, row| {
-            let cs = &table[t * half..(t + 1) * half];
-            for head in row.chunks_mut(head_dim) {
-                let (a, b) = head.split_at_mut(half);
-                for ((x1, x2), &(c, s)) in a.iter_mut().zip(b.iter_mut()).zip(cs) {
-                    let (u, v) = (*x1, *x2);
-                    *x1 = u * c - v * s;
-                    *x2 = v * c + u * s;
-                }
-            }
-        });
-        Ok(())
-    }
-
-    fn kv_write(
-        &self,
-        cache: &mut CpuCache,
-        layer: usize,
+        q: &mut CpuTensor,
         k: &CpuTensor,
         v: &CpuTensor,
-        start: usize,
+        cache: &mut CpuCache,
+        layer: usize,
+        step: &CpuStep,
+        head_dim: usize,
+        inv_freq: &CpuTensor,
     ) -> Result<()> {
-        let t = k.rows();
-        check(layer < cache.k.len(), || {
-            format!("kv_write: layer {layer} past the cache")
+        let (start, t) = (step.start, step.len());
+        check(layer < cache.k.len(), || format!("rope_kv: layer {layer} past the cache"))?;
+        check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
+            format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
         })?;
-        check(k.row_len() == cache.row && v.shape == k.shape, || {
-            "kv_write: geometry".into()
+        check(step.end() <= cache.capacity, || {
+            format!("rope_kv: positions up to {} past the cache of {}", step.end(), cache.capacity)
         })?;
-        check(start + t <= cache.capacity, || {
-            format!(
-                "kv_write: positions up to {} past the cache of {}",
-                start + t,
-                cache.capacity
-            )
-        })?;
+        rope(q, head_dim, start, &inv_freq.data)?;
+        let mut k = k.clone();
+        rope(&mut k, head_dim, start, &inv_freq.data)?;
         let (a, b) = (start * cache.row, (start + t) * cache.row);
         cache.k[layer][a..b].copy_from_slice(&k.data);
         cache.v[layer][a..b].copy_from_slice(&v.data);
@@ -346,14 +326,14 @@ impl Backend for Cpu {
         q: &CpuTensor,
         cache: &CpuCache,
         layer: usize,
-        start: usize,
+        step: &CpuStep,
         p: &AttnParams,
     ) -> Result<(CpuTensor, CpuTensor)> {
-        let t = self.check_attention(q, cache, layer, start, p)?;
-        let (hd, h) = (p.head_dim, p.n_heads);
+        let t = check_attention(q, cache, layer, step, p)?;
+        let (hd, h, start) = (p.head_dim, p.n_heads, step.start);
         let group = h / p.n_kv_heads;
         let (k, v) = (&cache.k[layer], &cache.v[layer]);
-        // One task per (head, query row): output slice and log-sum-exp.
+        // One task per (head, query row): its output slice and log-sum-exp.
         let work: Vec<(Vec<f32>, f32)> = (0..h * t)
             .into_par_iter()
             .map(|i| {
@@ -362,14 +342,14 @@ impl Backend for Cpu {
                 let kvh = head / group;
                 let qv = &q.data[row * h * hd + head * hd..row * h * hd + (head + 1) * hd];
                 let first = p.first_key(pos);
-                let scores = self.scores(qv, k, cache.row, kvh, hd, first, pos, p);
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let s = scores(qv, k, cache.row, kvh, hd, first, pos, p);
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let weights: Vec<f32> = s.iter().map(|s| (s - max).exp()).collect();
                 let sum: f32 = weights.iter().sum();
                 let mut out = vec![0f32; hd];
                 for (j, w) in weights.iter().enumerate() {
-                    let s = first + j;
-                    let val = &v[s * cache.row + kvh * hd..s * cache.row + (kvh + 1) * hd];
+                    let key = first + j;
+                    let val = &v[key * cache.row + kvh * hd..key * cache.row + (kvh + 1) * hd];
                     let w = w / sum;
                     out.iter_mut().zip(val).for_each(|(o, x)| *o += w * x);
                 }
@@ -383,10 +363,7 @@ impl Backend for Cpu {
             out[row * h * hd + head * hd..row * h * hd + (head + 1) * hd].copy_from_slice(&o);
             lse[head * t + row] = l;
         }
-        Ok((
-            CpuTensor::new(out, &[t, h * hd])?,
-            CpuTensor::new(lse, &[h, t])?,
-        ))
+        Ok((CpuTensor::new(out, &[t, h * hd])?, CpuTensor::new(lse, &[h, t])?))
     }
 
     fn attn_probs(
@@ -394,16 +371,14 @@ impl Backend for Cpu {
         q: &CpuTensor,
         cache: &CpuCache,
         layer: usize,
-        start: usize,
+        step: &CpuStep,
         p: &AttnParams,
         lse: &CpuTensor,
     ) -> Result<CpuTensor> {
-        let t = self.check_attention(q, cache, layer, start, p)?;
-        let (hd, h) = (p.head_dim, p.n_heads);
-        check(lse.shape == [h, t], || {
-            format!("attn_probs: lse of shape {:?}", lse.shape)
-        })?;
-        let s_len = start + t;
+        let t = check_attention(q, cache, layer, step, p)?;
+        let (hd, h, start) = (p.head_dim, p.n_heads, step.start);
+        check(lse.shape == [h, t], || format!("attn_probs: lse of shape {:?}", lse.shape))?;
+        let s_len = step.end();
         let group = h / p.n_kv_heads;
         let k = &cache.k[layer];
         let mut out = vec![0f32; h * t * s_len];
@@ -412,9 +387,9 @@ impl Backend for Cpu {
             let pos = start + row;
             let qv = &q.data[row * h * hd + head * hd..row * h * hd + (head + 1) * hd];
             let first = p.first_key(pos);
-            let scores = self.scores(qv, k, cache.row, head / group, hd, first, pos, p);
+            let s = scores(qv, k, cache.row, head / group, hd, first, pos, p);
             let l = lse.data[head * t + row];
-            for (j, s) in scores.iter().enumerate() {
+            for (j, s) in s.iter().enumerate() {
                 dst[first + j] = (s - l).exp();
             }
         });
@@ -422,9 +397,7 @@ impl Backend for Cpu {
     }
 
     fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation) -> Result<CpuTensor> {
-        check(gate.shape == up.shape, || {
-            format!("glu: shapes {:?} and {:?}", gate.shape, up.shape)
-        })?;
+        check(gate.shape == up.shape, || format!("glu: shapes {:?} and {:?}", gate.shape, up.shape))?;
         let mut out = gate.clone();
         let row = out.row_len();
         for_rows(&mut out.data, row, |r, g| {
@@ -455,15 +428,10 @@ impl Backend for Cpu {
 
     fn add_rows(&self, x: &mut CpuTensor, v: &CpuTensor, scale: f32, rows: &[usize]) -> Result<()> {
         let n = x.row_len();
-        check(v.data.len() == n, || {
-            format!("add: vector of {} for rows of {n}", v.data.len())
-        })?;
+        check(v.data.len() == n, || format!("add: vector of {} for rows of {n}", v.data.len()))?;
         for &r in rows {
             check(r < x.rows(), || format!("add: row {r} of {}", x.rows()))?;
-            x.data[r * n..(r + 1) * n]
-                .iter_mut()
-                .zip(&v.data)
-                .for_each(|(a, b)| *a += scale * b);
+            x.data[r * n..(r + 1) * n].iter_mut().zip(&v.data).for_each(|(a, b)| *a += scale * b);
         }
         Ok(())
     }
@@ -471,11 +439,7 @@ impl Backend for Cpu {
     fn set_row(&self, x: &mut CpuTensor, row: usize, values: &CpuTensor) -> Result<()> {
         let n = x.row_len();
         check(values.data.len() == n && row < x.rows(), || {
-            format!(
-                "replace: row {row} of {} with {} values",
-                x.rows(),
-                values.data.len()
-            )
+            format!("replace: row {row} of {} with {} values", x.rows(), values.data.len())
         })?;
         x.data[row * n..(row + 1) * n].copy_from_slice(&values.data);
         Ok(())
@@ -483,20 +447,12 @@ impl Backend for Cpu {
 
     fn ablate_rows(&self, x: &mut CpuTensor, u: &CpuTensor, rows: &[usize]) -> Result<()> {
         let n = x.row_len();
-        check(u.data.len() == n, || {
-            format!("ablate: direction of {} for rows of {n}", u.data.len())
-        })?;
+        check(u.data.len() == n, || format!("ablate: direction of {} for rows of {n}", u.data.len()))?;
         for &r in rows {
             check(r < x.rows(), || format!("ablate: row {r} of {}", x.rows()))?;
             let row = &mut x.data[r * n..(r + 1) * n];
-            let dot: f64 = row
-                .iter()
-                .zip(&u.data)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
-            row.iter_mut()
-                .zip(&u.data)
-                .for_each(|(a, b)| *a -= (dot as f32) * b);
+            let dot: f64 = row.iter().zip(&u.data).map(|(a, b)| *a as f64 * *b as f64).sum();
+            row.iter_mut().zip(&u.data).for_each(|(a, b)| *a -= (dot as f32) * b);
         }
         Ok(())
     }

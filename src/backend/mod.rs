@@ -46,10 +46,29 @@ pub trait Tensor {
     }
 }
 
+/// The tokens of one forward call and their positions, as the device holds them. A decode step
+/// keeps the same device buffers from call to call, so a captured CUDA graph can replay it.
+pub trait Step {
+    /// Position of the first token.
+    fn start(&self) -> usize;
+    /// Number of tokens.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One past the last position.
+    fn end(&self) -> usize {
+        self.start() + self.len()
+    }
+}
+
 pub trait Backend: Send + Sync {
     type Tensor: Tensor + Send + Sync;
     /// The key/value cache of every layer, preallocated for a number of positions.
     type Cache: Send;
+    type Step: Step;
 
     fn name(&self) -> &'static str;
 
@@ -69,56 +88,62 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::Cache>;
     fn cache_capacity(&self, cache: &Self::Cache) -> usize;
 
+    /// Hands the token ids of one forward call, at positions start.., to the device.
+    fn step(&self, ids: &[u32], start: usize) -> Result<Self::Step>;
+
     /// out[t] = table[ids[t]] · scale.
-    fn embed(&self, table: &Self::Tensor, ids: &[u32], scale: Option<f32>) -> Result<Self::Tensor>;
+    fn embed(&self, table: &Self::Tensor, step: &Self::Step, scale: Option<f32>) -> Result<Self::Tensor>;
     /// RMSNorm over consecutive groups of `w.len()` elements (a row, or one head of a row).
-    fn rms_norm(
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32, kind: NormKind) -> Result<Self::Tensor>;
+    /// x += delta, then RMSNorm of the new x: the residual add fused with the next norm.
+    fn add_rms_norm(
         &self,
-        x: &Self::Tensor,
+        x: &mut Self::Tensor,
+        delta: &Self::Tensor,
         w: &Self::Tensor,
         eps: f32,
         kind: NormKind,
-    ) -> Result<Self::Tensor>;
+    ) -> Result<Self::Tensor> {
+        self.add_assign(x, delta)?;
+        self.rms_norm(x, w, eps, kind)
+    }
     /// x [m, k] times wᵀ, w [n, k]: [m, n].
     fn matmul(&self, x: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
     fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
-    /// Rotates each head of x [T, heads·head_dim] by its position start + t, in Hugging Face's
-    /// half-split layout; `inv_freq` has head_dim/2 entries.
-    fn rope(
+    /// Rotates q [T, heads·head_dim] in place and writes k rotated and v (both
+    /// [T, kv_heads·head_dim]) into the layer's cache at the step's positions: RoPE fused into
+    /// the cache write. Hugging Face's half-split layout; `inv_freq` has head_dim/2 entries.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv(
         &self,
-        x: &mut Self::Tensor,
-        head_dim: usize,
-        start: usize,
-        inv_freq: &Self::Tensor,
-    ) -> Result<()>;
-    /// Writes k, v [T, kv_heads·head_dim] into positions start.. of the layer's cache.
-    fn kv_write(
-        &self,
-        cache: &mut Self::Cache,
-        layer: usize,
+        q: &mut Self::Tensor,
         k: &Self::Tensor,
         v: &Self::Tensor,
-        start: usize,
+        cache: &mut Self::Cache,
+        layer: usize,
+        step: &Self::Step,
+        head_dim: usize,
+        inv_freq: &Self::Tensor,
     ) -> Result<()>;
-    /// Causal attention of q [T, heads·head_dim] at positions start.. over the layer's cache
-    /// (positions 0..start+T). Returns the output [T, heads·head_dim] and each row's log-sum-exp
-    /// of scaled scores [heads, T].
+    /// Causal attention of q [T, heads·head_dim] at the step's positions over the layer's cache
+    /// (positions 0..end). Returns the output [T, heads·head_dim] and each row's log-sum-exp of
+    /// scaled scores [heads, T].
     fn attention(
         &self,
         q: &Self::Tensor,
         cache: &Self::Cache,
         layer: usize,
-        start: usize,
+        step: &Self::Step,
         p: &AttnParams,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
-    /// The softmax probabilities [heads, T, start+T] that `attention` used, recomputed from its
+    /// The softmax probabilities [heads, T, end] that `attention` used, recomputed from its
     /// log-sum-exp; masked entries are 0.
     fn attn_probs(
         &self,
         q: &Self::Tensor,
         cache: &Self::Cache,
         layer: usize,
-        start: usize,
+        step: &Self::Step,
         p: &AttnParams,
         lse: &Self::Tensor,
     ) -> Result<Self::Tensor>;
@@ -130,13 +155,7 @@ pub trait Backend: Send + Sync {
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// x[r] += scale · v for each listed row (v has one row's length).
-    fn add_rows(
-        &self,
-        x: &mut Self::Tensor,
-        v: &Self::Tensor,
-        scale: f32,
-        rows: &[usize],
-    ) -> Result<()>;
+    fn add_rows(&self, x: &mut Self::Tensor, v: &Self::Tensor, scale: f32, rows: &[usize]) -> Result<()>;
     /// x[row] = values.
     fn set_row(&self, x: &mut Self::Tensor, row: usize, values: &Self::Tensor) -> Result<()>;
     /// x[r] ← x[r] − (x[r]·u) u for each listed row; u is a unit vector.

@@ -85,9 +85,7 @@ pub fn on_device<T: OnBackend>(device: Device, task: T) -> Result<T::Output> {
 
 fn cuda_unavailable() -> Error {
     if cfg!(feature = "cuda") {
-        Error::Device(
-            "--device cuda: the CUDA forward pass is not implemented yet; use --device cpu".into(),
-        )
+        Error::Device("--device cuda: the CUDA forward pass is not implemented yet; use --device cpu".into())
     } else {
         Error::Device(
             "--device cuda: this scalpel was built without CUDA (--no-default-features); rebuild with the \

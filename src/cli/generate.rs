@@ -73,11 +73,7 @@ impl OnBackend for Task {
             stop_at_eos: true,
         };
         opts.sampling.validate()?;
-        crate::generate::cache_size(
-            prompt_ids.len(),
-            opts.max_tokens,
-            files.config.context_length,
-        )?;
+        crate::generate::cache_size(prompt_ids.len(), opts.max_tokens, files.config.context_length)?;
         let device = backend.name();
         let model = Model::load(backend, &files)?;
         let tok = &files.tokenizer;
@@ -123,9 +119,7 @@ impl OnBackend for Task {
             let rest = stream.finish()?;
             if !rest.is_empty() {
                 printed_newline = rest.ends_with('\n');
-                stdout
-                    .write_all(rest.as_bytes())
-                    .map_err(|e| Error::io("<stdout>", e))?;
+                stdout.write_all(rest.as_bytes()).map_err(|e| Error::io("<stdout>", e))?;
             }
             if !printed_newline {
                 writeln!(stdout).map_err(|e| Error::io("<stdout>", e))?;
@@ -139,12 +133,8 @@ impl OnBackend for Task {
 
 /// The generated text without a trailing EOS token.
 fn visible_text(files: &ModelFiles, g: &Generation) -> Result<String> {
-    let ids: Vec<u32> = g
-        .generated_ids
-        .iter()
-        .copied()
-        .filter(|id| !files.config.eos_token_ids.contains(id))
-        .collect();
+    let ids: Vec<u32> =
+        g.generated_ids.iter().copied().filter(|id| !files.config.eos_token_ids.contains(id)).collect();
     files.tokenizer.decode(&ids)
 }
 

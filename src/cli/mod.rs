@@ -59,10 +59,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let class = e
-                .downcast_ref::<crate::Error>()
-                .map(crate::Error::class)
-                .unwrap_or("error");
+            let class = e.downcast_ref::<crate::Error>().map(crate::Error::class).unwrap_or("error");
             eprintln!("error[{class}]: {e:#}");
             ExitCode::FAILURE
         }

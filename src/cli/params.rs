@@ -35,31 +35,12 @@ pub fn run(args: ParamsArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let width = params
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$}  {:<18} {:<6} {:>12}",
-        "name", "shape (rows first)", "dtype", "count"
-    );
+    let width = params.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<width$}  {:<18} {:<6} {:>12}", "name", "shape (rows first)", "dtype", "count");
     for p in &params {
         let shape = format!("{:?}", p.shape);
-        println!(
-            "{:<width$}  {:<18} {:<6} {:>12}",
-            p.name,
-            shape,
-            p.dtype,
-            p.numel()
-        );
+        println!("{:<width$}  {:<18} {:<6} {:>12}", p.name, shape, p.dtype, p.numel());
     }
-    println!(
-        "{} tensors, {} parameters ({})",
-        params.len(),
-        total,
-        human(total)
-    );
+    println!("{} tensors, {} parameters ({})", params.len(), total, human(total));
     Ok(())
 }

@@ -22,24 +22,12 @@ pub struct TokenizeArgs {
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     let files = args.model.open()?;
     let tok = &files.tokenizer;
-    let prompt = super::common::PromptArgs {
-        prompt: args.text.clone(),
-        chat: args.chat,
-    };
+    let prompt = super::common::PromptArgs { prompt: args.text.clone(), chat: args.chat };
     let (_, ids) = prompt.encode(tok)?;
-    let strs: Vec<String> = ids
-        .iter()
-        .map(|&i| tok.decode(&[i]))
-        .collect::<crate::Result<_>>()?;
-    let pieces: Vec<String> = ids
-        .iter()
-        .map(|&i| tok.piece(i).unwrap_or_default())
-        .collect();
+    let strs: Vec<String> = ids.iter().map(|&i| tok.decode(&[i])).collect::<crate::Result<_>>()?;
+    let pieces: Vec<String> = ids.iter().map(|&i| tok.piece(i).unwrap_or_default()).collect();
     if args.json {
-        println!(
-            "{}",
-            json!({ "ids": ids, "strings": strs, "pieces": pieces })
-        );
+        println!("{}", json!({ "ids": ids, "strings": strs, "pieces": pieces }));
         return Ok(());
     }
     for ((id, s), piece) in ids.iter().zip(&strs).zip(&pieces) {

@@ -66,37 +66,23 @@ impl OnBackend for Task {
                 )));
             }
             let c = chunks.pop().expect("one chunk");
-            tensors.push(DumpTensor {
-                name: p.to_string(),
-                shape: c.shape,
-                data: DumpData::F32(c.data),
-            });
+            tensors.push(DumpTensor { name: p.to_string(), shape: c.shape, data: DumpData::F32(c.data) });
         }
         tensors.push(DumpTensor {
             name: "tokens".into(),
             shape: vec![ids.len()],
             data: DumpData::I64(ids.iter().map(|&i| i as i64).collect()),
         });
-        let token_strs: Vec<String> = ids
-            .iter()
-            .map(|&i| files.tokenizer.decode(&[i]))
-            .collect::<Result<_>>()?;
+        let token_strs: Vec<String> =
+            ids.iter().map(|&i| files.tokenizer.decode(&[i])).collect::<Result<_>>()?;
         let mut meta = BTreeMap::new();
         meta.insert("model".to_string(), files.label.clone());
         meta.insert("arch".to_string(), cfg.arch.name().to_string());
         meta.insert("prompt".to_string(), text);
-        meta.insert(
-            "token_strs".to_string(),
-            serde_json::to_string(&token_strs).expect("strings serialize"),
-        );
+        meta.insert("token_strs".to_string(), serde_json::to_string(&token_strs).expect("strings serialize"));
         meta.insert("device".to_string(), model.backend.name().to_string());
         write_safetensors(&args.out, args.force, &tensors, meta)?;
-        crate::info!(
-            "wrote {} tensors for {} tokens to {}",
-            tensors.len(),
-            ids.len(),
-            args.out.display()
-        );
+        crate::info!("wrote {} tensors for {} tokens to {}", tensors.len(), ids.len(), args.out.display());
         Ok(())
     }
 }

@@ -116,11 +116,7 @@ pub fn llama3_inv_freq(base: f64, dim: usize, s: Llama3Scaling) -> Vec<f32> {
         .map(|f| {
             let f = f as f64;
             let wavelen = 2.0 * std::f64::consts::PI / f;
-            let scaled = if wavelen > low_wavelen {
-                f / s.factor
-            } else {
-                f
-            };
+            let scaled = if wavelen > low_wavelen { f / s.factor } else { f };
             if wavelen < high_wavelen || wavelen > low_wavelen {
                 scaled as f32
             } else {
@@ -165,26 +161,17 @@ impl Config {
         if self.n_heads % self.n_kv_heads != 0 {
             return bad(
                 "KV head count",
-                format!(
-                    "{} query heads are not a multiple of {} KV heads",
-                    self.n_heads, self.n_kv_heads
-                ),
+                format!("{} query heads are not a multiple of {} KV heads", self.n_heads, self.n_kv_heads),
             );
         }
         if self.head_dim % 2 != 0 {
-            return bad(
-                "head dim",
-                format!("{} is odd; RoPE rotates pairs", self.head_dim),
-            );
+            return bad("head dim", format!("{} is odd; RoPE rotates pairs", self.head_dim));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
             return bad("RMS epsilon", format!("{}", self.rms_eps));
         }
         if self.layers.len() != self.n_layers {
-            return bad(
-                "layer types",
-                format!("{} entries for {} layers", self.layers.len(), self.n_layers),
-            );
+            return bad("layer types", format!("{} entries for {} layers", self.layers.len(), self.n_layers));
         }
         for t in &self.rope_inv_freq {
             if t.len() != self.head_dim / 2 || t.iter().any(|f| !f.is_finite()) {
@@ -226,9 +213,7 @@ impl Config {
         let hidden_size = req("embedding_length")?;
         let n_layers = req("block_count")?;
         let n_heads = req("attention.head_count")?;
-        let n_kv_heads = g
-            .opt_u64(&k("attention.head_count_kv"))?
-            .map_or(n_heads, |v| v as usize);
+        let n_kv_heads = g.opt_u64(&k("attention.head_count_kv"))?.map_or(n_heads, |v| v as usize);
         let head_dim = match g.opt_u64(&k("attention.key_length"))? {
             Some(v) => v as usize,
             None => hidden_size.checked_div(n_heads).unwrap_or(0),
@@ -242,23 +227,16 @@ impl Config {
             )));
         }
         let intermediate_size = req("feed_forward_length")?;
-        let tokens_len = g
-            .opt_array("tokenizer.ggml.tokens")?
-            .map(|a| a.len())
-            .unwrap_or(0);
+        let tokens_len = g.opt_array("tokenizer.ggml.tokens")?.map(|a| a.len()).unwrap_or(0);
         let vocab_size = match g.opt_u64(&k("vocab_size"))? {
             Some(v) => v as usize,
-            None => g
-                .tensor("token_embd.weight")
-                .map(|t| t.shape()[0])
-                .unwrap_or(tokens_len),
+            None => g.tensor("token_embd.weight").map(|t| t.shape()[0]).unwrap_or(tokens_len),
         };
         let context_length = req("context_length")?;
         let rms_eps = g
             .opt_f64(&k("attention.layer_norm_rms_epsilon"))?
-            .ok_or_else(|| {
-                Error::format(&g.path, k("attention.layer_norm_rms_epsilon"), "missing")
-            })? as f32;
+            .ok_or_else(|| Error::format(&g.path, k("attention.layer_norm_rms_epsilon"), "missing"))?
+            as f32;
         let base = g.opt_f64(&k("rope.freq_base"))?.unwrap_or(10000.0);
         let scaling_type = g.opt_str(&k("rope.scaling.type"))?.map(str::to_string);
         let scaling_factor = g.opt_f64(&k("rope.scaling.factor"))?;
@@ -266,8 +244,7 @@ impl Config {
         // llama.cpp stores Llama 3's RoPE scaling as a tensor of per-frequency divisors.
         let freq_factors = match g.tensor("rope_freqs.weight") {
             Some(t) => {
-                let v =
-                    super::quant::dequantize(t.dtype, g.tensor_bytes(t), t.n_elements() as usize)?;
+                let v = super::quant::dequantize(t.dtype, g.tensor_bytes(t), t.n_elements() as usize)?;
                 if v.len() != head_dim / 2 {
                     return Err(Error::format(
                         &g.path,
@@ -294,10 +271,7 @@ impl Config {
             (Some("linear"), Some(f)) if f > 0.0 => Some(f),
             (Some("linear"), _) => None,
             (Some(other), _) => {
-                return Err(Error::Unsupported(format!(
-                    "{}: RoPE scaling type {other:?}",
-                    g.path.display()
-                )));
+                return Err(Error::Unsupported(format!("{}: RoPE scaling type {other:?}", g.path.display())));
             }
         };
 
@@ -341,9 +315,7 @@ impl Config {
                     .or(freq_factors.as_ref().map(|_| "llama3 (rope_freqs)".into())),
                 layers: vec![
                     LayerSpec {
-                        window: g
-                            .opt_u64(&k("attention.sliding_window"))?
-                            .map(|w| w as usize),
+                        window: g.opt_u64(&k("attention.sliding_window"))?.map(|w| w as usize),
                         rope: 0
                     };
                     n_layers
@@ -352,17 +324,12 @@ impl Config {
                 eos_token_ids,
             },
             Arch::Gemma3 => {
-                let window = g
-                    .opt_u64(&k("attention.sliding_window"))?
-                    .map(|w| w as usize);
+                let window = g.opt_u64(&k("attention.sliding_window"))?.map(|w| w as usize);
                 // GGUF does not record Gemma 3's layer pattern: every sixth layer is global.
                 let layers = (0..n_layers)
                     .map(|l| {
                         if (l + 1) % 6 == 0 || window.is_none() {
-                            LayerSpec {
-                                window: None,
-                                rope: 1,
-                            }
+                            LayerSpec { window: None, rope: 1 }
                         } else {
                             LayerSpec { window, rope: 0 }
                         }
@@ -391,10 +358,7 @@ impl Config {
                     sandwich_norms: true,
                     attn_softcap: g.opt_f64(&k("attn_logit_softcapping"))?.map(|v| v as f32),
                     final_softcap: g.opt_f64(&k("final_logit_softcapping"))?.map(|v| v as f32),
-                    rope_inv_freq: vec![
-                        default_inv_freq(local_base, head_dim),
-                        scaled(base, linear),
-                    ],
+                    rope_inv_freq: vec![default_inv_freq(local_base, head_dim), scaled(base, linear)],
                     rope_theta: vec![local_base, base],
                     rope_scaling: scaling_type.clone(),
                     layers,
@@ -411,16 +375,10 @@ impl Config {
     pub fn from_hf(path: &Path, json: &Json, generation: Option<&Json>) -> Result<Self> {
         // Multimodal Gemma 3 checkpoints nest the language model's config.
         let (json, model_type) = match json.get("text_config") {
-            Some(t) if t.is_object() => (
-                t,
-                t.get("model_type")
-                    .and_then(Json::as_str)
-                    .unwrap_or("gemma3_text"),
-            ),
-            _ => (
-                json,
-                json.get("model_type").and_then(Json::as_str).unwrap_or(""),
-            ),
+            Some(t) if t.is_object() => {
+                (t, t.get("model_type").and_then(Json::as_str).unwrap_or("gemma3_text"))
+            }
+            _ => (json, json.get("model_type").and_then(Json::as_str).unwrap_or("")),
         };
         let arch = match model_type {
             "llama" | "mistral" => Arch::Llama,
@@ -436,19 +394,19 @@ impl Config {
         let uint = |f: &str| -> Result<Option<usize>> {
             match json.get(f) {
                 None | Some(Json::Null) => Ok(None),
-                Some(v) => v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| {
-                    field_err(f, &format!("expected an unsigned integer, found {v}"))
-                }),
+                Some(v) => v
+                    .as_u64()
+                    .map(|v| Some(v as usize))
+                    .ok_or_else(|| field_err(f, &format!("expected an unsigned integer, found {v}"))),
             }
         };
         let req = |f: &str| uint(f)?.ok_or_else(|| field_err(f, "missing"));
         let float = |f: &str| -> Result<Option<f64>> {
             match json.get(f) {
                 None | Some(Json::Null) => Ok(None),
-                Some(v) => v
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| field_err(f, &format!("expected a number, found {v}"))),
+                Some(v) => {
+                    v.as_f64().map(Some).ok_or_else(|| field_err(f, &format!("expected a number, found {v}")))
+                }
             }
         };
         let hidden_size = req("hidden_size")?;
@@ -462,9 +420,7 @@ impl Config {
         let rms_eps = float("rms_norm_eps")?.unwrap_or(1e-6) as f32;
         // transformers ≥ 5 nests RoPE settings in rope_parameters (per layer type for Gemma 3).
         let rope_params = json.get("rope_parameters").filter(|v| v.is_object());
-        let rope_for = |layer_type: &str,
-                        default_theta: f64|
-         -> Result<(f64, Vec<f32>, Option<String>)> {
+        let rope_for = |layer_type: &str, default_theta: f64| -> Result<(f64, Vec<f32>, Option<String>)> {
             let params = match rope_params {
                 Some(p) if p.get(layer_type).is_some_and(Json::is_object) => p.get(layer_type),
                 Some(p) => Some(p),
@@ -483,9 +439,7 @@ impl Config {
                 params
                     .and_then(|p| p.get(key))
                     .and_then(Json::as_f64)
-                    .ok_or_else(|| {
-                        field_err("rope_scaling", &format!("{rope_type} scaling needs {key}"))
-                    })
+                    .ok_or_else(|| field_err("rope_scaling", &format!("{rope_type} scaling needs {key}")))
             };
             let base = default_inv_freq(theta, head_dim);
             Ok(match rope_type {
@@ -505,17 +459,10 @@ impl Config {
                         high_freq_factor: num("high_freq_factor")?,
                         original_max_position_embeddings: num("original_max_position_embeddings")?,
                     };
-                    (
-                        theta,
-                        llama3_inv_freq(theta, head_dim, s),
-                        Some(format!("llama3 ×{}", s.factor)),
-                    )
+                    (theta, llama3_inv_freq(theta, head_dim, s), Some(format!("llama3 ×{}", s.factor)))
                 }
                 other => {
-                    return Err(Error::Unsupported(format!(
-                        "{}: RoPE type {other:?}",
-                        path.display()
-                    )));
+                    return Err(Error::Unsupported(format!("{}: RoPE type {other:?}", path.display())));
                 }
             })
         };
@@ -523,10 +470,7 @@ impl Config {
         let ids = |v: Option<&Json>| -> Vec<u32> {
             match v {
                 Some(Json::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-                Some(Json::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| x.as_u64().map(|x| x as u32))
-                    .collect(),
+                Some(Json::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
                 _ => vec![],
             }
         };
@@ -561,10 +505,7 @@ impl Config {
                     rms_eps,
                     norm_kind: NormKind::Plain,
                     activation: Activation::Silu,
-                    tie_embeddings: json
-                        .get("tie_word_embeddings")
-                        .and_then(Json::as_bool)
-                        .unwrap_or(false),
+                    tie_embeddings: json.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
                     embed_scale: None,
                     attn_scale: 1.0 / (head_dim as f32).sqrt(),
                     qk_norm: false,
@@ -580,44 +521,28 @@ impl Config {
                 }
             }
             Arch::Gemma3 => {
-                let (local_theta, local_inv, _) = rope_for(
-                    "sliding_attention",
-                    float("rope_local_base_freq")?.unwrap_or(10000.0),
-                )?;
+                let (local_theta, local_inv, _) =
+                    rope_for("sliding_attention", float("rope_local_base_freq")?.unwrap_or(10000.0))?;
                 let (global_theta, global_inv, scaling) = rope_for("full_attention", 1_000_000.0)?;
                 let window = uint("sliding_window")?;
-                let layer_types: Vec<String> =
-                    match json.get("layer_types").and_then(Json::as_array) {
-                        Some(a) => a
-                            .iter()
-                            .map(|v| v.as_str().unwrap_or("").to_string())
-                            .collect(),
-                        None => {
-                            let every = uint("sliding_window_pattern")?.unwrap_or(6).max(1);
-                            (0..n_layers)
-                                .map(|l| {
-                                    if (l + 1) % every == 0 {
-                                        "full_attention"
-                                    } else {
-                                        "sliding_attention"
-                                    }
+                let layer_types: Vec<String> = match json.get("layer_types").and_then(Json::as_array) {
+                    Some(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),
+                    None => {
+                        let every = uint("sliding_window_pattern")?.unwrap_or(6).max(1);
+                        (0..n_layers)
+                            .map(|l| {
+                                if (l + 1) % every == 0 { "full_attention" } else { "sliding_attention" }
                                     .to_string()
-                                })
-                                .collect()
-                        }
-                    };
+                            })
+                            .collect()
+                    }
+                };
                 let layers = layer_types
                     .iter()
                     .map(|t| match t.as_str() {
-                        "full_attention" => Ok(LayerSpec {
-                            window: None,
-                            rope: 1,
-                        }),
+                        "full_attention" => Ok(LayerSpec { window: None, rope: 1 }),
                         "sliding_attention" => Ok(LayerSpec { window, rope: 0 }),
-                        other => Err(field_err(
-                            "layer_types",
-                            &format!("unknown layer type {other:?}"),
-                        )),
+                        other => Err(field_err("layer_types", &format!("unknown layer type {other:?}"))),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let qpas = float("query_pre_attn_scalar")?.unwrap_or(head_dim as f64);
@@ -635,10 +560,7 @@ impl Config {
                     rms_eps,
                     norm_kind: NormKind::OnePlus,
                     activation: Activation::GeluTanh,
-                    tie_embeddings: json
-                        .get("tie_word_embeddings")
-                        .and_then(Json::as_bool)
-                        .unwrap_or(true),
+                    tie_embeddings: json.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(true),
                     embed_scale: Some(gemma_embed_scale(hidden_size)),
                     attn_scale: (qpas as f32).powf(-0.5),
                     qk_norm: true,

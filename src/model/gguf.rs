@@ -109,13 +109,7 @@ impl Array {
             Array::Str(v) => v.iter().take(4).map(|s| format!("{s:?}")).collect(),
             Array::Bool(v) => v.iter().take(4).map(|b| b.to_string()).collect(),
             Array::Nested(v) => v.iter().take(4).map(Array::summary).collect(),
-            other => other
-                .numbers()
-                .unwrap_or_default()
-                .iter()
-                .take(4)
-                .map(|x| x.to_string())
-                .collect(),
+            other => other.numbers().unwrap_or_default().iter().take(4).map(|x| x.to_string()).collect(),
         };
         let more = if self.len() > 4 { ", …" } else { "" };
         format!("[{}{}] ({} items)", head.join(", "), more, self.len())
@@ -304,9 +298,8 @@ impl<'a> Cursor<'a> {
                 }
                 let elem_ty = self.u32(field)?;
                 let count = self.u64(field)?;
-                let min = min_value_size(elem_ty).ok_or_else(|| {
-                    self.err(field, format!("unknown array element type {elem_ty}"))
-                })?;
+                let min = min_value_size(elem_ty)
+                    .ok_or_else(|| self.err(field, format!("unknown array element type {elem_ty}")))?;
                 if count.saturating_mul(min) > self.remaining() as u64 {
                     return Err(self.err(
                         field,
@@ -404,10 +397,7 @@ impl GgufHeader {
         let mut c = Cursor { buf, pos: 0, path };
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
-            return Err(c.err(
-                "magic",
-                format!("expected \"GGUF\", found {magic:02x?}: not a GGUF file"),
-            ));
+            return Err(c.err("magic", format!("expected \"GGUF\", found {magic:02x?}: not a GGUF file")));
         }
         let version = c.u32("version")?;
         match version {
@@ -419,10 +409,7 @@ impl GgufHeader {
                 )));
             }
             v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
-                return Err(Error::Unsupported(format!(
-                    "{}: big-endian GGUF",
-                    path.display()
-                )));
+                return Err(Error::Unsupported(format!("{}: big-endian GGUF", path.display())));
             }
             v => return Err(c.err("version", format!("version {v} (expected 2 or 3)"))),
         }
@@ -430,16 +417,14 @@ impl GgufHeader {
         let n_kv = c.u64("metadata_kv_count")?;
         // A key-value pair takes at least 13 bytes, a tensor info at least 32.
         if n_kv.saturating_mul(13) > c.remaining() as u64 {
-            return Err(c.err(
-                "metadata_kv_count",
-                format!("{n_kv} pairs cannot fit in {} bytes", c.remaining()),
-            ));
+            return Err(
+                c.err("metadata_kv_count", format!("{n_kv} pairs cannot fit in {} bytes", c.remaining()))
+            );
         }
         if n_tensors.saturating_mul(32) > c.remaining() as u64 {
-            return Err(c.err(
-                "tensor_count",
-                format!("{n_tensors} tensors cannot fit in {} bytes", c.remaining()),
-            ));
+            return Err(
+                c.err("tensor_count", format!("{n_tensors} tensors cannot fit in {} bytes", c.remaining()))
+            );
         }
 
         let mut metadata = BTreeMap::new();
@@ -471,10 +456,9 @@ impl GgufHeader {
             let name = c.string(&format!("name of tensor #{i}"))?;
             let n_dims = c.u32(&format!("n_dims of {name}"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(c.err(
-                    &format!("n_dims of {name}"),
-                    format!("{n_dims} (expected 1..={MAX_DIMS})"),
-                ));
+                return Err(
+                    c.err(&format!("n_dims of {name}"), format!("{n_dims} (expected 1..={MAX_DIMS})"))
+                );
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -487,10 +471,7 @@ impl GgufHeader {
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
                 .filter(|&n| n > 0 && n <= MAX_TENSOR_ELEMENTS)
                 .ok_or_else(|| {
-                    c.err(
-                        &format!("dims of {name}"),
-                        format!("{dims:?} is empty or implausibly large"),
-                    )
+                    c.err(&format!("dims of {name}"), format!("{dims:?} is empty or implausibly large"))
                 })?;
             let dtype = GgmlType::from_id(type_id).ok_or_else(|| {
                 Error::Unsupported(format!(
@@ -510,9 +491,7 @@ impl GgufHeader {
                     ),
                 ));
             }
-            let n_bytes = dtype
-                .bytes_for(n_elements)
-                .expect("row checked against block size");
+            let n_bytes = dtype.bytes_for(n_elements).expect("row checked against block size");
             if names.insert(name.clone(), i).is_some() {
                 return Err(c.err(&name, "tensor name appears twice"));
             }
@@ -532,13 +511,9 @@ impl GgufHeader {
             let offset = data_offset.checked_add(rel);
             let end = offset.and_then(|o| o.checked_add(n_bytes));
             match (offset, end) {
-                (Some(offset), Some(end)) if end <= file_len => tensors.push(TensorInfo {
-                    name,
-                    dims,
-                    dtype,
-                    offset,
-                    n_bytes,
-                }),
+                (Some(offset), Some(end)) if end <= file_len => {
+                    tensors.push(TensorInfo { name, dims, dtype, offset, n_bytes })
+                }
                 _ => {
                     return Err(c.err(
                         &format!("extent of {name}"),
@@ -553,19 +528,12 @@ impl GgufHeader {
         by_offset.sort_by_key(|t| t.offset);
         for w in by_offset.windows(2) {
             if w[0].offset + w[0].n_bytes > w[1].offset {
-                return Err(c.err(
-                    &format!("extent of {}", w[1].name),
-                    format!("overlaps tensor {}", w[0].name),
-                ));
+                return Err(
+                    c.err(&format!("extent of {}", w[1].name), format!("overlaps tensor {}", w[0].name))
+                );
             }
         }
-        Ok(GgufHeader {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset,
-        })
+        Ok(GgufHeader { version, metadata, tensors, alignment, data_offset })
     }
 }
 
@@ -584,18 +552,8 @@ impl GgufFile {
         // under us by another process is outside what any reader can defend against.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = GgufHeader::parse(&mmap, path)?;
-        let index = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            header,
-            index,
-            mmap,
-        })
+        let index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(GgufFile { path: path.to_path_buf(), header, index, mmap })
     }
 
     pub fn metadata(&self) -> &BTreeMap<String, Value> {
@@ -620,15 +578,9 @@ impl GgufFile {
 
     /// Metadata accessors that name the key and the file when the value is missing or mistyped.
     pub fn req_u64(&self, key: &str) -> Result<u64> {
-        let v = self
-            .get(key)
-            .ok_or_else(|| Error::format(&self.path, key, "missing"))?;
+        let v = self.get(key).ok_or_else(|| Error::format(&self.path, key, "missing"))?;
         v.as_u64().ok_or_else(|| {
-            Error::format(
-                &self.path,
-                key,
-                format!("expected an unsigned integer, found {}", v.summary()),
-            )
+            Error::format(&self.path, key, format!("expected an unsigned integer, found {}", v.summary()))
         })
     }
 
@@ -640,11 +592,7 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                Error::format(
-                    &self.path,
-                    key,
-                    format!("expected a number, found {}", v.summary()),
-                )
+                Error::format(&self.path, key, format!("expected a number, found {}", v.summary()))
             }),
         }
     }
@@ -653,11 +601,7 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| {
-                Error::format(
-                    &self.path,
-                    key,
-                    format!("expected a string, found {}", v.summary()),
-                )
+                Error::format(&self.path, key, format!("expected a string, found {}", v.summary()))
             }),
         }
     }
@@ -666,11 +610,7 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-                Error::format(
-                    &self.path,
-                    key,
-                    format!("expected a bool, found {}", v.summary()),
-                )
+                Error::format(&self.path, key, format!("expected a bool, found {}", v.summary()))
             }),
         }
     }
@@ -679,11 +619,7 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_array().map(Some).ok_or_else(|| {
-                Error::format(
-                    &self.path,
-                    key,
-                    format!("expected an array, found {}", v.summary()),
-                )
+                Error::format(&self.path, key, format!("expected an array, found {}", v.summary()))
             }),
         }
     }
@@ -736,8 +672,7 @@ impl GgufWriter {
             out.extend_from_slice(&0u32.to_le_bytes()); // F32
             out.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
-            offset =
-                (offset + 4 * data.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+            offset = (offset + 4 * data.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
         }
         let start = out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize;
         out.resize(start, 0);
@@ -845,10 +780,7 @@ mod tests {
         let mut w = GgufWriter::new();
         w.meta("general.architecture", Value::Str("controlvector".into()))
             .meta("controlvector.layer_count", Value::U32(2))
-            .meta(
-                "list",
-                Value::Array(Array::Str(vec!["a".into(), "bc".into()])),
-            )
+            .meta("list", Value::Array(Array::Str(vec!["a".into(), "bc".into()])))
             .tensor("direction.1", &[3], vec![1.0, -2.0, 0.5])
             .tensor("direction.2", &[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         w.to_bytes()
@@ -859,10 +791,7 @@ mod tests {
         let bytes = sample();
         let h = GgufHeader::parse(&bytes, Path::new("mem")).unwrap();
         assert_eq!(h.metadata["controlvector.layer_count"], Value::U32(2));
-        assert_eq!(
-            h.metadata["list"].as_array().unwrap().strings().unwrap(),
-            ["a", "bc"]
-        );
+        assert_eq!(h.metadata["list"].as_array().unwrap().strings().unwrap(), ["a", "bc"]);
         assert_eq!(h.tensors[1].shape(), vec![2, 3]);
         assert_eq!(h.tensors[1].offset % 32, 0);
     }
@@ -871,10 +800,7 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let bytes = sample();
         for n in 0..bytes.len() {
-            assert!(
-                GgufHeader::parse(&bytes[..n], Path::new("mem")).is_err(),
-                "prefix of {n} bytes parsed"
-            );
+            assert!(GgufHeader::parse(&bytes[..n], Path::new("mem")).is_err(), "prefix of {n} bytes parsed");
         }
     }
 

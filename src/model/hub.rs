@@ -7,11 +7,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use crate::error::{Error, Result};
 
 const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
-const OPTIONAL: [&str; 3] = [
-    "tokenizer_config.json",
-    "generation_config.json",
-    "chat_template.jinja",
-];
+const OPTIONAL: [&str; 3] = ["tokenizer_config.json", "generation_config.json", "chat_template.jinja"];
 
 /// Looks like `org/name`: one slash, no path that exists locally.
 pub fn looks_like_repo_id(s: &str) -> bool {
@@ -45,29 +41,16 @@ pub fn resolve(repo_id: &str) -> Result<PathBuf> {
                 return Ok(vec!["model.safetensors".into()]);
             }
             let Some(index) = get("model.safetensors.index.json") else {
-                return Err(vec![
-                    "model.safetensors (or model.safetensors.index.json)".into(),
-                ]);
+                return Err(vec!["model.safetensors (or model.safetensors.index.json)".into()]);
             };
             let shards = shard_names(&index).map_err(|e| vec![e.to_string()])?;
-            let missing: Vec<String> = shards
-                .iter()
-                .filter(|s| get(s).is_none())
-                .cloned()
-                .collect();
-            if missing.is_empty() {
-                Ok(shards)
-            } else {
-                Err(missing)
-            }
+            let missing: Vec<String> = shards.iter().filter(|s| get(s).is_none()).cloned().collect();
+            if missing.is_empty() { Ok(shards) } else { Err(missing) }
         };
 
     let get_cached = |f: &str| cached.get(f);
-    let mut missing: Vec<String> = REQUIRED
-        .iter()
-        .filter(|f| get_cached(f).is_none())
-        .map(|s| s.to_string())
-        .collect();
+    let mut missing: Vec<String> =
+        REQUIRED.iter().filter(|f| get_cached(f).is_none()).map(|s| s.to_string()).collect();
     if let Err(m) = weights_cached(&get_cached) {
         missing.extend(m);
     }
@@ -86,11 +69,7 @@ pub fn resolve(repo_id: &str) -> Result<PathBuf> {
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
         .with_progress(crate::progress::enabled())
         .build()
-        .map_err(|e| {
-            Error::NotFound(format!(
-                "{repo_id}: cannot start a Hugging Face client: {e}"
-            ))
-        })?;
+        .map_err(|e| Error::NotFound(format!("{repo_id}: cannot start a Hugging Face client: {e}")))?;
     let remote = api.repo(repo);
     let fetch = |f: &str| -> Result<PathBuf> {
         remote.get(f).map_err(|e| {
@@ -127,10 +106,7 @@ fn shard_names(index: &std::path::Path) -> Result<Vec<String>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::format(index, "weight_map", "missing or not an object"))?;
-    let mut names: Vec<String> = map
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
     names.sort();
     names.dedup();
     Ok(names)

@@ -55,9 +55,7 @@ pub fn models_dir() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
             home.join(".cache")
         });
     cache.join("scalpel").join("models")
@@ -101,11 +99,7 @@ pub fn resolve(arg: Option<&str>) -> Result<ModelSpec> {
             return Ok(ModelSpec::Gguf(path.to_path_buf()));
         }
         if path.extension().is_some_and(|e| e == "gguf") {
-            return Err(Error::format(
-                path,
-                "magic",
-                "the file does not start with \"GGUF\"",
-            ));
+            return Err(Error::format(path, "magic", "the file does not start with \"GGUF\""));
         }
         return Err(Error::Unsupported(format!(
             "{}: not a GGUF file; pass a .gguf file, a Hugging Face model directory or a repo id",
@@ -144,12 +138,7 @@ impl ModelFiles {
                 let g = GgufFile::open(path)?;
                 let config = Config::from_gguf(&g)?;
                 let tokenizer = Tokenizer::from_gguf(&g)?;
-                Ok(ModelFiles {
-                    config,
-                    tokenizer,
-                    weights: WeightFiles::Gguf(g),
-                    label,
-                })
+                Ok(ModelFiles { config, tokenizer, weights: WeightFiles::Gguf(g), label })
             }
             ModelSpec::Dir(dir) => Self::open_hf_dir(dir, label),
             ModelSpec::Repo(id) => {
@@ -162,10 +151,7 @@ impl ModelFiles {
     fn open_hf_dir(dir: &Path, label: String) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(Error::NotFound(format!(
-                "{}: no config.json in the model directory",
-                dir.display()
-            )));
+            return Err(Error::NotFound(format!("{}: no config.json in the model directory", dir.display())));
         }
         let read_json = |p: &Path| -> Result<Json> {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
@@ -173,19 +159,10 @@ impl ModelFiles {
         };
         let json = read_json(&config_path)?;
         let gen_path = dir.join("generation_config.json");
-        let generation = if gen_path.is_file() {
-            Some(read_json(&gen_path)?)
-        } else {
-            None
-        };
+        let generation = if gen_path.is_file() { Some(read_json(&gen_path)?) } else { None };
         let config = Config::from_hf(&config_path, &json, generation.as_ref())?;
         let tokenizer = Tokenizer::from_hf_dir(dir)?;
         let weights = WeightFiles::Safetensors(SafetensorsFiles::open(dir)?);
-        Ok(ModelFiles {
-            config,
-            tokenizer,
-            weights,
-            label,
-        })
+        Ok(ModelFiles { config, tokenizer, weights, label })
     }
 }

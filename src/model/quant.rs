@@ -113,10 +113,7 @@ impl GgmlType {
 
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q5K | Q6K
-        )
+        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q5K | Q6K)
     }
 
     /// Bytes taken by `n` elements, or None when `n` is not a whole number of blocks or overflows.
@@ -132,11 +129,7 @@ impl GgmlType {
 /// Dequantizes `n` elements of type `ty` stored in `bytes` (exactly `ty.bytes_for(n)` long).
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     let expected = ty.bytes_for(n as u64).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{} elements is not a whole number of {} blocks",
-            n,
-            ty.name()
-        ))
+        Error::Invalid(format!("{} elements is not a whole number of {} blocks", n, ty.name()))
     })?;
     if bytes.len() as u64 != expected {
         return Err(Error::Invalid(format!(
@@ -159,14 +152,13 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
     // keeps the per-task work well above rayon's overhead for every block size.
     let blocks_per_task = 64;
     let mut run = |f: fn(&[u8], &mut [f32])| {
-        bytes
-            .par_chunks(bb * blocks_per_task)
-            .zip(out.par_chunks_mut(be * blocks_per_task))
-            .for_each(|(src, dst)| {
+        bytes.par_chunks(bb * blocks_per_task).zip(out.par_chunks_mut(be * blocks_per_task)).for_each(
+            |(src, dst)| {
                 for (b, y) in src.chunks_exact(bb).zip(dst.chunks_exact_mut(be)) {
                     f(b, y);
                 }
-            })
+            },
+        )
     };
     match ty {
         F32 => run(|b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -253,10 +245,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

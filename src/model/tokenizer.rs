@@ -44,22 +44,12 @@ impl Tokenizer {
     /// Encodes a prompt as the model expects plain text: special tokens (BOS) added as the
     /// model's metadata says.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, true)
-            .map_err(tok_err)?
-            .get_ids()
-            .to_vec())
+        Ok(self.inner.encode(text, true).map_err(tok_err)?.get_ids().to_vec())
     }
 
     /// Encodes text that already carries its special tokens (a rendered chat template).
     pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, false)
-            .map_err(tok_err)?
-            .get_ids()
-            .to_vec())
+        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -85,11 +75,7 @@ impl Tokenizer {
 
     /// An incremental decoder for streaming: yields text only once it is complete UTF-8.
     pub fn stream(&self) -> TokenStream<'_> {
-        TokenStream {
-            tok: self,
-            ids: Vec::new(),
-            emitted: 0,
-        }
+        TokenStream { tok: self, ids: Vec::new(), emitted: 0 }
     }
 
     pub fn chat_template(&self) -> Option<&str> {
@@ -123,23 +109,15 @@ impl Tokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let path = &g.path;
         let model = g.opt_str("tokenizer.ggml.model")?.ok_or_else(|| {
-            Error::Tokenizer(format!(
-                "{}: no tokenizer.ggml.model in the file",
-                path.display()
-            ))
+            Error::Tokenizer(format!("{}: no tokenizer.ggml.model in the file", path.display()))
         })?;
         let tokens = g
             .opt_array("tokenizer.ggml.tokens")?
             .ok_or_else(|| {
-                Error::Tokenizer(format!(
-                    "{}: no tokenizer.ggml.tokens in the file",
-                    path.display()
-                ))
+                Error::Tokenizer(format!("{}: no tokenizer.ggml.tokens in the file", path.display()))
             })?
             .strings()
-            .ok_or_else(|| {
-                Error::format(path, "tokenizer.ggml.tokens", "not an array of strings")
-            })?;
+            .ok_or_else(|| Error::format(path, "tokenizer.ggml.tokens", "not an array of strings"))?;
         let n = tokens.len();
         let types: Vec<i32> = match g.opt_array("tokenizer.ggml.token_type")? {
             Some(a) => a
@@ -159,11 +137,9 @@ impl Tokenizer {
         }
         let special_id = |key: &str| -> Result<Option<u32>> {
             match g.opt_u64(key)? {
-                Some(id) if id as usize >= n => Err(Error::format(
-                    path,
-                    key,
-                    format!("{id} is outside the {n}-token vocabulary"),
-                )),
+                Some(id) if id as usize >= n => {
+                    Err(Error::format(path, key, format!("{id} is outside the {n}-token vocabulary")))
+                }
                 Some(id) => Ok(Some(id as u32)),
                 None => Ok(None),
             }
@@ -204,18 +180,13 @@ impl Tokenizer {
                 }
                 let merges = read_merges(g)?;
                 let unk_piece = unk.map(|i| tokens[i as usize].clone());
-                let add_prefix = g
-                    .opt_bool("tokenizer.ggml.add_space_prefix")?
-                    .unwrap_or(true);
+                let add_prefix = g.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
                 let flavour = if arch.starts_with("gemma") {
                     SpmFlavour::Gemma
                 } else {
                     SpmFlavour::Llama { add_prefix }
                 };
-                (
-                    sentencepiece_bpe(tokens, &scores, merges, unk_piece, flavour)?,
-                    true,
-                )
+                (sentencepiece_bpe(tokens, &scores, merges, unk_piece, flavour)?, true)
             }
             other => {
                 return Err(Error::Unsupported(format!(
@@ -234,9 +205,7 @@ impl Tokenizer {
         let mut control: Vec<AddedToken> = Vec::new();
         for (i, t) in types.iter().enumerate() {
             if *t == TOKEN_CONTROL
-                && alphabet
-                    .as_ref()
-                    .is_none_or(|a| tokens[i].chars().all(|c| a.contains(&c)))
+                && alphabet.as_ref().is_none_or(|a| tokens[i].chars().all(|c| a.contains(&c)))
             {
                 control.push(AddedToken::from(tokens[i].clone(), true).normalized(false));
             }
@@ -258,16 +227,10 @@ impl Tokenizer {
             inner.add_tokens(user).map_err(tok_err)?;
         }
 
-        let adds_bos = g
-            .opt_bool("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(add_bos_default);
+        let adds_bos = g.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
         if adds_bos {
             let id = bos.ok_or_else(|| {
-                Error::format(
-                    path,
-                    "tokenizer.ggml.bos_token_id",
-                    "missing, but add_bos_token is set",
-                )
+                Error::format(path, "tokenizer.ggml.bos_token_id", "missing, but add_bos_token is set")
             })?;
             let piece = tokens[id as usize].clone();
             let template = TemplateProcessing::builder()
@@ -303,19 +266,15 @@ impl Tokenizer {
             .map_err(|e| Error::format(&file, "tokenizer", e.to_string()))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Json = if config_path.is_file() {
-            let text =
-                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Error::format(&config_path, "JSON", e.to_string()))?
+            let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+            serde_json::from_str(&text).map_err(|e| Error::format(&config_path, "JSON", e.to_string()))?
         } else {
             Json::Null
         };
         let token_name = |key: &str| -> Option<String> {
             match config.get(key) {
                 Some(Json::String(s)) => Some(s.clone()),
-                Some(Json::Object(o)) => {
-                    o.get("content").and_then(Json::as_str).map(str::to_string)
-                }
+                Some(Json::Object(o)) => o.get("content").and_then(Json::as_str).map(str::to_string),
                 _ => None,
             }
         };
@@ -331,8 +290,7 @@ impl Tokenizer {
         };
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.is_file() {
-            chat_template =
-                Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
+            chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
         }
         let bos_token = token_name("bos_token");
         let adds_bos = match &bos_token {
@@ -342,13 +300,7 @@ impl Tokenizer {
             }
             None => false,
         };
-        Ok(Tokenizer {
-            inner,
-            chat_template,
-            bos_token,
-            eos_token: token_name("eos_token"),
-            adds_bos,
-        })
+        Ok(Tokenizer { inner, chat_template, bos_token, eos_token: token_name("eos_token"), adds_bos })
     }
 }
 
@@ -356,21 +308,15 @@ fn read_merges(g: &GgufFile) -> Result<Option<Vec<(String, String)>>> {
     let Some(a) = g.opt_array("tokenizer.ggml.merges")? else {
         return Ok(None);
     };
-    let list = a.strings().ok_or_else(|| {
-        Error::format(&g.path, "tokenizer.ggml.merges", "not an array of strings")
-    })?;
+    let list = a
+        .strings()
+        .ok_or_else(|| Error::format(&g.path, "tokenizer.ggml.merges", "not an array of strings"))?;
     list.iter()
         .enumerate()
         .map(|(i, m)| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| {
-                    Error::format(
-                        &g.path,
-                        "tokenizer.ggml.merges",
-                        format!("entry {i} ({m:?}) is not a pair"),
-                    )
-                })
+            m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| {
+                Error::format(&g.path, "tokenizer.ggml.merges", format!("entry {i} ({m:?}) is not a pair"))
+            })
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
@@ -378,10 +324,7 @@ fn read_merges(g: &GgufFile) -> Result<Option<Vec<(String, String)>>> {
 
 /// GPT-2's map from bytes to printable characters, in which byte-level vocabularies are spelled.
 pub fn bytes_to_unicode() -> Vec<char> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut chars: Vec<u32> = printable.clone();
     let mut extra = 0;
     for b in 0..256u32 {
@@ -403,11 +346,9 @@ pub fn bytes_to_unicode() -> Vec<char> {
 fn pre_tokenizer_splits(pre: &str) -> Option<Vec<&'static str>> {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const GPT2: &str =
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
     // StarCoder-style: digits one by one, then GPT-2's split.
-    const STARCODER: &str =
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const STARCODER: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
     Some(match pre {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe" => {
             vec![LLAMA3]
@@ -450,12 +391,8 @@ fn byte_level_bpe(
     })?;
     let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
     for re in splits {
-        let split = Split::new(
-            SplitPattern::Regex(re.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex: {e}")))?;
+        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex: {e}")))?;
         steps.push(split.into());
     }
     steps.push(ByteLevel::new(false, false, false).into());
@@ -510,16 +447,11 @@ fn sentencepiece_bpe(
             generate_merges(&spelled, &vocab, &rank)
         }
     };
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .fuse_unk(true)
-        .byte_fallback(true);
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).fuse_unk(true).byte_fallback(true);
     if let Some(u) = unk {
         builder = builder.unk_token(u);
     }
-    let bpe = builder
-        .build()
-        .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
+    let bpe = builder.build().map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
     let mut decoders: Vec<DecoderWrapper> = vec![
         tokenizers::decoders::DecoderWrapper::Replace(Replace::new("▁", " ").map_err(tok_err)?),
@@ -528,8 +460,7 @@ fn sentencepiece_bpe(
     ];
     match flavour {
         SpmFlavour::Gemma => {
-            tok.with_normalizer(Some(Replace::new(" ", "▁").map_err(tok_err)?))
-                .map_err(tok_err)?;
+            tok.with_normalizer(Some(Replace::new(" ", "▁").map_err(tok_err)?)).map_err(tok_err)?;
             let split = Split::new(
                 SplitPattern::String(" ".into()),
                 SplitDelimiterBehavior::MergedWithPrevious,
@@ -539,11 +470,7 @@ fn sentencepiece_bpe(
             tok.with_pre_tokenizer(Some(split));
         }
         SpmFlavour::Llama { add_prefix } => {
-            let scheme = if add_prefix {
-                PrependScheme::First
-            } else {
-                PrependScheme::Never
-            };
+            let scheme = if add_prefix { PrependScheme::First } else { PrependScheme::Never };
             tok.with_pre_tokenizer(Some(Metaspace::new('▁', scheme, false)));
             if add_prefix {
                 decoders.push(Strip::new(' ', 1, 0).into());
@@ -623,10 +550,7 @@ impl TokenStream<'_> {
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
         let text = self.tok.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}')
-            || text.len() < self.emitted
-            || !text.is_char_boundary(self.emitted)
-        {
+        if text.ends_with('\u{FFFD}') || text.len() < self.emitted || !text.is_char_boundary(self.emitted) {
             return Ok(String::new());
         }
         let out = text[self.emitted..].to_string();
@@ -665,15 +589,9 @@ pub fn render_chat_template(
     );
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
     env.add_template("chat", template)
         .map_err(|e| Error::Tokenizer(format!("chat template does not parse: {e}")))?;
     let messages: Vec<minijinja::Value> = messages

@@ -177,8 +177,8 @@ impl SafetensorsFiles {
         let index = dir.join("model.safetensors.index.json");
         let paths: Vec<PathBuf> = if index.is_file() {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::format(&index, "JSON", e.to_string()))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::format(&index, "JSON", e.to_string()))?;
             let map = json
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -186,11 +186,7 @@ impl SafetensorsFiles {
             let mut shards: Vec<String> = Vec::new();
             for v in map.values() {
                 let f = v.as_str().ok_or_else(|| {
-                    Error::format(
-                        &index,
-                        "weight_map",
-                        format!("value {v} is not a file name"),
-                    )
+                    Error::format(&index, "weight_map", format!("value {v} is not a file name"))
                 })?;
                 if f.contains('/') || f.contains('\\') || f.starts_with('.') {
                     return Err(Error::format(
@@ -248,20 +244,18 @@ impl SafetensorsFiles {
             .into_iter()
             .find(|p| tensors.contains_key(&format!("{p}embed_tokens.weight")))
             .ok_or_else(|| {
-                Error::format(dir, "tensor names", "no embed_tokens.weight under model., language_model.model. or model.language_model.")
+                Error::format(
+                    dir,
+                    "tensor names",
+                    "no embed_tokens.weight under model., language_model.model. or model.language_model.",
+                )
             })?
             .to_string();
         let skipped = order
             .iter()
             .filter(|n| n.contains("vision_tower") || n.contains("multi_modal_projector"))
             .count();
-        Ok(SafetensorsFiles {
-            files,
-            tensors,
-            order,
-            prefix,
-            skipped,
-        })
+        Ok(SafetensorsFiles { files, tensors, order, prefix, skipped })
     }
 
     fn load(&self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
@@ -271,18 +265,13 @@ impl SafetensorsFiles {
         let (path, mmap) = &self.files[t.file];
         let bytes = &mmap[t.start..t.end];
         let data: Vec<f32> = match t.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => {
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => {
+                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
             other => {
                 return Err(Error::Unsupported(format!(
                     "{}: tensor {name} has dtype {other:?} (supported: F32, F16, BF16)",
@@ -331,11 +320,7 @@ impl WeightFiles {
                 .iter()
                 .map(|n| {
                     let t = &s.tensors[n];
-                    ParamInfo {
-                        name: n.clone(),
-                        shape: t.shape.clone(),
-                        dtype: format!("{:?}", t.dtype),
-                    }
+                    ParamInfo { name: n.clone(), shape: t.shape.clone(), dtype: format!("{:?}", t.dtype) }
                 })
                 .collect(),
         }
@@ -357,15 +342,13 @@ impl WeightFiles {
             WeightFiles::Gguf(g) => match g.tensor(&name) {
                 None => return Ok(None),
                 Some(t) => {
-                    let data =
-                        quant::dequantize(t.dtype, g.tensor_bytes(t), t.n_elements() as usize)
-                            .map_err(|e| match e {
-                                Error::Unsupported(m) => Error::Unsupported(format!(
-                                    "{}: tensor {name}: {m}",
-                                    g.path.display()
-                                )),
-                                other => other,
-                            })?;
+                    let data = quant::dequantize(t.dtype, g.tensor_bytes(t), t.n_elements() as usize)
+                        .map_err(|e| match e {
+                            Error::Unsupported(m) => {
+                                Error::Unsupported(format!("{}: tensor {name}: {m}", g.path.display()))
+                            }
+                            other => other,
+                        })?;
                     (data, t.shape())
                 }
             },
@@ -446,13 +429,8 @@ mod tests {
     #[test]
     fn permute_round_trips() {
         let (heads, hd, cols) = (3, 8, 5);
-        let w: Vec<f32> = (0..heads * hd * cols)
-            .map(|i| i as f32 * 0.37 - 11.0)
-            .collect();
-        assert_eq!(
-            unpermute_rows(&permute_rows(&w, heads, hd, cols), heads, hd, cols),
-            w
-        );
+        let w: Vec<f32> = (0..heads * hd * cols).map(|i| i as f32 * 0.37 - 11.0).collect();
+        assert_eq!(unpermute_rows(&permute_rows(&w, heads, hd, cols), heads, hd, cols), w);
         assert_ne!(permute_rows(&w, heads, hd, cols), w);
     }
 }

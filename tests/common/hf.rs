@@ -63,10 +63,7 @@ pub fn write_hf_dir(files: &ModelFiles, dir: &Path, storage: Storage, shards: us
                 let v = files.weights.load(w, c).unwrap().unwrap();
                 let bytes = match storage {
                     Storage::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    Storage::Bf16 => v
-                        .iter()
-                        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                        .collect(),
+                    Storage::Bf16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
                 };
                 (hf_name(w), w.shape(c), bytes)
             })
@@ -75,15 +72,12 @@ pub fn write_hf_dir(files: &ModelFiles, dir: &Path, storage: Storage, shards: us
             Storage::F32 => Dtype::F32,
             Storage::Bf16 => Dtype::BF16,
         };
-        let views: Vec<(String, TensorView)> = data
-            .iter()
-            .map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
-            .collect();
+        let views: Vec<(String, TensorView)> =
+            data.iter().map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap())).collect();
         for (n, _) in &views {
             weight_map.insert(n.clone(), json!(file));
         }
-        safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &dir.join(&file))
-            .unwrap();
+        safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &dir.join(&file)).unwrap();
     }
     if shards > 1 {
         let index = json!({ "metadata": {}, "weight_map": weight_map });
@@ -106,11 +100,7 @@ pub fn write_hf_dir(files: &ModelFiles, dir: &Path, storage: Storage, shards: us
         "bos_token_id": c.bos_token_id,
         "eos_token_id": c.eos_token_ids.first(),
     });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let tok = &files.tokenizer;
     tok.inner().save(dir.join("tokenizer.json"), false).unwrap();
     let tc = json!({

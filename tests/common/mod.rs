@@ -12,17 +12,9 @@ use scalpel::model::{KNOWN_MODELS, ModelFiles, models_dir};
 /// The path of a model that scripts/setup.sh fetches. A missing model fails the test: CI installs
 /// it, and a test that silently passes without its input proves nothing.
 pub fn known_model(alias: &str) -> PathBuf {
-    let k = KNOWN_MODELS
-        .iter()
-        .find(|k| k.alias == alias)
-        .expect("known alias");
+    let k = KNOWN_MODELS.iter().find(|k| k.alias == alias).expect("known alias");
     let p = models_dir().join(k.file);
-    assert!(
-        p.is_file(),
-        "{} is missing at {}: run scripts/setup.sh",
-        k.what,
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing at {}: run scripts/setup.sh", k.what, p.display());
     p
 }
 
@@ -41,9 +33,7 @@ pub struct Golden {
 
 impl Golden {
     pub fn open(path: &Path) -> Self {
-        Golden {
-            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        }
+        Golden { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
     }
 
     pub fn st(&self) -> SafeTensors<'_> {
@@ -52,35 +42,22 @@ impl Golden {
 
     pub fn f32(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
         let st = self.st();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("golden tensor {name}"));
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         (v, t.shape().to_vec())
     }
 
     pub fn i64(&self, name: &str) -> Vec<i64> {
         let st = self.st();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("golden tensor {name}"));
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
         assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
-        t.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     }
 
     pub fn u8(&self, name: &str) -> Vec<u8> {
         let st = self.st();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("golden tensor {name}"));
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
         t.data().to_vec()
     }
 
@@ -110,21 +87,12 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 
 /// Compares row by row (a row = `row_len` consecutive values): each row's relative L2 error must
 /// be at most `tol`. Returns the worst error.
-pub fn assert_rows_close(
-    what: &str,
-    ours: &[f32],
-    theirs: &[f32],
-    row_len: usize,
-    tol: f64,
-) -> f64 {
+pub fn assert_rows_close(what: &str, ours: &[f32], theirs: &[f32], row_len: usize, tol: f64) -> f64 {
     assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
     let mut worst = 0f64;
     for (r, (a, b)) in ours.chunks(row_len).zip(theirs.chunks(row_len)).enumerate() {
         let e = rel_l2(a, b);
-        assert!(
-            e <= tol,
-            "{what}: row {r} relative L2 error {e:e} > {tol:e}"
-        );
+        assert!(e <= tol, "{what}: row {r} relative L2 error {e:e} > {tol:e}");
         worst = worst.max(e);
     }
     worst
@@ -155,19 +123,8 @@ pub fn stderr(o: &std::process::Output) -> String {
 /// The command failed cleanly: exit code 1, an `error[class]` line naming the problem, no panic.
 pub fn assert_clean_failure(o: &std::process::Output, class: &str, needle: &str) {
     let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "expected exit 1, got {:?}; stderr: {err}",
-        o.status
-    );
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, got {:?}; stderr: {err}", o.status);
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(
-        err.contains(&format!("error[{class}]")),
-        "expected error class {class}: {err}"
-    );
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "expected {needle:?} in: {err}"
-    );
+    assert!(err.contains(&format!("error[{class}]")), "expected error class {class}: {err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "expected {needle:?} in: {err}");
 }
