@@ -152,18 +152,36 @@ def tokenizer_goldens(tok, out_dir: Path):
     )
 
 
-@torch.no_grad()
-def model_goldens(name: str, path: Path, out_dir: Path, lens_k=10, greedy_n=32, keep_logits=None):
+# A prompt longer than the shrunken sliding window below, so local layers really cut keys off.
+WINDOW_PROMPT = ("The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat "
+                 "and the birds sing in the tall green trees")
+WINDOW = 8
+
+
+def load(path: Path):
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
     )
     model.eval()
+    return tok, model
+
+
+@torch.no_grad()
+def model_goldens(name: str, path: Path, out_dir: Path, lens_k=10, greedy_n=32, keep_logits=None, window=None):
+    tok, model = load(path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer_goldens(tok, out_dir)
+    prompts = PROMPTS[name]
+    stem = "prompt"
+    if window is None:
+        tokenizer_goldens(tok, out_dir)
+    else:
+        # Shrink the sliding window (read at every forward when the masks are built).
+        model.config.sliding_window = window
+        prompts, stem = [WINDOW_PROMPT], f"window{window}"
     decoder = model.model
     final_norm = decoder.norm
-    for i, prompt in enumerate(PROMPTS[name]):
+    for i, prompt in enumerate(prompts):
         ids = tok(prompt, return_tensors="pt")["input_ids"]
         resid = []
         hooks = [
@@ -214,7 +232,9 @@ def model_goldens(name: str, path: Path, out_dir: Path, lens_k=10, greedy_n=32, 
             "torch": torch.__version__,
             "greedy_text": tok.decode(greedy),
         }
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out_dir / f"prompt_{i}.safetensors"), metadata=meta)
+        if window is not None:
+            meta["sliding_window"] = str(window)
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out_dir / f"{stem}_{i}.safetensors"), metadata=meta)
         print(f"{name} prompt {i}: {T} tokens; greedy: {tok.decode(greedy)!r}", file=sys.stderr)
 
 
@@ -239,10 +259,10 @@ def main():
     ap.add_argument("--smollm", type=Path, required=True)
     ap.add_argument("--gemma", type=Path)
     ap.add_argument("--out", type=Path, default=Path("tests/golden"))
-    ap.add_argument("--only", choices=["dequant", "rope", "smollm2", "gemma3"], action="append")
+    ap.add_argument("--only", choices=["dequant", "rope", "smollm2", "gemma3", "gemma3-window"], action="append")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["dequant", "rope", "smollm2", "gemma3"])
+    only = set(args.only or ["dequant", "rope", "smollm2", "gemma3", "gemma3-window"])
     if "dequant" in only:
         dequant_goldens(args.smollm, args.gemma, args.out)
     if "rope" in only:
@@ -251,6 +271,8 @@ def main():
         model_goldens("smollm2", args.smollm, args.out / "smollm2")
     if "gemma3" in only and args.gemma is not None:
         model_goldens("gemma3", args.gemma, args.out / "gemma3", keep_logits=2)
+    if "gemma3-window" in only and args.gemma is not None:
+        model_goldens("gemma3", args.gemma, args.out / "gemma3", keep_logits=2, window=WINDOW)
 
 
 if __name__ == "__main__":
