@@ -216,3 +216,24 @@ fn help_explains_every_flag() {
         assert!(flags >= 3, "{sub}: {help}");
     }
 }
+
+#[test]
+fn params_compare_puts_llama_and_gemma_side_by_side() {
+    let o = scalpel(&["params", "-m", "smollm2-135m", "--compare", "gemma3-270m"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for (row, a, b) in [
+        ("vocab size", "49152", "262144"),
+        ("hidden size", "576", "640"),
+        ("layers", "30", "18"),
+        ("heads", "9", "4"),
+        ("KV heads", "3", "1"),
+        ("head dim", "64", "256"),
+        ("FFN size", "1536", "2048"),
+    ] {
+        let line = out.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("{row} missing: {out}"));
+        let cells: Vec<&str> = line[row.len()..].split_whitespace().collect();
+        assert_eq!(cells, [a, b], "{line}");
+    }
+    assert!(out.contains("134515008 (134.5M)") && out.contains("268098176 (268.1M)"), "{out}");
+}

@@ -47,6 +47,16 @@ fn token_ids_match_transformers() {
 }
 
 #[test]
+fn chat_uses_gemmas_turn_format() {
+    let (files, _) = fixture();
+    // Golden prompt 3 is the turn format transformers tokenized; --chat must produce the same ids.
+    let g = &goldens(&golden_dir().join("gemma3"), "prompt")[3];
+    let rendered = files.tokenizer.apply_chat_template("What is 2+2?").unwrap();
+    assert_eq!(rendered, format!("<bos>{}", g.meta("prompt").unwrap()));
+    assert_eq!(files.tokenizer.encode_raw(&rendered).unwrap(), common::reference::ids_of(g));
+}
+
+#[test]
 fn every_position_of_every_layer_matches_transformers() {
     let (_, model) = fixture();
     for g in goldens(&golden_dir().join("gemma3"), "prompt") {
@@ -79,4 +89,41 @@ fn sliding_windows_bound_what_local_layers_see() {
     check_greedy(&model, g);
     let t = g.i64("tokens").len();
     assert!(t > 3 * window, "the prompt must outrun the window");
+}
+
+fn logits(files: &ModelFiles, ids: &[u32]) -> Vec<f32> {
+    use scalpel::forward::Logits;
+    use scalpel::probe::Probes;
+    let model = Model::load(Cpu, files).unwrap();
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    model.forward(ids, 0, &mut cache, &mut Probes::none(), Logits::All).unwrap().data
+}
+
+/// The same weights as a Gemma3ForCausalLM checkpoint (norms stored as w, applied as 1 + w) and
+/// as a multimodal Gemma3ForConditionalGeneration one (language model nested, vision skipped).
+#[test]
+fn gemma3_safetensors_checkpoints_match_the_gguf() {
+    use common::hf::{Layout, Storage, write_hf_dir_as};
+    let (gguf, _) = fixture();
+    let ids = gguf.tokenizer.encode("The capital of France is").unwrap();
+    let want = logits(gguf, &ids);
+    for layout in [Layout::Text, Layout::Multimodal] {
+        let dir = tempfile::tempdir().unwrap();
+        write_hf_dir_as(gguf, dir.path(), Storage::F32, 2, layout);
+        let hf = ModelFiles::open(Some(dir.path().to_str().unwrap())).unwrap();
+        assert_eq!(hf.config.norm_kind, scalpel::model::config::NormKind::OnePlus);
+        assert_eq!(hf.config.layers, gguf.config.layers);
+        assert_eq!(hf.config.attn_scale, gguf.config.attn_scale);
+        assert_eq!(hf.tokenizer.encode("The capital of France is").unwrap(), ids);
+        let note = hf.weights.note();
+        assert_eq!(note.is_some(), layout == Layout::Multimodal, "{note:?}");
+        // 1 + (w − 1) rounds differently from w in the last bit for some norm weights.
+        common::assert_rows_close(
+            "safetensors logits",
+            &logits(&hf, &ids),
+            &want,
+            gguf.config.vocab_size,
+            1e-5,
+        );
+    }
 }

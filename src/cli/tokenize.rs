@@ -31,7 +31,7 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for ((id, s), piece) in ids.iter().zip(&strs).zip(&pieces) {
-        println!("{id:>8}  {:<24} {piece}", format!("{s:?}"));
+        println!("{id:>8}  {:<24} {piece:?}", format!("{s:?}"));
     }
     crate::info!("{} tokens", ids.len());
     Ok(())

@@ -420,17 +420,17 @@ impl Config {
         let rms_eps = float("rms_norm_eps")?.unwrap_or(1e-6) as f32;
         // transformers ≥ 5 nests RoPE settings in rope_parameters (per layer type for Gemma 3).
         let rope_params = json.get("rope_parameters").filter(|v| v.is_object());
-        let rope_for = |layer_type: &str, default_theta: f64| -> Result<(f64, Vec<f32>, Option<String>)> {
+        // `theta` is the base the older config format gives for this layer type (rope_theta for
+        // global layers, Gemma's rope_local_base_freq for sliding ones); rope_scaling in that
+        // format applies to global layers only.
+        let rope_for = |layer_type: &str, theta: f64| -> Result<(f64, Vec<f32>, Option<String>)> {
             let params = match rope_params {
                 Some(p) if p.get(layer_type).is_some_and(Json::is_object) => p.get(layer_type),
                 Some(p) => Some(p),
-                None => json.get("rope_scaling").filter(|v| v.is_object()),
+                None if layer_type == "full_attention" => json.get("rope_scaling").filter(|v| v.is_object()),
+                None => None,
             };
-            let theta = params
-                .and_then(|p| p.get("rope_theta"))
-                .and_then(Json::as_f64)
-                .or(float("rope_theta")?)
-                .unwrap_or(default_theta);
+            let theta = params.and_then(|p| p.get("rope_theta")).and_then(Json::as_f64).unwrap_or(theta);
             let rope_type = params
                 .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
                 .and_then(Json::as_str)
@@ -489,7 +489,8 @@ impl Config {
 
         let cfg = match arch {
             Arch::Llama => {
-                let (theta, inv, scaling) = rope_for("full_attention", 10000.0)?;
+                let (theta, inv, scaling) =
+                    rope_for("full_attention", float("rope_theta")?.unwrap_or(10000.0))?;
                 let window = uint("sliding_window")?;
                 Config {
                     arch,
@@ -523,7 +524,8 @@ impl Config {
             Arch::Gemma3 => {
                 let (local_theta, local_inv, _) =
                     rope_for("sliding_attention", float("rope_local_base_freq")?.unwrap_or(10000.0))?;
-                let (global_theta, global_inv, scaling) = rope_for("full_attention", 1_000_000.0)?;
+                let (global_theta, global_inv, scaling) =
+                    rope_for("full_attention", float("rope_theta")?.unwrap_or(1_000_000.0))?;
                 let window = uint("sliding_window")?;
                 let layer_types: Vec<String> = match json.get("layer_types").and_then(Json::as_array) {
                     Some(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),

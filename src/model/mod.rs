@@ -137,7 +137,10 @@ impl ModelFiles {
             ModelSpec::Gguf(path) => {
                 let g = GgufFile::open(path)?;
                 let config = Config::from_gguf(&g)?;
-                let tokenizer = Tokenizer::from_gguf(&g)?;
+                let mut tokenizer = Tokenizer::from_gguf(&g)?;
+                if config.arch == Arch::Gemma3 {
+                    tokenizer.set_default_chat_template(tokenizer::GEMMA_CHAT_TEMPLATE);
+                }
                 Ok(ModelFiles { config, tokenizer, weights: WeightFiles::Gguf(g), label })
             }
             ModelSpec::Dir(dir) => Self::open_hf_dir(dir, label),

@@ -78,6 +78,13 @@ impl Tokenizer {
         TokenStream { tok: self, ids: Vec::new(), emitted: 0 }
     }
 
+    /// Uses `template` when the model brought none (Gemma GGUFs carry no chat template).
+    pub fn set_default_chat_template(&mut self, template: &str) {
+        if self.chat_template.is_none() {
+            self.chat_template = Some(template.to_string());
+        }
+    }
+
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
@@ -570,6 +577,20 @@ impl TokenStream<'_> {
         Ok(out)
     }
 }
+
+/// Gemma's turn format, for Gemma files without a template: user and model turns, the
+/// assistant role spelled `model`, a system message folded into the first user turn.
+pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}\
+{% set ns = namespace(system='') %}\
+{% for m in messages %}{% if m['role'] == 'system' %}{% set ns.system = m['content'] + '\n\n' %}{% endif %}{% endfor %}\
+{% set first = namespace(done=false) %}\
+{% for m in messages if m['role'] != 'system' %}\
+{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}\
+{% set text = (ns.system if not first.done and role == 'user' else '') + m['content'] | trim %}\
+{% set first.done = true %}\
+{{ '<start_of_turn>' + role + '\n' + text + '<end_of_turn>\n' }}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
 /// Renders a Hugging Face chat template. transformers compiles templates with `trim_blocks` and
 /// `lstrip_blocks` and offers `raise_exception`; Python string methods come from pycompat.
