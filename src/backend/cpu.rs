@@ -426,6 +426,25 @@ impl Backend for Cpu {
         CpuTensor::new(x.data[(r - 1) * n..].to_vec(), &shape)
     }
 
+    fn cosine_rows(&self, table: &CpuTensor, v: &CpuTensor) -> Result<CpuTensor> {
+        let n = table.row_len();
+        check(v.data.len() == n, || format!("cosine: vector of {} for rows of {n}", v.data.len()))?;
+        let vv: f64 = v.data.iter().map(|&x| x as f64 * x as f64).sum();
+        let out: Vec<f32> = table
+            .data
+            .par_chunks(n)
+            .map(|row| {
+                let (mut dot, mut rr) = (0f64, 0f64);
+                for (&a, &b) in row.iter().zip(&v.data) {
+                    dot += a as f64 * b as f64;
+                    rr += a as f64 * a as f64;
+                }
+                (dot / (rr * vv).sqrt().max(1e-30)) as f32
+            })
+            .collect();
+        CpuTensor::new(out, &[table.rows()])
+    }
+
     fn add_rows(&self, x: &mut CpuTensor, v: &CpuTensor, scale: f32, rows: &[usize]) -> Result<()> {
         let n = x.row_len();
         check(v.data.len() == n, || format!("add: vector of {} for rows of {n}", v.data.len()))?;

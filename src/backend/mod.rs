@@ -154,6 +154,9 @@ pub trait Backend: Send + Sync {
     /// The last row of x.
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// Cosine similarity of the vector v [n] with every row of table [rows, n]: [rows].
+    fn cosine_rows(&self, table: &Self::Tensor, v: &Self::Tensor) -> Result<Self::Tensor>;
+
     /// x[r] += scale · v for each listed row (v has one row's length).
     fn add_rows(&self, x: &mut Self::Tensor, v: &Self::Tensor, scale: f32, rows: &[usize]) -> Result<()>;
     /// x[row] = values.

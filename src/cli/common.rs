@@ -94,3 +94,55 @@ fn cuda_unavailable() -> Error {
         )
     }
 }
+
+/// Steering and ablation, shared by every command that runs the model forward.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EditArgs {
+    /// Add a steering vector (a llama.cpp control-vector GGUF, e.g. from `scalpel steer build`)
+    /// times SCALE (default 1) to blocks.L.resid_post for each layer L it holds, or only LAYERS
+    /// (e.g. 10-14), at every position including generated ones. Repeat to add several.
+    #[arg(long = "steer", value_name = "FILE[:SCALE][@LAYERS]")]
+    pub steer: Vec<crate::interp::steer::VectorSpec>,
+    /// Project a direction out of the residual stream after every sublayer of every layer (or of
+    /// LAYERS); a file with one direction uses it at every layer, otherwise each layer its own.
+    #[arg(long = "ablate", value_name = "FILE[@LAYERS]")]
+    pub ablate: Vec<crate::interp::steer::VectorSpec>,
+}
+
+impl EditArgs {
+    pub fn probes<B: Backend>(&self, model: &crate::forward::Model<B>) -> Result<crate::probe::Probes<B>> {
+        let mut probes = crate::probe::Probes::none();
+        for s in &self.steer {
+            crate::interp::steer::add_steering(model, &mut probes, s)?;
+        }
+        for s in &self.ablate {
+            if s.scale != 1.0 {
+                return Err(Error::Invalid(format!(
+                    "--ablate {}: ablation takes no scale",
+                    s.path.display()
+                )));
+            }
+            crate::interp::steer::add_ablation(model, &mut probes, s)?;
+        }
+        Ok(probes)
+    }
+}
+
+/// A position given as an index, negative counting from the end (-1 = the last token).
+pub fn resolve_position(p: i64, len: usize, what: &str) -> Result<usize> {
+    let idx = if p < 0 { len as i64 + p } else { p };
+    if idx < 0 || idx >= len as i64 {
+        return Err(Error::Invalid(format!(
+            "{what} {p} is outside the {len} tokens (use 0..{} or -1 for the last)",
+            len - 1
+        )));
+    }
+    Ok(idx as usize)
+}
+
+/// Writes a picture, saying where on stderr.
+pub fn save_png(c: &crate::interp::render::Canvas, path: &std::path::Path, force: bool) -> Result<()> {
+    c.save(path, force)?;
+    crate::info!("wrote {}", path.display());
+    Ok(())
+}

@@ -5,13 +5,12 @@ use std::io::Write;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{Device, ModelArgs, OnBackend, PromptArgs, on_device};
+use super::common::{Device, EditArgs, ModelArgs, OnBackend, PromptArgs, on_device};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
 use crate::generate::{GenerateOptions, Generation, StopReason, generate};
 use crate::model::ModelFiles;
-use crate::probe::Probes;
 use crate::sample::SamplingParams;
 
 #[derive(Args, Debug)]
@@ -47,6 +46,8 @@ pub struct GenerateArgs {
     /// Print one JSON object (prompt ids, generated ids, text, speeds) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub edits: EditArgs,
 }
 
 struct Task {
@@ -76,13 +77,14 @@ impl OnBackend for Task {
         crate::generate::cache_size(prompt_ids.len(), opts.max_tokens, files.config.context_length)?;
         let device = backend.name();
         let model = Model::load(backend, &files)?;
+        let mut probes = args.edits.probes(&model)?;
         let tok = &files.tokenizer;
 
         let mut stream = tok.stream();
         let mut stdout = std::io::stdout().lock();
         let bar = crate::progress::bar(opts.max_tokens as u64, "generating");
         let mut printed_newline = true;
-        let generation = generate(&model, &prompt_ids, &opts, &mut Probes::none(), |id| {
+        let generation = generate(&model, &prompt_ids, &opts, &mut probes, |id| {
             if args.json {
                 bar.inc(1);
             } else if !model.config.eos_token_ids.contains(&id) {

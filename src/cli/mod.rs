@@ -1,8 +1,17 @@
 //! The command line: one file per subcommand, this one for the parser and the exit report.
 
+mod attention;
 mod common;
+mod embeddings;
 mod generate;
+mod lens;
+mod neurons;
 mod params;
+mod patchscope;
+mod pca;
+mod report;
+mod similarity;
+mod steer;
 mod tokenize;
 mod trace;
 
@@ -41,6 +50,27 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// List the model's parameters: name, shape, dtype, and the total count.
     Params(params::ParamsArgs),
+    /// The logit lens: what each layer's residual stream would predict.
+    Lens(lens::LensArgs),
+    /// Attention patterns, attention sinks, and heads where one word attends to another.
+    Attention(attention::AttentionArgs),
+    /// Nearest neighbours of a token in the embedding table (and the LM head when untied).
+    Neighbors(embeddings::NeighborsArgs),
+    /// Vector arithmetic over token embeddings, e.g. "冷 - cold + small".
+    Analogy(embeddings::AnalogyArgs),
+    /// One word in two contexts: cosine similarity of its representation at every layer.
+    Similarity(similarity::SimilarityArgs),
+    /// Steering vectors (llama.cpp control vectors): build them here, apply with generate --steer.
+    #[command(subcommand)]
+    Steer(steer::SteerCommand),
+    /// Patchscopes: patch a hidden state into another prompt and let the model describe it.
+    Patchscope(patchscope::PatchscopeArgs),
+    /// FFN neurons that fire most on each token, or one neuron across the prompt.
+    Neurons(neurons::NeuronsArgs),
+    /// 2-D PCA of one representation per prompt, as a labelled scatter plot.
+    Pca(pca::PcaArgs),
+    /// A self-contained HTML page: tokens, logit-lens heatmap, interactive attention.
+    Report(report::ReportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -50,6 +80,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace(a) => trace::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Params(a) => params::run(a),
+        Command::Lens(a) => lens::run(a),
+        Command::Attention(a) => attention::run(a),
+        Command::Neighbors(a) => embeddings::run_neighbors(a),
+        Command::Analogy(a) => embeddings::run_analogy(a),
+        Command::Similarity(a) => similarity::run(a),
+        Command::Steer(c) => steer::run(c),
+        Command::Patchscope(a) => patchscope::run(a),
+        Command::Neurons(a) => neurons::run(a),
+        Command::Pca(a) => pca::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

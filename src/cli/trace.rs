@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{Device, ModelArgs, OnBackend, PromptArgs, on_device};
+use super::common::{Device, EditArgs, ModelArgs, OnBackend, PromptArgs, on_device};
 use crate::backend::Backend;
 use crate::dump::{DumpData, DumpTensor, check_output, write_safetensors};
 use crate::error::{Error, Result};
 use crate::forward::{Logits, Model};
 use crate::model::ModelFiles;
-use crate::probe::{self, Probes};
+use crate::probe;
 
 pub const DEFAULT_POINTS: &str = "embed,blocks.*.resid_post,final_norm,logits";
 
@@ -34,6 +34,8 @@ pub struct TraceArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
+    #[command(flatten)]
+    pub edits: EditArgs,
 }
 
 struct Task {
@@ -51,7 +53,10 @@ impl OnBackend for Task {
         let (text, ids) = args.prompt.encode(&files.tokenizer)?;
         let capacity = crate::generate::cache_size(ids.len(), 0, cfg.context_length)?;
         let model = Model::load(backend, &files)?;
-        let mut probes = Probes::capturing(points.iter().copied());
+        let mut probes = args.edits.probes(&model)?;
+        for p in &points {
+            probes.capture(*p);
+        }
         let mut cache = model.new_cache(capacity)?;
         model.forward(&ids, 0, &mut cache, &mut probes, Logits::All)?;
 

@@ -1,0 +1,110 @@
+//! `scalpel neurons`: the FFN neurons that fire most on each token, or one neuron everywhere.
+
+use clap::Args;
+use serde_json::json;
+
+use super::common::{Device, ModelArgs, OnBackend, PromptArgs, on_device};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::forward::Model;
+use crate::interp::neurons::{activations, neuron, top_per_token};
+use crate::interp::words::token_strings;
+use crate::model::ModelFiles;
+
+#[derive(Args, Debug)]
+pub struct NeuronsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// The layer whose neurons (blocks.L.mlp_post) to read.
+    #[arg(long)]
+    pub layer: usize,
+    /// How many neurons per token.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Show this one neuron's activation on every token instead.
+    #[arg(long)]
+    pub neuron: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+}
+
+struct Task {
+    args: NeuronsArgs,
+    files: ModelFiles,
+}
+
+impl OnBackend for Task {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: B) -> Result<()> {
+        let Task { args, files } = self;
+        let c = &files.config;
+        if args.layer >= c.n_layers {
+            return Err(Error::Invalid(format!(
+                "--layer {}: the model has layers 0..{}",
+                args.layer,
+                c.n_layers - 1
+            )));
+        }
+        if let Some(n) = args.neuron
+            && n >= c.intermediate_size
+        {
+            return Err(Error::Invalid(format!(
+                "--neuron {n}: the layer has neurons 0..{}",
+                c.intermediate_size - 1
+            )));
+        }
+        let tok = &files.tokenizer;
+        let (_, ids) = args.prompt.encode(tok)?;
+        let strings = token_strings(tok, &ids)?;
+        let model = Model::load(backend, &files)?;
+        let acts = activations(&model, &ids, args.layer)?;
+        match args.neuron {
+            Some(n) => {
+                let values = neuron(&acts, n)?;
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({ "tokens": strings, "layer": args.layer, "neuron": n, "activations": values })
+                    );
+                } else {
+                    let max = values.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                    println!("layer {} neuron {n}:", args.layer);
+                    for (s, v) in strings.iter().zip(&values) {
+                        let bar = "#".repeat((v.abs() / max * 30.0).round() as usize);
+                        println!(
+                            "  {:<16} {v:>9.4}  {}{bar}",
+                            format!("{s:?}"),
+                            if *v < 0.0 { "-" } else { " " }
+                        );
+                    }
+                }
+            }
+            None => {
+                let top = top_per_token(&acts, args.top.max(1));
+                if args.json {
+                    println!("{}", json!({ "tokens": strings, "layer": args.layer, "top": top }));
+                } else {
+                    println!("layer {}: strongest neurons per token (neuron:activation)", args.layer);
+                    for (s, fs) in strings.iter().zip(&top) {
+                        let cells: Vec<String> =
+                            fs.iter().map(|f| format!("{}:{:.3}", f.neuron, f.activation)).collect();
+                        println!("  {:<16} {}", format!("{s:?}"), cells.join("  "));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: NeuronsArgs) -> anyhow::Result<()> {
+    let files = args.model.open()?;
+    let device = args.device;
+    on_device(device, Task { args, files })?;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `scalpel pca`: one representation per prompt, projected onto its first two principal components.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::common::{Device, ModelArgs, OnBackend, on_device, resolve_position, save_png};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::forward::Model;
+use crate::interp::capture::{capture, row};
+use crate::interp::pca::pca;
+use crate::interp::render::charts::scatter_plot;
+use crate::model::ModelFiles;
+use crate::probe::Point;
+
+#[derive(Args, Debug)]
+pub struct PcaArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompts, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: PathBuf,
+    /// The layer whose resid_post is projected.
+    #[arg(long)]
+    pub layer: usize,
+    /// The position in each prompt (negative counts from the end).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub position: i64,
+    /// The scatter plot to write.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Replace --png if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+}
+
+struct Task {
+    args: PcaArgs,
+    files: ModelFiles,
+}
+
+impl OnBackend for Task {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: B) -> Result<()> {
+        let Task { args, files } = self;
+        let c = &files.config;
+        if args.layer >= c.n_layers {
+            return Err(Error::Invalid(format!(
+                "--layer {}: the model has layers 0..{}",
+                args.layer,
+                c.n_layers - 1
+            )));
+        }
+        let text = std::fs::read_to_string(&args.prompts).map_err(|e| Error::io(&args.prompts, e))?;
+        let prompts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if prompts.len() < 3 {
+            return Err(Error::Invalid(format!(
+                "{}: PCA needs at least 3 prompts, found {}",
+                args.prompts.display(),
+                prompts.len()
+            )));
+        }
+        if let Some(p) = &args.png {
+            crate::dump::check_output(p, args.force)?;
+        }
+        let model = Model::load(backend, &files)?;
+        let point = Point::ResidPost(args.layer);
+        let mut reps = Vec::new();
+        for p in &prompts {
+            let ids = files.tokenizer.encode(p)?;
+            let pos = resolve_position(args.position, ids.len(), "--position")?;
+            let caps = capture(&model, &ids, [point])?;
+            reps.push(row(&caps[&point], pos).to_vec());
+        }
+        let result = pca(&reps, 2)?;
+        if args.json {
+            let pts: Vec<_> = prompts
+                .iter()
+                .zip(&result.coords)
+                .map(|(p, c)| json!({ "prompt": p, "coords": c }))
+                .collect();
+            println!("{}", json!({ "layer": args.layer, "explained": result.explained, "points": pts }));
+        } else {
+            println!(
+                "blocks.{}.resid_post, PC1 {:.1}%, PC2 {:.1}% of the variance:",
+                args.layer,
+                100.0 * result.explained[0],
+                100.0 * result.explained.get(1).copied().unwrap_or(0.0)
+            );
+            for (p, c) in prompts.iter().zip(&result.coords) {
+                println!("  {:>9.3} {:>9.3}  {p}", c[0], c.get(1).copied().unwrap_or(0.0));
+            }
+        }
+        if let Some(path) = &args.png {
+            let points: Vec<(f64, f64)> =
+                result.coords.iter().map(|c| (c[0], c.get(1).copied().unwrap_or(0.0))).collect();
+            let labels: Vec<String> = prompts.iter().map(|s| s.to_string()).collect();
+            let title = format!("{} — PCA of blocks.{}.resid_post", files.label, args.layer);
+            let xt = format!("PC1 ({:.1}% of variance)", 100.0 * result.explained[0]);
+            let yt = format!("PC2 ({:.1}%)", 100.0 * result.explained.get(1).copied().unwrap_or(0.0));
+            save_png(&scatter_plot(&title, &xt, &yt, &points, &labels)?, path, args.force)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: PcaArgs) -> anyhow::Result<()> {
+    let files = args.model.open()?;
+    let device = args.device;
+    on_device(device, Task { args, files })?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Finding a word in a tokenized prompt: the token positions a user means by "apple".
+
+use crate::Result;
+use crate::error::Error;
+use crate::model::tokenizer::Tokenizer;
+
+/// The decoded text of each token on its own.
+pub fn token_strings(tok: &Tokenizer, ids: &[u32]) -> Result<Vec<String>> {
+    ids.iter().map(|&i| tok.decode(&[i])).collect()
+}
+
+/// Positions where `word` occurs: the last token of each run of tokens whose text, trimmed,
+/// equals the word. An exact match is preferred; failing that, a case-insensitive one.
+pub fn find_word(strings: &[String], word: &str) -> Vec<usize> {
+    let word = word.trim();
+    for fold in [false, true] {
+        let same = |a: &str| if fold { a.to_lowercase() == word.to_lowercase() } else { a == word };
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i < strings.len() {
+            let mut text = String::new();
+            let mut hit = None;
+            for (j, s) in strings.iter().enumerate().skip(i) {
+                text.push_str(s);
+                let t = text.trim();
+                if same(t) {
+                    hit = Some(j);
+                    break;
+                }
+                if t.chars().count() > word.chars().count() + 2 {
+                    break;
+                }
+            }
+            match hit {
+                Some(j) => {
+                    found.push(j);
+                    i = j + 1;
+                }
+                None => i += 1,
+            }
+        }
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    Vec::new()
+}
+
+/// Like [`find_word`], but an error that shows the tokens when the word is absent.
+pub fn require_word(strings: &[String], word: &str, what: &str) -> Result<Vec<usize>> {
+    let found = find_word(strings, word);
+    if found.is_empty() {
+        let shown: Vec<String> = strings.iter().map(|s| format!("{s:?}")).collect();
+        return Err(Error::Invalid(format!(
+            "{what} {word:?} is not among the tokens [{}]",
+            shown.join(", ")
+        )));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn finds_single_and_split_words() {
+        let toks =
+            s(&["the", " apple", " is", " green", ".", " what", " color", " is", " the", " apple", "?"]);
+        assert_eq!(find_word(&toks, "apple"), vec![1, 9]);
+        assert_eq!(find_word(&toks, "green"), vec![3]);
+        let split = s(&["I", " like", " app", "les", "!"]);
+        assert_eq!(find_word(&split, "apples"), vec![3]);
+        assert_eq!(find_word(&s(&[" Apple", " makes"]), "apple"), vec![0], "case-insensitive fallback");
+        assert!(find_word(&toks, "banana").is_empty());
+    }
+}

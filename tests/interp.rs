@@ -1,0 +1,630 @@
+//! The microscope on the default model: the logit lens against transformers, the lecture's
+//! observations (apple drifting from Apple, a head where the second "apple" looks at "green"),
+//! identities that must hold exactly (a self-patch, a zero-scale steer), ablation orthogonality,
+//! pictures that decode and carry ink, and the HTML report in headless Chromium.
+
+mod common;
+
+use std::path::Path;
+
+use common::reference::{goldens, ids_of};
+use common::{Golden, assert_clean_failure, golden_dir, known_model, open_known, scalpel, stderr, stdout};
+use scalpel::backend::cpu::Cpu;
+use scalpel::forward::Model;
+use scalpel::interp::lens::lens_logits;
+use serde_json::Value;
+
+fn smol() -> String {
+    known_model("smollm2-135m").to_string_lossy().into_owned()
+}
+
+fn json_of(o: &std::process::Output) -> Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+/// Our lens log-probabilities of transformers' top-10 candidates, at every layer and position.
+fn check_lens(alias: &str, dir: &str) {
+    let files = open_known(alias);
+    let model = Model::load(Cpu, &files).unwrap();
+    let vocab = files.config.vocab_size;
+    for g in goldens(&golden_dir().join(dir), "prompt") {
+        let ids = ids_of(&g);
+        let t = ids.len();
+        let lens = lens_logits(&model, &ids).unwrap();
+        let want_ids = g.i64("lens_top_ids");
+        let (want_lp, shape) = g.f32("lens_top_logprobs");
+        let k = shape[2];
+        for (l, logits) in lens.iter().enumerate() {
+            for p in 0..t {
+                let row = &logits[p * vocab..(p + 1) * vocab];
+                let lse = scalpel::interp::log_sum_exp(row);
+                for j in 0..k {
+                    let i = (l * t + p) * k + j;
+                    let ours = row[want_ids[i] as usize] as f64 - lse;
+                    let theirs = want_lp[i] as f64;
+                    assert!(
+                        (ours - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
+                        "{alias} {:?} layer {l} position {p} candidate {j}: {ours} vs {theirs}",
+                        g.meta("prompt")
+                    );
+                }
+                // transformers' top-1 is ours too, unless the two are tied within the tolerance.
+                let ours_top = scalpel::interp::top_k(row, 1)[0];
+                let top = want_ids[(l * t + p) * k] as usize;
+                assert!(
+                    ours_top == top || (row[top] - row[ours_top]).abs() < 1e-4,
+                    "{alias} layer {l} pos {p}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn logit_lens_matches_transformers_smollm2() {
+    check_lens("smollm2-135m", "smollm2");
+}
+
+#[test]
+fn logit_lens_matches_transformers_gemma3() {
+    check_lens("gemma3-270m", "gemma3");
+}
+
+#[test]
+fn lens_command_reads_paris_out_of_the_last_layer() {
+    let v = json_of(&scalpel(&[
+        "lens",
+        "-m",
+        &smol(),
+        "-p",
+        "The capital of France is",
+        "--top",
+        "3",
+        "--json",
+        "-q",
+    ]));
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 30);
+    let last = &layers[29][4][0];
+    assert_eq!(last["token"], " Paris");
+    assert!(last["prob"].as_f64().unwrap() > 0.5);
+    // An early layer does not know yet.
+    assert_ne!(layers[2][4][0]["token"], " Paris");
+}
+
+#[test]
+fn head_search_finds_where_the_second_apple_looks_at_green() {
+    let prompt = "the apple is green. what color is the apple?";
+    let v = json_of(&scalpel(&[
+        "attention",
+        "-m",
+        &smol(),
+        "-p",
+        prompt,
+        "--find",
+        "--query",
+        "apple",
+        "--key",
+        "green",
+        "--json",
+        "-q",
+    ]));
+    assert_eq!(v["query"], 9, "the second apple");
+    assert_eq!(v["keys"], serde_json::json!([3]));
+    let best = &v["heads"][0];
+    assert!(best["score"].as_f64().unwrap() > 0.25, "{best}");
+    // The same number read from a trace of that layer.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.safetensors");
+    let layer = best["layer"].as_u64().unwrap();
+    let o = scalpel(&[
+        "trace",
+        "-m",
+        &smol(),
+        "-p",
+        prompt,
+        "-o",
+        out.to_str().unwrap(),
+        "--points",
+        &format!("blocks.{layer}.attn_probs"),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (probs, shape) = Golden::open(&out).f32(&format!("blocks.{layer}.attn_probs"));
+    let (t, h) = (shape[1], best["head"].as_u64().unwrap() as usize);
+    let p = probs[h * t * t + 9 * t + 3] as f64;
+    assert!((p - best["score"].as_f64().unwrap()).abs() < 1e-6);
+}
+
+#[test]
+fn sinks_rank_heads_by_mass_on_the_first_token() {
+    let v = json_of(&scalpel(&[
+        "attention",
+        "-m",
+        &smol(),
+        "-p",
+        "the apple is green. what color is the apple?",
+        "--sinks",
+        "--top",
+        "5",
+        "--json",
+        "-q",
+    ]));
+    let heads = v["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 5);
+    let scores: Vec<f64> = heads.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    assert!(scores[0] > 0.9, "SmolLM2 has strong attention sinks: {scores:?}");
+}
+
+#[test]
+fn apple_the_fruit_drifts_from_apple_the_company() {
+    let fruit = "I ate a red apple for lunch";
+    let v = json_of(&scalpel(&[
+        "similarity",
+        "-m",
+        &smol(),
+        "--a",
+        fruit,
+        "--a-token",
+        "apple",
+        "--b",
+        "My favourite fruit is a crisp apple from the orchard",
+        "--b-token",
+        "apple",
+        "--b",
+        "She works as an engineer at Apple in Cupertino",
+        "--b-token",
+        "Apple",
+        "--json",
+        "-q",
+    ]));
+    let series = |i: usize| -> Vec<f64> {
+        v["comparisons"][i]["similarity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cosine"].as_f64().unwrap())
+            .collect()
+    };
+    let (fruit2, company) = (series(0), series(1));
+    assert_eq!(fruit2.len(), 31, "embed + 30 layers");
+    // Two fruit contexts stay closer than fruit and company, at every layer.
+    assert!(fruit2.iter().zip(&company).all(|(f, c)| f > c), "{fruit2:?} vs {company:?}");
+    // Fruit vs company: close after the first layers, apart at the end.
+    let early = company[1..6].iter().sum::<f64>() / 5.0;
+    let late = company[26..].iter().sum::<f64>() / 5.0;
+    assert!(late < early - 0.05, "early {early:.3}, late {late:.3}");
+    assert!(fruit2[26..].iter().all(|&f| f > 0.85), "{fruit2:?}");
+}
+
+#[test]
+fn a_self_patch_reproduces_the_unpatched_generation() {
+    let target = "cat -> cat\n1135 -> 1135\nhello -> hello\n?";
+    let plain = json_of(&scalpel(&["generate", "-m", &smol(), "-p", target, "-n", "10", "--json", "-q"]));
+    // Source = target, same layer and position (the placeholder is the last token).
+    for layer in ["3", "15", "29"] {
+        let v = json_of(&scalpel(&[
+            "patchscope",
+            "-m",
+            &smol(),
+            "--source",
+            target,
+            "--source-layer",
+            layer,
+            "--source-pos",
+            "-1",
+            "--target",
+            target,
+            "--placeholder",
+            "?",
+            "-n",
+            "10",
+            "--json",
+            "-q",
+        ]));
+        assert_eq!(v["results"][0]["generated_ids"], plain["generated_ids"], "layer {layer}");
+    }
+    // A real patch: "France" read at an early layer comes back out.
+    let v = json_of(&scalpel(&[
+        "patchscope",
+        "-m",
+        &smol(),
+        "--source",
+        "Paris is the capital of France",
+        "--source-layer",
+        "4",
+        "-n",
+        "6",
+        "--json",
+        "-q",
+    ]));
+    assert!(v["results"][0]["text"].as_str().unwrap().contains("France"), "{v}");
+    let o = scalpel(&["patchscope", "-m", &smol(), "--source", "x", "--placeholder", "#", "-n", "3"]);
+    assert_clean_failure(&o, "invalid", "placeholder");
+}
+
+fn build_vector(dir: &Path, extra: &[&str]) -> String {
+    std::fs::write(
+        dir.join("pos.txt"),
+        "I love this, it makes me so happy!\nWhat a wonderful, joyful day.\nThis is fantastic news.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("neg.txt"),
+        "I hate this, it makes me so sad.\nWhat a terrible, miserable day.\nThis is awful news.\n",
+    )
+    .unwrap();
+    let out = dir.join("happy.gguf");
+    let mut args = vec![
+        "steer",
+        "build",
+        "-m",
+        "smollm2-135m",
+        "--positive",
+        dir.join("pos.txt").to_str().unwrap(),
+        "--negative",
+        dir.join("neg.txt").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--force",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = scalpel(&refs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out.to_string_lossy().into_owned()
+}
+
+#[test]
+fn steering_vectors_are_llama_cpp_control_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = build_vector(dir.path(), &["--layers", "8-12"]);
+    let g = scalpel::model::gguf::GgufFile::open(Path::new(&v)).unwrap();
+    assert_eq!(g.opt_str("general.architecture").unwrap(), Some("controlvector"));
+    assert_eq!(g.opt_str("controlvector.model_hint").unwrap(), Some("llama"));
+    let names: Vec<&str> = g.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["direction.8", "direction.9", "direction.10", "direction.11", "direction.12"]);
+    assert!(
+        g.tensors().iter().all(|t| t.shape() == [576] && t.dtype == scalpel::model::quant::GgmlType::F32)
+    );
+
+    // Scale 0 changes nothing at all; a real scale changes the text.
+    let base = [
+        "generate",
+        "-m",
+        "smollm2-135m",
+        "-p",
+        "Today I went to the market and",
+        "-n",
+        "16",
+        "--json",
+        "-q",
+    ];
+    let plain = json_of(&scalpel(&base));
+    let zero = format!("{v}:0");
+    let with = |spec: &str| json_of(&scalpel(&[&base[..], &["--steer", spec]].concat()));
+    assert_eq!(with(&zero)["generated_ids"], plain["generated_ids"]);
+    assert_ne!(with(&format!("{v}:1.5@10"))["generated_ids"], plain["generated_ids"]);
+    // Steering at two layers is the sum of the two.
+    let two = json_of(&scalpel(
+        &[&base[..], &["--steer", &format!("{v}:0.5@9"), "--steer", &format!("{v}:0.5@11")]].concat(),
+    ));
+    assert_ne!(two["generated_ids"], plain["generated_ids"]);
+
+    // PCA vectors point the same way as mean differences.
+    let p = build_vector(dir.path(), &["--layers", "10", "--method", "pca"]);
+    let mean = scalpel::interp::steer::ControlVector::read(Path::new(&build_vector(
+        dir.path(),
+        &["--layers", "10"],
+    )))
+    .unwrap();
+    let pca = scalpel::interp::steer::ControlVector::read(Path::new(&p)).unwrap();
+    assert!(scalpel::interp::cosine(&mean.directions[&10], &pca.directions[&10]) > 0.5);
+
+    let o = scalpel(&[&base[..], &["--steer", &format!("{v}@25")]].concat());
+    assert_clean_failure(&o, "invalid", "none of the selected layers");
+}
+
+#[test]
+fn ablation_leaves_every_residual_orthogonal_to_the_direction() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = build_vector(dir.path(), &["--layers", "12"]);
+    let out = dir.path().join("t.safetensors");
+    let o = scalpel(&[
+        "trace",
+        "-m",
+        "smollm2-135m",
+        "-p",
+        "I hate rainy mornings",
+        "-o",
+        out.to_str().unwrap(),
+        "--ablate",
+        &v,
+        "--points",
+        "blocks.*.resid_post,blocks.*.resid_mid",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cv = scalpel::interp::steer::ControlVector::read(Path::new(&v)).unwrap();
+    let dir_v = &cv.directions[&12];
+    let g = Golden::open(&out);
+    for l in 0..30 {
+        for point in ["resid_post", "resid_mid"] {
+            let (x, shape) = g.f32(&format!("blocks.{l}.{point}"));
+            for row in x.chunks(shape[1]) {
+                let c = scalpel::interp::cosine(row, dir_v);
+                assert!(c.abs() < 1e-5, "blocks.{l}.{point}: cosine {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn neighbours_and_analogies() {
+    let v =
+        json_of(&scalpel(&["neighbors", "-m", &smol(), "--token", "apple", "--top", "5", "--json", "-q"]));
+    let near: Vec<&str> =
+        v["embedding"].as_array().unwrap().iter().map(|n| n["text"].as_str().unwrap()).collect();
+    assert!(near.iter().any(|t| t.trim().eq_ignore_ascii_case("apples")), "{near:?}");
+    assert!(v["lm_head"].is_null(), "SmolLM2 ties its LM head");
+    let v = json_of(&scalpel(&[
+        "analogy",
+        "-m",
+        "gemma3-270m",
+        "冷 - cold + small",
+        "--top",
+        "3",
+        "--json",
+        "-q",
+    ]));
+    let top: Vec<&str> = v["analogy"]["neighbours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().trim())
+        .collect();
+    assert!(top.contains(&"小"), "{top:?}");
+    let v = json_of(&scalpel(&[
+        "analogy",
+        "-m",
+        "gemma3-270m",
+        "king - man + woman",
+        "--top",
+        "3",
+        "--json",
+        "-q",
+    ]));
+    let top: Vec<String> = v["analogy"]["neighbours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().trim().to_lowercase())
+        .collect();
+    assert!(top.contains(&"queen".to_string()), "{top:?}");
+}
+
+#[test]
+fn neurons_agree_with_the_mlp_post_trace() {
+    let prompt = "The capital of France is Paris";
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.safetensors");
+    let o = scalpel(&[
+        "trace",
+        "-m",
+        &smol(),
+        "-p",
+        prompt,
+        "-o",
+        out.to_str().unwrap(),
+        "--points",
+        "blocks.10.mlp_post",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (acts, shape) = Golden::open(&out).f32("blocks.10.mlp_post");
+    let v = json_of(&scalpel(&[
+        "neurons",
+        "-m",
+        &smol(),
+        "-p",
+        prompt,
+        "--layer",
+        "10",
+        "--neuron",
+        "1000",
+        "--json",
+        "-q",
+    ]));
+    let ours: Vec<f64> = v["activations"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    for (t, a) in ours.iter().enumerate() {
+        assert!((a - acts[t * shape[1] + 1000] as f64).abs() < 1e-6);
+    }
+    let v = json_of(&scalpel(&[
+        "neurons",
+        "-m",
+        &smol(),
+        "-p",
+        prompt,
+        "--layer",
+        "10",
+        "--top",
+        "3",
+        "--json",
+        "-q",
+    ]));
+    let first = &v["top"][0];
+    let best = first[0]["neuron"].as_u64().unwrap() as usize;
+    let row = &acts[..shape[1]];
+    assert_eq!(best, scalpel::interp::top_k(row, 1)[0]);
+}
+
+/// A PNG that decodes, has the expected size range, and is not blank: several colours, and ink
+/// (dark pixels) where text goes.
+fn check_png(path: &Path, min_w: u32, min_h: u32) {
+    let f = std::fs::File::open(path).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(f)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert!(
+        info.width >= min_w && info.height >= min_h,
+        "{}: {}×{}",
+        path.display(),
+        info.width,
+        info.height
+    );
+    let px: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    let mut colours: Vec<&[u8]> = px.clone();
+    colours.sort();
+    colours.dedup();
+    assert!(colours.len() > 50, "{}: only {} colours", path.display(), colours.len());
+    let dark = px.iter().filter(|p| p.iter().all(|&c| c < 60)).count();
+    assert!(dark > 500, "{}: no text ink ({dark} dark pixels)", path.display());
+}
+
+#[test]
+fn pictures_are_written_and_carry_ink() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let prompt = "the apple is green. what color is the apple?";
+    for (args, file, w, h) in [
+        (vec!["lens", "-p", "中国的首都是", "--png", &p("lens.png")], "lens.png", 300, 500),
+        (
+            vec!["attention", "-p", prompt, "--layer", "22", "--head", "7", "--png", &p("head.png")],
+            "head.png",
+            300,
+            300,
+        ),
+        (vec!["attention", "-p", prompt, "--layer", "22", "--png", &p("grid.png")], "grid.png", 600, 600),
+        (
+            vec![
+                "similarity",
+                "--a",
+                "I ate an apple",
+                "--a-token",
+                "apple",
+                "--b",
+                "Apple makes phones",
+                "--b-token",
+                "Apple",
+                "--png",
+                &p("sim.png"),
+            ],
+            "sim.png",
+            600,
+            300,
+        ),
+    ] {
+        let mut full = vec!["-q".to_string(), "-m".into(), smol()];
+        full.splice(0..0, [args[0].to_string()]);
+        full.extend(args[1..].iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let o = scalpel(&refs);
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        check_png(&dir.path().join(file), w, h);
+    }
+    std::fs::write(dir.path().join("prompts.txt"), "I ate a crisp apple\nShe peeled a banana\nApple launched a phone\nGoogle released a product\nThe dog barked\n").unwrap();
+    let o = scalpel(&[
+        "pca",
+        "-m",
+        &smol(),
+        "--prompts",
+        &p("prompts.txt"),
+        "--layer",
+        "15",
+        "--png",
+        &p("pca.png"),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_png(&dir.path().join("pca.png"), 600, 400);
+    // No overwriting without --force.
+    let o = scalpel(&[
+        "pca",
+        "-m",
+        &smol(),
+        "--prompts",
+        &p("prompts.txt"),
+        "--layer",
+        "15",
+        "--png",
+        &p("pca.png"),
+        "-q",
+    ]);
+    assert_clean_failure(&o, "invalid", "--force");
+}
+
+/// Runs headless Chromium on a page; returns (DOM after scripts ran, console lines).
+fn chromium(url: &str) -> (String, Vec<String>) {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("headless Chromium is needed for the report test: scripts/setup.sh --test installs it");
+    let profile = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.contains("CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), console)
+}
+
+#[test]
+fn report_loads_in_headless_chromium_without_console_errors() {
+    // The check can fail: a page with an error is caught.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.html");
+    std::fs::write(&bad, "<html><body><script>undefinedFunction();</script></body></html>").unwrap();
+    let (_, console) = chromium(&format!("file://{}", bad.display()));
+    assert!(console.iter().any(|l| l.contains("Uncaught")), "the console check must see errors: {console:?}");
+
+    let out = dir.path().join("report.html");
+    let o = scalpel(&[
+        "report",
+        "-m",
+        &smol(),
+        "-p",
+        "the apple is green. what color is the apple?",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://"), "the page must not need the network");
+    let (dom, console) = chromium(&format!("file://{}#layer=22&head=7&q=9", out.display()));
+    assert!(console.is_empty(), "console output: {console:?}");
+    assert!(dom.contains("data-ready=\"1\""), "the script ran to the end");
+    for t in ["·apple", "·green", "·color", "?"] {
+        assert!(dom.contains(&format!(">{t}<")), "token {t} shown");
+    }
+    // The preselected hover: position 9 (the second apple) in layer 22, head 7.
+    assert!(
+        dom.contains("layer 22, head 7: position 9 \" apple\""),
+        "{}",
+        &dom[dom.find("attn-info").unwrap_or(0)..][..300]
+    );
+    assert_eq!(dom.matches("<tr>").count(), 31, "30 lens rows and the token row");
+}
