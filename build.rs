@@ -80,6 +80,15 @@ fn main() {
     for a in &archs {
         build.flag(format!("-gencode=arch=compute_{a},code=sm_{a}"));
     }
+    // NVTX 3 is header-only; without its headers the ranges compile to nothing.
+    if !root.join("include/nvtx3/nvToolsExt.h").is_file() {
+        println!(
+            "cargo:warning=NVTX headers not found under {}: Nsight timelines will show no scalpel ranges \
+             (scripts/setup.sh installs the nvidia-nvtx wheel)",
+            root.join("include").display()
+        );
+        build.define("SCALPEL_NO_NVTX", None);
+    }
     build.flag(format!("-gencode=arch=compute_{newest},code=compute_{newest}"));
     build.files(&kernels).compile("scalpel_kernels");
 
@@ -99,6 +108,7 @@ fn main() {
         .allowlist_function("scalpel_.*")
         .allowlist_type("Scalpel.*")
         .allowlist_var("SCALPEL_.*")
+        .rustified_enum("ScalpelDType|ScalpelAct")
         .derive_default(true)
         .derive_debug(true)
         .layout_tests(false)

@@ -44,3 +44,22 @@ __device__ __forceinline__ float block_max(float v, float *scratch) {
     v = lane < warps ? scratch[lane] : -INFINITY;
     return warp_max(v);
 }
+
+// Loads element i of a buffer whose type is given at run time, as f32.
+__device__ __forceinline__ float load_as_f32(const void *p, ScalpelDType dt, size_t i) {
+    return dt == SCALPEL_F32 ? static_cast<const float *>(p)[i]
+                             : __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
+}
+
+__device__ __forceinline__ void store_from_f32(void *p, ScalpelDType dt, size_t i, float v) {
+    if (dt == SCALPEL_F32)
+        static_cast<float *>(p)[i] = v;
+    else
+        static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16(v);
+}
+
+// Blocks for a grid-stride loop over n elements with 256-thread blocks.
+static inline int grid_for(int64_t n) {
+    int64_t b = (n + 255) / 256;
+    return (int)(b < 65535 * 16 ? (b < 1 ? 1 : b) : 65535 * 16);
+}

@@ -1,17 +1,14 @@
-// Embedding gather: one block per token row, a row copied and scaled with 16-byte loads where the
-// row length allows. Twin: Cpu::embed. Test: tests/kernels.rs embed.
+// Embedding gather: one block per token row. Twin: Cpu::embed. Test: tests/kernels.rs embed.
 #include "common.cuh"
 
 namespace {
 
-__global__ void embed_kernel(const __nv_bfloat16 *__restrict__ table, const uint32_t *__restrict__ ids,
-                             int d, float scale, float *__restrict__ out) {
+__global__ void embed_kernel(const __nv_bfloat16 *__restrict__ table, const uint32_t *__restrict__ ids, int d,
+                             float scale, float *__restrict__ out) {
     const int t = blockIdx.x;
     const __nv_bfloat16 *src = table + (size_t)ids[t] * d;
     float *dst = out + (size_t)t * d;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        dst[i] = __bfloat162float(src[i]) * scale;
-    }
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[i] = __bfloat162float(src[i]) * scale;
 }
 
 }  // namespace

@@ -5,10 +5,13 @@
  * bindgen needs only libclang.
  *
  * Conventions:
- * - bf16 buffers are passed as uint16_t pointers (the bits of __nv_bfloat16);
+ * - bf16 buffers are passed as uint16_t pointers (the bits of __nv_bfloat16); buffers whose element
+ *   type varies are `const void *` with a ScalpelDType beside them;
  * - every launcher checks its arguments, launches on the given stream, and returns the
  *   cudaError_t of the launch (cudaGetLastError) as an int: 0 means launched;
- * - shapes are row-major, rows are token positions.
+ * - shapes are row-major, rows are token positions;
+ * - positions that change from one decode step to the next (the step's first position) are read
+ *   from device memory, so a captured CUDA graph replays them correctly.
  */
 #ifndef SCALPEL_KERNELS_H
 #define SCALPEL_KERNELS_H
@@ -25,10 +28,120 @@ typedef struct CUstream_st *ScalpelStream;
 /* Returned when a launcher's arguments are inconsistent (cudaErrorInvalidValue). */
 #define SCALPEL_INVALID_ARGUMENT 1
 
+typedef enum ScalpelDType { SCALPEL_F32 = 0, SCALPEL_BF16 = 1 } ScalpelDType;
+
+typedef enum ScalpelAct { SCALPEL_SILU = 0, SCALPEL_GELU_TANH = 1 } ScalpelAct;
+
+/* The geometry of one attention call. */
+typedef struct ScalpelAttn {
+    int n_heads;      /* query heads */
+    int n_kv_heads;   /* key/value heads (GQA: n_heads is a multiple) */
+    int head_dim;     /* even, at most 256 */
+    int t;            /* query rows (tokens of this step) */
+    int capacity;     /* positions the cache holds */
+    int window;       /* sliding window (keys in (p - window, p]); 0 = global */
+    float scale;      /* multiplier of q.k */
+    float softcap;    /* cap * tanh(x / cap) of the scaled scores; 0 = off */
+} ScalpelAttn;
+
+/* The error string of a cudaError_t (for messages). */
+const char *scalpel_error_string(int code);
+
+/* NVTX ranges, for Nsight Systems timelines (no-ops when no tool is attached, or when the kernels
+ * were built without the NVTX headers). */
+void scalpel_nvtx_push(const char *name);
+void scalpel_nvtx_pop(void);
+int scalpel_nvtx_enabled(void);
+
 /* out[t, :] = table[ids[t], :] * scale, for t < n. table is bf16 [vocab, d]; out is f32 [n, d].
- * Ids must be < vocab (checked on the host). */
-int scalpel_embed(ScalpelStream stream, const uint16_t *table, const uint32_t *ids, int n, int d,
-                  float scale, float *out);
+ * Ids must be < vocab (checked on the host, or produced by the sampler). */
+int scalpel_embed(ScalpelStream stream, const uint16_t *table, const uint32_t *ids, int n, int d, float scale,
+                  float *out);
+
+/* RMSNorm of `groups` consecutive groups of `n` values of x (f32 or bf16): out (bf16) =
+ * x / rms(x) * (w or 1 + w), w f32 [n]. */
+int scalpel_rms_norm(ScalpelStream stream, const void *x, ScalpelDType x_dtype, const float *w, int groups, int n,
+                     float eps, int one_plus, uint16_t *out);
+
+/* x (f32, [rows, n]) += delta (f32 or bf16); out (bf16) = RMSNorm(x) with w: the residual add fused
+ * with the next norm. */
+int scalpel_add_rms_norm(ScalpelStream stream, float *x, const void *delta, ScalpelDType delta_dtype, const float *w,
+                         int rows, int n, float eps, int one_plus, uint16_t *out);
+
+/* out[i] = bf16(in[i]). */
+int scalpel_cast_bf16(ScalpelStream stream, const float *in, uint16_t *out, int64_t n);
+
+/* x[i] += y[i]; x f32, y f32 or bf16. */
+int scalpel_add(ScalpelStream stream, float *x, const void *y, ScalpelDType y_dtype, int64_t n);
+
+/* out (bf16) = act(gate) * up; gate, up f32 [n]. */
+int scalpel_glu(ScalpelStream stream, const float *gate, const float *up, ScalpelAct act, uint16_t *out, int64_t n);
+
+/* x = cap * tanh(x / cap), x f32. */
+int scalpel_softcap(ScalpelStream stream, float *x, int64_t n, float cap);
+
+/* Rotates q in place (f32 or bf16, [t, n_heads * head_dim]) at positions *start + row, and writes
+ * k rotated and v ([t, n_kv_heads * head_dim], f32 or bf16) into the layer's caches (bf16,
+ * [capacity, n_kv_heads, head_dim]) at those positions. inv_freq f32 [head_dim / 2]. Hugging
+ * Face's half-split layout. */
+int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k, const void *v,
+                    ScalpelDType kv_dtype, uint16_t *k_cache, uint16_t *v_cache, const ScalpelAttn *geom,
+                    const int32_t *start, const float *inv_freq);
+
+/* Causal attention of q (bf16 [t, n_heads * head_dim]) at positions *start.. over the caches
+ * (positions 0 .. *start + t): out bf16 [t, n_heads * head_dim], lse f32 [n_heads, t] (the
+ * log-sum-exp of each row's scaled scores). Picks the tensor-core prefill kernel (head dims 64,
+ * 128, 256, at least 16 rows) or the row kernel, splitting long single-row decodes along the
+ * sequence into `workspace` (scalpel_attention_workspace floats). */
+int scalpel_attention(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                      const ScalpelAttn *geom, const int32_t *start, uint16_t *out, float *lse, float *workspace);
+
+/* The workspace (in floats) scalpel_attention needs for this geometry. */
+int64_t scalpel_attention_workspace(const ScalpelAttn *geom);
+
+/* The row kernel alone (every shape), so tests can hold both kernels against the CPU. */
+int scalpel_attention_rows(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                           const ScalpelAttn *geom, const int32_t *start, uint16_t *out, float *lse, float *workspace);
+
+/* The tensor-core prefill kernel alone (head dims 64, 128, 256). */
+int scalpel_attention_prefill(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache,
+                              const uint16_t *v_cache, const ScalpelAttn *geom, const int32_t *start, uint16_t *out,
+                              float *lse);
+
+/* Softmax probabilities [n_heads, t, s] that attention used, recomputed from its lse: p =
+ * exp(score - lse) for visible keys, 0 for masked ones; s = *start + t (known to the host). */
+int scalpel_attn_probs(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache, const ScalpelAttn *geom,
+                       const int32_t *start, const float *lse, int s, float *out);
+
+/* x[rows[i], :] += scale * v for i < n_rows (rows == NULL: every row of x). x f32 or bf16
+ * [?, n]; v f32 [n]; rows device int32. */
+int scalpel_add_rows(ScalpelStream stream, void *x, ScalpelDType x_dtype, const float *v, float scale,
+                     const int32_t *rows, int n_rows, int n);
+
+/* x[row, :] = values (f32 [n]), x f32 or bf16. */
+int scalpel_set_row(ScalpelStream stream, void *x, ScalpelDType x_dtype, const float *values, int row, int n);
+
+/* x[r] -= (x[r] . u) u for the listed rows (NULL: every row), u f32 unit [n]. */
+int scalpel_ablate_rows(ScalpelStream stream, void *x, ScalpelDType x_dtype, const float *u, const int32_t *rows,
+                        int n_rows, int n);
+
+/* out[r] = cos(table[r, :], v), table bf16 [rows, n], v f32 [n]. */
+int scalpel_cosine_rows(ScalpelStream stream, const uint16_t *table, const float *v, int rows, int n, float *out);
+
+/* Sampling parameters, as the host sampler applies them (see src/sample.rs). */
+typedef struct ScalpelSampling {
+    float temperature; /* 0 = greedy */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+    float min_p;       /* 0 = off */
+} ScalpelSampling;
+
+/* Picks one token from logits f32 [vocab] into *out: greedy (first maximum) at temperature 0,
+ * otherwise the candidates that pass top-k, top-p and min-p (thresholds on the tempered logits,
+ * ties kept), chosen by the uniform number u in [0, 1) walking their cumulative probability in
+ * index order: the same rule as the host sampler. */
+int scalpel_sample(ScalpelStream stream, const float *logits, int vocab, const ScalpelSampling *params, double u,
+                   uint32_t *out);
 
 #ifdef __cplusplus
 }

@@ -83,14 +83,17 @@ have_nvcc() {
   [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ] && return 0
   [ -n "${CUDA_PATH:-}" ] && [ -x "$CUDA_PATH/bin/nvcc" ] && return 0
   command -v nvcc >/dev/null && return 0
-  [ -x "$cuda_home/nvidia/cu13/bin/nvcc" ]
+  # Our own toolchain counts only when complete (older setups lacked the NVTX headers).
+  [ -x "$cuda_home/nvidia/cu13/bin/nvcc" ] && [ -f "$cuda_home/nvidia/cu13/include/nvtx3/nvToolsExt.h" ]
 }
 if [ "$want_cuda" = 1 ] && ! have_nvcc; then
   say "installing nvcc $CUDA_VERSION from PyPI into $cuda_home"
+  # All wheels in one install into a fresh directory: they share the nvidia/ tree.
+  rm -rf "$cuda_home"
   mkdir -p "$cuda_home"
-  "$python" -m pip install -q --disable-pip-version-check --no-deps --target "$cuda_home" --upgrade \
+  "$python" -m pip install -q --disable-pip-version-check --no-deps --target "$cuda_home" \
     "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-cuda-runtime==$CUDA_VERSION" "nvidia-cuda-cccl==$CUDA_VERSION" \
-    "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION"
+    "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION" "nvidia-nvtx==$CUDA_VERSION"
   [ -x "$cuda_home/nvidia/cu13/bin/nvcc" ] || die "the CUDA wheels installed, but $cuda_home/nvidia/cu13/bin/nvcc is missing"
 fi
 

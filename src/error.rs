@@ -17,19 +17,19 @@ pub enum Error {
     Format { path: PathBuf, field: String, detail: String },
     /// Well-formed input that asks for something scalpel does not implement (an architecture, a
     /// tensor type, a pre-tokenizer).
-    #[error("unsupported: {0}")]
+    #[error("{0}")]
     Unsupported(String),
     /// The model could not be found where the user pointed (path, repo id, default model).
     #[error("model not found: {0}")]
     NotFound(String),
     /// Tokenizer construction or use failed.
-    #[error("tokenizer: {0}")]
+    #[error("{0}")]
     Tokenizer(String),
     /// The request itself is wrong: an empty prompt, a prompt past the context, a bad flag value.
     #[error("{0}")]
     Invalid(String),
     /// The compute device is missing, out of memory or reported an error.
-    #[error("device: {0}")]
+    #[error("{0}")]
     Device(String),
 }
 

@@ -48,26 +48,42 @@ impl<B: Backend> Model<B> {
     /// Loads every weight from the files onto the backend, one tensor at a time (so host memory
     /// holds at most one dequantized tensor beyond what the backend keeps).
     pub fn load(backend: B, files: &ModelFiles) -> Result<Self> {
-        let c = files.config.clone();
-        let per_layer = layer_weights(&c);
-        let total = 3 + c.n_layers * per_layer.len();
-        let bar = crate::progress::bar(total as u64, "loading");
-        let load = |w: Weight| -> Result<Option<B::Tensor>> {
-            let t = match files.weights.load(w, &c)? {
-                Some(data) => Some(backend.weight(data, &w.shape(&c))?),
-                None => None,
-            };
-            bar.inc(1);
-            Ok(t)
-        };
-        let need = |w: Weight| -> Result<B::Tensor> {
-            load(w)?.ok_or_else(|| {
+        let c = &files.config;
+        Self::build(backend, c.clone(), |w| {
+            files.weights.load(w, c)?.map(Some).ok_or_else(|| {
                 Error::format(
                     files.weights.path(),
-                    files.weights.name_of(w, &c),
+                    files.weights.name_of(w, c),
                     "missing from the model file",
                 )
             })
+        })
+    }
+
+    /// A model of `config`'s exact shapes with random weights (matrices ~ ±0.02, norms ~ 1), for
+    /// benchmarks at sizes nobody needs to download.
+    pub fn random(backend: B, config: Config, seed: u64) -> Result<Self> {
+        let c = config.clone();
+        Self::build(backend, config, |w| {
+            let shape = w.shape(&c);
+            let n: usize = shape.iter().product();
+            let salt = seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let (centre, spread) = if shape.len() == 1 { (1.0, 0.1) } else { (0.0, 0.02) };
+            Ok(Some(random_values(n, salt, centre, spread)))
+        })
+    }
+
+    /// Loads every weight through `source` onto the backend, one tensor at a time (so host memory
+    /// holds at most one f32 tensor beyond what the backend keeps). A tied LM head is not asked for.
+    fn build(backend: B, c: Config, source: impl Fn(Weight) -> Result<Option<Vec<f32>>>) -> Result<Self> {
+        let per_layer = layer_weights(&c);
+        let total = 3 + c.n_layers * per_layer.len();
+        let bar = crate::progress::bar(total as u64, "loading");
+        let need = |w: Weight| -> Result<B::Tensor> {
+            let data = source(w)?.ok_or_else(|| Error::Invalid(format!("weight {w:?} is missing")))?;
+            let t = backend.weight(data, &w.shape(&c))?;
+            bar.inc(1);
+            Ok(t)
         };
         let embed = need(Weight::Embed)?;
         let final_norm = need(Weight::FinalNorm)?;
@@ -98,8 +114,11 @@ impl<B: Backend> Model<B> {
             });
         }
         bar.finish_and_clear();
-        let rope =
-            c.rope_inv_freq.iter().map(|f| backend.upload(f, &[f.len()])).collect::<Result<Vec<_>>>()?;
+        let rope = c
+            .rope_inv_freq
+            .iter()
+            .map(|f| backend.weight(f.clone(), &[f.len()]))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Model { config: c, backend, embed, final_norm, lm_head, layers, rope })
     }
 
@@ -204,6 +223,26 @@ impl<B: Backend> Model<B> {
         probes: &mut Probes<B>,
         which: Logits,
     ) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let ranges = be.ranges();
+        if ranges {
+            be.push_range(&format!("forward {} tokens at {}", step.len(), step.start()));
+        }
+        let out = self.forward_layers(step, cache, probes, which, ranges);
+        if ranges {
+            be.pop_range();
+        }
+        out
+    }
+
+    fn forward_layers(
+        &self,
+        step: &B::Step,
+        cache: &mut B::Cache,
+        probes: &mut Probes<B>,
+        which: Logits,
+        ranges: bool,
+    ) -> Result<B::Tensor> {
         let c = &self.config;
         let be = &self.backend;
         let (start, end) = (step.start(), step.end());
@@ -253,6 +292,9 @@ impl<B: Backend> Model<B> {
             probes.visit(be, Point::MlpOut(l), &mut m, start)?;
             pending = Some(m);
         }
+        if ranges {
+            be.pop_range();
+        }
         let last = Point::ResidPost(c.n_layers - 1);
         if let Some(m) = pending.take() {
             be.add_assign(&mut x, &m)?;
@@ -298,4 +340,19 @@ impl<B: Backend> Model<B> {
             }
         }
     }
+}
+
+/// `n` values centre ± spread, uniform, from a counter-based hash (parallel and reproducible).
+fn random_values(n: usize, seed: u64, centre: f32, spread: f32) -> Vec<f32> {
+    use rayon::prelude::*;
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut z = seed.wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            centre + spread * ((z >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        })
+        .collect()
 }

@@ -64,6 +64,10 @@ pub fn cache_size(prompt_len: usize, max_tokens: usize, context: usize) -> Resul
 
 /// Generates from `prompt_ids`, calling `on_token` with each new token id as soon as it is chosen.
 /// `on_token` returns false to stop early (Ctrl-C).
+///
+/// On a backend that can record, the first decode step is recorded (a CUDA graph) and every later
+/// step replays it with the new token and position, when the probes allow it (nothing captured,
+/// edits that apply at every position). Tokens are picked on the device when the backend can.
 pub fn generate<B: Backend>(
     model: &Model<B>,
     prompt_ids: &[u32],
@@ -78,19 +82,24 @@ pub fn generate<B: Backend>(
     let mut history = prompt_ids.to_vec();
     let mut generated = Vec::new();
     let be = &model.backend;
+    let mut choose = |logits: &B::Tensor, history: &[u32]| -> Result<u32> {
+        let u = sampler.next_uniform();
+        match be.sample(logits, sampler.params(), u)? {
+            Some(id) => Ok(id),
+            None => sampler.pick_with(&be.download(logits)?, history, u),
+        }
+    };
 
     let t0 = Instant::now();
-    let logits = model.forward(prompt_ids, 0, &mut cache, probes, Logits::Last)?;
-    let mut row = be.download(&logits)?;
+    let mut logits = model.forward(prompt_ids, 0, &mut cache, probes, Logits::Last)?;
+    let mut next = choose(&logits, &history)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     let mut decode_steps = 0;
+    let mut replay = be.supports_graphs() && probes.replayable();
+    let mut recorded: Option<(B::Graph, B::Step)> = None;
     let stop = loop {
-        if generated.len() >= opts.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        let next = sampler.sample(&row, &history)?;
         generated.push(next);
         history.push(next);
         let go_on = on_token(next)?;
@@ -107,9 +116,31 @@ pub fn generate<B: Backend>(
         if pos >= capacity {
             break StopReason::ContextFull;
         }
-        let logits = model.forward(&[next], pos, &mut cache, probes, Logits::Last)?;
-        row = be.download(&logits)?;
+        if replay {
+            match &mut recorded {
+                Some((graph, step)) => {
+                    be.set_step(step, &[next], pos)?;
+                    be.replay(graph)?;
+                }
+                None => match record_step(model, &mut cache, probes, next, pos) {
+                    Ok((graph, step, out)) => {
+                        be.replay(&graph)?;
+                        logits = out;
+                        recorded = Some((graph, step));
+                    }
+                    Err(e) => {
+                        // Recording is an optimization: fall back to plain steps, and say why.
+                        crate::info!("note: decode steps are not replayed as a graph ({e})");
+                        replay = false;
+                        logits = model.forward(&[next], pos, &mut cache, probes, Logits::Last)?;
+                    }
+                },
+            }
+        } else {
+            logits = model.forward(&[next], pos, &mut cache, probes, Logits::Last)?;
+        }
         decode_steps += 1;
+        next = choose(&logits, &history)?;
     };
     Ok(Generation {
         prompt_ids: prompt_ids.to_vec(),
@@ -119,4 +150,22 @@ pub fn generate<B: Backend>(
         decode_seconds: t1.elapsed().as_secs_f64(),
         decode_steps,
     })
+}
+
+/// Records one decode step (token `id` at `pos`) without running it; returns the recording, the
+/// fixed step whose staging feeds it, and the logits tensor every replay writes.
+fn record_step<B: Backend>(
+    model: &Model<B>,
+    cache: &mut B::Cache,
+    probes: &mut Probes<B>,
+    id: u32,
+    pos: usize,
+) -> Result<(B::Graph, B::Step, B::Tensor)> {
+    let be = &model.backend;
+    let mut step = be.fixed_step(1)?;
+    be.set_step(&mut step, &[id], pos)?;
+    be.begin_capture()?;
+    let out = be.upload_step(&step).and_then(|_| model.forward_step(&step, cache, probes, Logits::Last));
+    let graph = be.end_capture();
+    Ok((graph?, step, out?))
 }

@@ -255,6 +255,16 @@ impl<B: Backend> Probes<B> {
         self.capture.contains(&point) || self.edits.contains_key(&point)
     }
 
+    /// Whether a decode step with these probes can be recorded once and replayed: nothing to
+    /// copy out, and no edit whose rows depend on the position.
+    pub fn replayable(&self) -> bool {
+        self.capture.is_empty()
+            && self.edits.values().flatten().all(|e| match e {
+                Edit::Add { positions, .. } | Edit::Ablate { positions, .. } => *positions == Positions::All,
+                Edit::Replace { .. } => false,
+            })
+    }
+
     pub fn wants_capture(&self, point: Point) -> bool {
         self.capture.contains(&point)
     }

@@ -79,6 +79,62 @@ pub fn argmax(x: &[f32]) -> usize {
     best
 }
 
+/// The sampling rule, shared by the host and the device kernel `scalpel_sample` (its CPU twin):
+/// greedy at temperature 0; otherwise z = logits / T, and the candidates are the tokens with
+/// z ≥ the largest of three thresholds — the k-th largest z (top-k, ties kept), the value where
+/// the descending cumulative probability of the top-k set first reaches top_p, and
+/// max z + ln(min_p) — chosen by `u` ∈ [0, 1) walking their cumulative probability in index order.
+pub fn pick(logits: &[f32], params: &SamplingParams, u: f64) -> Result<u32> {
+    if logits.iter().any(|v| v.is_nan()) {
+        return Err(Error::Invalid("the logits contain NaN: the forward pass produced garbage".into()));
+    }
+    if params.is_greedy() {
+        return Ok(argmax(logits) as u32);
+    }
+    let inv_t = 1.0 / params.temperature;
+    let z: Vec<f32> = logits.iter().map(|&x| x * inv_t).collect();
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut floor = f32::NEG_INFINITY;
+    if params.top_k.is_some() || params.top_p.is_some_and(|p| p < 1.0) {
+        let mut sorted = z.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if let Some(k) = params.top_k.filter(|&k| k < z.len()) {
+            floor = sorted[k - 1];
+        }
+        if let Some(top_p) = params.top_p.filter(|&p| p < 1.0) {
+            let kept = sorted.iter().take_while(|&&v| v >= floor);
+            let total: f64 = kept.clone().map(|&v| ((v - m) as f64).exp()).sum();
+            let need = top_p as f64 * total;
+            let mut cum = 0.0;
+            for &v in kept {
+                cum += ((v - m) as f64).exp();
+                if cum >= need {
+                    floor = floor.max(v);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(min_p) = params.min_p.filter(|&p| p > 0.0) {
+        floor = floor.max(m + min_p.ln());
+    }
+    let total: f64 = z.iter().filter(|&&v| v >= floor).map(|&v| ((v - m) as f64).exp()).sum();
+    let target = u * total;
+    let mut cum = 0.0;
+    let mut last = None;
+    for (i, &v) in z.iter().enumerate() {
+        if v < floor {
+            continue;
+        }
+        cum += ((v - m) as f64).exp();
+        last = Some(i);
+        if target < cum {
+            return Ok(i as u32);
+        }
+    }
+    Ok(last.expect("the largest logit always passes") as u32)
+}
+
 impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
@@ -90,66 +146,39 @@ impl Sampler {
         &self.params
     }
 
-    /// Picks a token from one row of logits; `history` is every token so far (prompt included).
-    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
-        if logits.iter().any(|v| v.is_nan()) {
-            return Err(Error::Invalid("the logits contain NaN: the forward pass produced garbage".into()));
-        }
-        let mut logits = logits.to_vec();
-        if let Some(penalty) = self.params.repetition_penalty {
-            let mut seen = history.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for &id in &seen {
-                if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
-                }
-            }
-        }
+    /// The next uniform number in [0, 1) of this sampler's stream (53 random bits). Greedy
+    /// sampling draws none.
+    pub fn next_uniform(&mut self) -> f64 {
         if self.params.is_greedy() {
-            return Ok(argmax(&logits) as u32);
+            return 0.0;
         }
-        let t = self.params.temperature;
-        // Candidates sorted by logit, best first; the filters below only ever cut the tail.
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if let Some(k) = self.params.top_k {
-            order.truncate(k.max(1));
-        }
-        let max = logits[order[0]] / t;
-        let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] / t - max) as f64).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if let Some(top_p) = self.params.top_p {
-            let mut cum = 0.0;
-            let mut keep = probs.len();
-            for (i, p) in probs.iter().enumerate() {
-                cum += p;
-                if cum >= top_p as f64 {
-                    keep = i + 1;
-                    break;
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Picks a token from one row of logits with the uniform number `u`; `history` is every token
+    /// so far (prompt included), for the repetition penalty.
+    pub fn pick_with(&self, logits: &[f32], history: &[u32], u: f64) -> Result<u32> {
+        match self.params.repetition_penalty {
+            Some(penalty) => {
+                let mut logits = logits.to_vec();
+                let mut seen = history.to_vec();
+                seen.sort_unstable();
+                seen.dedup();
+                for &id in &seen {
+                    if let Some(l) = logits.get_mut(id as usize) {
+                        *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+                    }
                 }
+                pick(&logits, &self.params, u)
             }
-            probs.truncate(keep);
-            order.truncate(keep);
+            None => pick(logits, &self.params, u),
         }
-        if let Some(min_p) = self.params.min_p {
-            let threshold = probs[0] * min_p as f64;
-            let keep = probs.iter().take_while(|&&p| p >= threshold).count().max(1);
-            probs.truncate(keep);
-            order.truncate(keep);
-        }
-        let total: f64 = probs.iter().sum();
-        // 53 random bits → a uniform f64 in [0, 1).
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
-        let mut cum = 0.0;
-        for (i, p) in probs.iter().enumerate() {
-            cum += p;
-            if u < cum {
-                return Ok(order[i] as u32);
-            }
-        }
-        Ok(*order.last().expect("at least one candidate") as u32)
+    }
+
+    /// Draws the next uniform number and picks a token with it.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
+        let u = self.next_uniform();
+        self.pick_with(logits, history, u)
     }
 }
 

@@ -184,6 +184,7 @@ impl Backend for Cpu {
     type Tensor = CpuTensor;
     type Cache = CpuCache;
     type Step = CpuStep;
+    type Graph = ();
 
     fn name(&self) -> &'static str {
         "cpu"

@@ -5,9 +5,12 @@
 //! for it. Shapes are row-major; "rows" are token positions.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::error::Result;
 use crate::model::config::{Activation, NormKind};
+use crate::sample::SamplingParams;
 
 /// Per-layer attention settings.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +34,14 @@ impl AttnParams {
             None => 0,
         }
     }
+}
+
+/// Time spent in one kind of op.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OpTime {
+    pub op: String,
+    pub calls: usize,
+    pub total_ms: f64,
 }
 
 pub trait Tensor {
@@ -69,8 +80,62 @@ pub trait Backend: Send + Sync {
     /// The key/value cache of every layer, preallocated for a number of positions.
     type Cache: Send;
     type Step: Step;
+    /// A recorded decode step that can be replayed (a CUDA graph); `()` where there is none.
+    type Graph;
 
     fn name(&self) -> &'static str;
+
+    /// Whether decode steps can be recorded once and replayed.
+    fn supports_graphs(&self) -> bool {
+        false
+    }
+    /// A step of `len` tokens whose device buffers and host staging never move, for recording.
+    fn fixed_step(&self, _len: usize) -> Result<Self::Step> {
+        Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
+    }
+    /// Writes the next call's ids and start position into a fixed step's host staging.
+    fn set_step(&self, _step: &mut Self::Step, _ids: &[u32], _start: usize) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
+    }
+    /// Copies a fixed step's staging to the device; recorded, so a replay copies the new values.
+    fn upload_step(&self, _step: &Self::Step) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
+    }
+    /// Starts recording the work issued until `end_capture`.
+    fn begin_capture(&self) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
+    }
+    fn end_capture(&self) -> Result<Self::Graph> {
+        Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
+    }
+    /// Runs a recording again (asynchronously; a download waits for it).
+    fn replay(&self, _graph: &Self::Graph) -> Result<()> {
+        Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
+    }
+
+    /// Picks the next token from one row of logits on the device with the uniform number `u`,
+    /// by the rule of [`crate::sample::pick`]; None when this backend samples on the host (or
+    /// cannot apply these parameters, e.g. a repetition penalty).
+    fn sample(&self, _logits: &Self::Tensor, _params: &SamplingParams, _u: f64) -> Result<Option<u32>> {
+        Ok(None)
+    }
+
+    /// Time spent per op since the backend was created, when it was asked to measure it.
+    fn op_times(&self) -> Result<Vec<OpTime>> {
+        Ok(Vec::new())
+    }
+
+    /// Device memory held (now, peak) in bytes, where the backend tracks it.
+    fn device_memory(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Whether named ranges (NVTX) are worth emitting: a profiler reads them.
+    fn ranges(&self) -> bool {
+        false
+    }
+    fn push_range(&self, _name: &str) {}
+    fn pop_range(&self) {}
 
     /// Takes a parameter (stored in the device's parameter precision).
     fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;

@@ -74,25 +74,34 @@ pub trait OnBackend {
     fn run<B: Backend>(self, backend: B) -> Result<Self::Output>;
 }
 
-/// Runs `task` on the chosen device.
+/// Runs `task` on the chosen device: `auto` is the GPU when there is one and the CPU otherwise.
 pub fn on_device<T: OnBackend>(device: Device, task: T) -> Result<T::Output> {
-    match device {
-        Device::Cpu => task.run(Cpu),
-        Device::Auto => task.run(Cpu),
-        Device::Cuda => Err(cuda_unavailable()),
-    }
+    on_device_with(device, false, task)
 }
 
-fn cuda_unavailable() -> Error {
-    if cfg!(feature = "cuda") {
-        Error::Device("--device cuda: the CUDA forward pass is not implemented yet; use --device cpu".into())
-    } else {
-        Error::Device(
+/// As [`on_device`]; `profile` times every CUDA op (ignored on the CPU).
+pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> Result<T::Output> {
+    match device {
+        Device::Cpu => task.run(Cpu),
+        #[cfg(feature = "cuda")]
+        Device::Auto if crate::backend::cuda::Cuda::available() => run_cuda(profile, task),
+        Device::Auto => task.run(Cpu),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => run_cuda(profile, task),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(Error::Device(
             "--device cuda: this scalpel was built without CUDA (--no-default-features); rebuild with the \
              default features and nvcc available (scripts/setup.sh installs it)"
                 .into(),
-        )
+        )),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<T: OnBackend>(profile: bool, task: T) -> Result<T::Output> {
+    let cuda = crate::backend::cuda::Cuda::new(0)?;
+    crate::info!("GPU: {}", cuda.describe());
+    task.run(if profile { cuda.with_profiling() } else { cuda })
 }
 
 /// Steering and ablation, shared by every command that runs the model forward.

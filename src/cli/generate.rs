@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{Device, EditArgs, ModelArgs, OnBackend, PromptArgs, on_device};
+use super::common::{Device, EditArgs, ModelArgs, OnBackend, PromptArgs, on_device_with};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
@@ -48,6 +48,10 @@ pub struct GenerateArgs {
     pub json: bool,
     #[command(flatten)]
     pub edits: EditArgs,
+    /// Time every GPU op with CUDA events and print a table per kernel on stderr (decode steps
+    /// are then not replayed as a graph, so each op can be measured).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 struct Task {
@@ -129,6 +133,9 @@ impl OnBackend for Task {
             stdout.flush().map_err(|e| Error::io("<stdout>", e))?;
         }
         report(device, &generation);
+        if args.profile {
+            print_profile(&model.backend.op_times()?, device);
+        }
         Ok(())
     }
 }
@@ -138,6 +145,26 @@ fn visible_text(files: &ModelFiles, g: &Generation) -> Result<String> {
     let ids: Vec<u32> =
         g.generated_ids.iter().copied().filter(|id| !files.config.eos_token_ids.contains(id)).collect();
     files.tokenizer.decode(&ids)
+}
+
+fn print_profile(times: &[crate::backend::OpTime], device: &str) {
+    if times.is_empty() {
+        eprintln!("--profile: no per-op times on the {device} backend (it measures CUDA ops)");
+        return;
+    }
+    let total: f64 = times.iter().map(|t| t.total_ms).sum();
+    eprintln!("{:<16} {:>8} {:>12} {:>12} {:>7}", "op", "calls", "total ms", "mean µs", "share");
+    for t in times {
+        eprintln!(
+            "{:<16} {:>8} {:>12.3} {:>12.2} {:>6.1}%",
+            t.op,
+            t.calls,
+            t.total_ms,
+            1000.0 * t.total_ms / t.calls.max(1) as f64,
+            100.0 * t.total_ms / total.max(1e-12)
+        );
+    }
+    eprintln!("{:<16} {:>8} {:>12.3}", "all", times.iter().map(|t| t.calls).sum::<usize>(), total);
 }
 
 fn report(device: &str, g: &Generation) {
@@ -158,7 +185,7 @@ fn report(device: &str, g: &Generation) {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let files = args.model.open()?;
-    let device = args.device;
-    on_device(device, Task { args, files })?;
+    let (device, profile) = (args.device, args.profile);
+    on_device_with(device, profile, Task { args, files })?;
     Ok(())
 }

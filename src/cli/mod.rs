@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use common::{Device, ModelArgs, OnBackend, PromptArgs, on_device};
+pub use common::{Device, ModelArgs, OnBackend, PromptArgs, on_device, on_device_with};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -24,8 +24,16 @@ pub fn open_known(alias: &str) -> ModelFiles {
     ModelFiles::open(Some(p.to_str().unwrap())).expect("model opens")
 }
 
+/// The repository root: where the test binary was built, or $SCALPEL_ROOT when the binaries run
+/// from another checkout (scripts/gpu_check.sh on a GPU machine).
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("SCALPEL_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+    repo_root().join("tests/golden")
 }
 
 pub struct Golden {
@@ -105,7 +113,10 @@ pub fn scalpel(args: &[&str]) -> std::process::Output {
 }
 
 pub fn scalpel_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_scalpel"));
+    let bin = std::env::var_os("SCALPEL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_scalpel")));
+    let mut cmd = std::process::Command::new(bin);
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);

@@ -1,0 +1,54 @@
+// RoPE fused into the KV-cache write: one block per (row, head) over q heads then k/v heads; q is
+// rotated in place, k rotated and v copied into the bf16 caches at the step's positions, read from
+// device memory so a captured decode graph replays with new positions. Twin: Cpu::rope_kv.
+// Test: tests/kernels.rs rope_kv.
+#include "common.cuh"
+
+namespace {
+
+__global__ void rope_kv_kernel(void *q, ScalpelDType qdt, const void *k, const void *v, ScalpelDType kvdt,
+                               __nv_bfloat16 *__restrict__ kc, __nv_bfloat16 *__restrict__ vc, int n_heads,
+                               int n_kv, int hd, int capacity, const int32_t *__restrict__ start,
+                               const float *__restrict__ inv_freq) {
+    const int t = blockIdx.x, h = blockIdx.y, half = hd / 2;
+    const int pos = *start + t;
+    if (pos >= capacity) return;  // the host checks this; never write past the cache
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        // The angle is an f32 product, as the reference computes it.
+        const float angle = (float)pos * inv_freq[i];
+        float s, c;
+        sincosf(angle, &s, &c);
+        if (h < n_heads) {
+            const size_t base = ((size_t)t * n_heads + h) * hd;
+            const float x1 = load_as_f32(q, qdt, base + i), x2 = load_as_f32(q, qdt, base + i + half);
+            store_from_f32(q, qdt, base + i, x1 * c - x2 * s);
+            store_from_f32(q, qdt, base + i + half, x2 * c + x1 * s);
+        } else {
+            const int j = h - n_heads;
+            const size_t src = ((size_t)t * n_kv + j) * hd;
+            const size_t dst = ((size_t)pos * n_kv + j) * hd;
+            const float k1 = load_as_f32(k, kvdt, src + i), k2 = load_as_f32(k, kvdt, src + i + half);
+            kc[dst + i] = __float2bfloat16(k1 * c - k2 * s);
+            kc[dst + i + half] = __float2bfloat16(k2 * c + k1 * s);
+            vc[dst + i] = __float2bfloat16(load_as_f32(v, kvdt, src + i));
+            vc[dst + i + half] = __float2bfloat16(load_as_f32(v, kvdt, src + i + half));
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k, const void *v,
+                               ScalpelDType kv_dtype, uint16_t *k_cache, uint16_t *v_cache, const ScalpelAttn *g,
+                               const int32_t *start, const float *inv_freq) {
+    if (!g || !q || !k || !v || !k_cache || !v_cache || !start || !inv_freq) return SCALPEL_INVALID_ARGUMENT;
+    if (g->t <= 0 || g->n_heads <= 0 || g->n_kv_heads <= 0 || g->head_dim <= 0 || g->head_dim % 2 ||
+        g->head_dim > 512)
+        return SCALPEL_INVALID_ARGUMENT;
+    const dim3 grid(g->t, g->n_heads + g->n_kv_heads);
+    const int threads = g->head_dim / 2 < 32 ? 32 : (g->head_dim / 2 > 256 ? 256 : g->head_dim / 2);
+    rope_kv_kernel<<<grid, threads, 0, stream>>>(q, q_dtype, k, v, kv_dtype, as_bf16(k_cache), as_bf16(v_cache),
+                                                 g->n_heads, g->n_kv_heads, g->head_dim, g->capacity, start,
+                                                 inv_freq);
+    return (int)cudaGetLastError();
+}

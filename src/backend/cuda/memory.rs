@@ -1,0 +1,99 @@
+//! Device memory: weights and caches allocated once; activations from a caching pool, so the
+//! same sequence of allocations (one decode step after another) gets the same addresses — which
+//! is what lets a recorded CUDA graph replay — and an allocation costs a list pop, not a cuMemAlloc.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::result;
+
+use crate::error::{Error, Result};
+
+/// Allocation granularity: sizes are rounded up so near-equal requests share free lists.
+const ROUND: usize = 512;
+
+#[derive(Default)]
+struct PoolState {
+    /// Rounded size → free blocks, reused last-in first-out.
+    free: HashMap<usize, Vec<u64>>,
+    /// Bytes held from the driver (live plus cached).
+    held: usize,
+    peak: usize,
+}
+
+pub struct Memory {
+    state: Mutex<PoolState>,
+}
+
+/// One device allocation; returned to the pool (or to the driver) on drop.
+pub struct Block {
+    pub ptr: u64,
+    pub bytes: usize,
+    pooled: bool,
+    memory: Arc<Memory>,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut s = self.memory.state.lock().expect("pool lock");
+        if self.pooled {
+            s.free.entry(self.bytes).or_default().push(self.ptr);
+        } else {
+            // SAFETY: the pointer came from cuMemAlloc and nothing else owns it.
+            let _ = unsafe { result::free_sync(self.ptr) };
+            s.held -= self.bytes;
+        }
+    }
+}
+
+fn mib(b: usize) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+impl Memory {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Memory { state: Mutex::new(PoolState::default()) })
+    }
+
+    /// Bytes held from the driver now, and at most so far.
+    pub fn usage(&self) -> (usize, usize) {
+        let s = self.state.lock().expect("pool lock");
+        (s.held, s.peak)
+    }
+
+    /// Allocates `bytes` (pooled for activations, owned for weights and caches). Out of memory
+    /// releases the cache and retries once, then reports what was needed and what is free.
+    pub fn alloc(self: &Arc<Self>, bytes: usize, pooled: bool, what: &str) -> Result<Arc<Block>> {
+        let size = bytes.max(1).div_ceil(ROUND) * ROUND;
+        let mut s = self.state.lock().expect("pool lock");
+        if pooled && let Some(ptr) = s.free.get_mut(&size).and_then(Vec::pop) {
+            return Ok(Arc::new(Block { ptr, bytes: size, pooled, memory: self.clone() }));
+        }
+        // SAFETY: plain device allocation; the pointer is owned by the returned Block.
+        let ptr = match unsafe { result::malloc_sync(size) } {
+            Ok(p) => p,
+            Err(_) => {
+                let cached: Vec<(usize, Vec<u64>)> = s.free.drain().collect();
+                for (block_size, list) in cached {
+                    for p in list {
+                        // SAFETY: cached blocks are owned by the pool and unused.
+                        let _ = unsafe { result::free_sync(p) };
+                        s.held -= block_size;
+                    }
+                }
+                unsafe { result::malloc_sync(size) }.map_err(|e| {
+                    let (free, total) = result::mem_get_info().unwrap_or((0, 0));
+                    Error::Device(format!(
+                        "out of device memory: {what} needs {:.1} MiB, {:.1} MiB free of {:.1} MiB ({e})",
+                        mib(size),
+                        mib(free),
+                        mib(total)
+                    ))
+                })?
+            }
+        };
+        s.held += size;
+        s.peak = s.peak.max(s.held);
+        Ok(Arc::new(Block { ptr, bytes: size, pooled, memory: self.clone() }))
+    }
+}
