@@ -33,7 +33,7 @@ models="${SCALPEL_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/scalpel/models}"
 for f in SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf; do
   [ -f "$models/$f" ] || { echo "gpu_bundle: $models/$f missing (run scripts/setup.sh)" >&2; exit 1; }
   rm -f "$out/models/$f".part*
-  split -b 56M -d "$models/$f" "$out/models/$f.part"
+  split -b 30M -d "$models/$f" "$out/models/$f.part"
   sha256sum "$models/$f" | cut -d' ' -f1 > "$out/models/$f.sha256"
 done
 ls -la "$out/models"

@@ -10,9 +10,14 @@
 #   scripts/gpu_check.sh bench      gpu_kernels, gpu_generate, capture_cost, and transformers beside them
 #   scripts/gpu_check.sh all        all of the above
 #
-# A device call carries at most 64 MiB: carry .gpu/bin first (kernels, sanitize, bench without the
-# default model), then the model parts in further calls while the machine is warm (ignored files
-# stay between calls); this script reassembles and checks them (sha256) before the model checks.
+# A device call carries at most 64 MiB, the tracked tree (~30 MiB, mostly tests/golden) included,
+# and ignored files stay on the machine between calls while it is warm (30 s). So:
+#   call 1: carry .gpu/bin/kernels, .gpu/bin/gpu_kernels, .gpu/bin/gpu_generate, .gpu/bin/scalpel;
+#           run `scripts/gpu_check.sh kernels sanitize bench` (random-weight models need no download);
+#   calls 2-5: carry one 30 MiB part each of .gpu/models/SmolLM2-…part0N (and .sha256), then
+#           .gpu/bin/cuda_model and .gpu/bin/capture_cost; run `scripts/gpu_check.sh model`;
+#   gemma-3-270m adds nine parts the same way. This script reassembles the parts it finds and
+#   checks their sha256 before any model check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
