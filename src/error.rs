@@ -31,6 +31,12 @@ pub enum Error {
     /// The compute device is missing, out of memory or reported an error.
     #[error("{0}")]
     Device(String),
+    /// Host memory would not hold what was asked for.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// The user pressed Ctrl-C.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,6 +60,8 @@ impl Error {
             Error::Tokenizer(_) => "tokenizer",
             Error::Invalid(_) => "invalid",
             Error::Device(_) => "device",
+            Error::OutOfMemory(_) => "out-of-memory",
+            Error::Interrupted(_) => "interrupted",
         }
     }
 }
@@ -68,4 +76,19 @@ macro_rules! invalid {
 #[macro_export]
 macro_rules! unsupported {
     ($($arg:tt)*) => { $crate::error::Error::Unsupported(format!($($arg)*)) };
+}
+
+/// Runs `f`, turning a panic inside it (in a dependency that panics on bad input) into an error
+/// message, without printing the panic.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    out.map_err(|e| {
+        e.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
 }

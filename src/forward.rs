@@ -78,6 +78,14 @@ impl<B: Backend> Model<B> {
     fn build(backend: B, c: Config, source: impl Fn(Weight) -> Result<Option<Vec<f32>>>) -> Result<Self> {
         let per_layer = layer_weights(&c);
         let total = 3 + c.n_layers * per_layer.len();
+        let mut weights: Vec<Weight> = vec![Weight::Embed, Weight::FinalNorm];
+        if !c.tie_embeddings {
+            weights.push(Weight::LmHead);
+        }
+        weights.extend((0..c.n_layers).flat_map(|l| per_layer.iter().map(move |&w| Weight::Layer(l, w))));
+        let elements: u128 =
+            weights.iter().map(|w| w.shape(&c).iter().map(|&d| d as u128).product::<u128>()).sum();
+        backend.reserve_weights(elements * 4)?;
         let bar = crate::progress::bar(total as u64, "loading");
         let need = |w: Weight| -> Result<B::Tensor> {
             let data = source(w)?.ok_or_else(|| Error::Invalid(format!("weight {w:?} is missing")))?;

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod dump;
 pub mod error;
 pub mod forward;
+pub mod fuzz;
 pub mod generate;
 pub mod interp;
 pub mod mem;

@@ -212,6 +212,8 @@ pub struct Captured {
 }
 
 pub struct Probes<B: Backend> {
+    /// Check every point for NaN/Inf and fail where they first appear (`--check-finite`).
+    check_finite: bool,
     capture: HashSet<Point>,
     edits: HashMap<Point, Vec<Edit<B::Tensor>>>,
     captured: BTreeMap<Point, Vec<Captured>>,
@@ -219,7 +221,12 @@ pub struct Probes<B: Backend> {
 
 impl<B: Backend> Default for Probes<B> {
     fn default() -> Self {
-        Probes { capture: HashSet::new(), edits: HashMap::new(), captured: BTreeMap::new() }
+        Probes {
+            check_finite: false,
+            capture: HashSet::new(),
+            edits: HashMap::new(),
+            captured: BTreeMap::new(),
+        }
     }
 }
 
@@ -246,19 +253,26 @@ impl<B: Backend> Probes<B> {
         Ok(())
     }
 
+    /// Checks every point of every forward pass for NaN or infinity, so the error names where
+    /// they first appeared (this copies every point to the host: slow, for debugging).
+    pub fn check_finite(&mut self, on: bool) {
+        self.check_finite = on;
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.capture.is_empty() && self.edits.is_empty()
+        self.capture.is_empty() && self.edits.is_empty() && !self.check_finite
     }
 
     /// Whether anyone asked for this point.
     pub fn wants(&self, point: Point) -> bool {
-        self.capture.contains(&point) || self.edits.contains_key(&point)
+        self.check_finite || self.capture.contains(&point) || self.edits.contains_key(&point)
     }
 
     /// Whether a decode step with these probes can be recorded once and replayed: nothing to
     /// copy out, and no edit whose rows depend on the position.
     pub fn replayable(&self) -> bool {
         self.capture.is_empty()
+            && !self.check_finite
             && self.edits.values().flatten().all(|e| match e {
                 Edit::Add { positions, .. } | Edit::Ablate { positions, .. } => *positions == Positions::All,
                 Edit::Replace { .. } => false,
@@ -287,6 +301,17 @@ impl<B: Backend> Probes<B> {
                         backend.ablate_rows(x, unit, &positions.rows(start, rows))?
                     }
                 }
+            }
+        }
+        if self.check_finite {
+            let data = backend.download(x)?;
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                let row = i / x.row_len().max(1);
+                return Err(Error::Invalid(format!(
+                    "non-finite values ({}) first appear at {point}, position {}",
+                    data[i],
+                    start + row
+                )));
             }
         }
         self.record(backend, point, x, start)

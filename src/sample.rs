@@ -85,8 +85,10 @@ pub fn argmax(x: &[f32]) -> usize {
 /// the descending cumulative probability of the top-k set first reaches top_p, and
 /// max z + ln(min_p) — chosen by `u` ∈ [0, 1) walking their cumulative probability in index order.
 pub fn pick(logits: &[f32], params: &SamplingParams, u: f64) -> Result<u32> {
-    if logits.iter().any(|v| v.is_nan()) {
-        return Err(Error::Invalid("the logits contain NaN: the forward pass produced garbage".into()));
+    if logits.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+        return Err(Error::Invalid(
+            "the logits contain NaN or infinity: the forward pass produced garbage (--check-finite finds where)".into(),
+        ));
     }
     if params.is_greedy() {
         return Ok(argmax(logits) as u32);

@@ -190,6 +190,10 @@ impl Backend for Cpu {
         "cpu"
     }
 
+    fn reserve_weights(&self, bytes_f32: u128) -> Result<()> {
+        crate::mem::check_host_alloc(bytes_f32, "the model's weights in f32")
+    }
+
     fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
         CpuTensor::new(data, shape)
     }
@@ -213,6 +217,10 @@ impl Backend for Cpu {
         let per_layer = capacity
             .checked_mul(row)
             .ok_or_else(|| Error::Invalid(format!("KV cache of {capacity} positions overflows")))?;
+        crate::mem::check_host_alloc(
+            2 * n_layers as u128 * per_layer as u128 * 4,
+            &format!("the KV cache ({n_layers} layers × {capacity} positions × {row} × 2, f32)"),
+        )?;
         Ok(CpuCache {
             k: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
             v: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),

@@ -137,6 +137,13 @@ pub trait Backend: Send + Sync {
     fn push_range(&self, _name: &str) {}
     fn pop_range(&self) {}
 
+    /// Checks, before any weight is loaded, that the backend can hold `bytes_f32` of f32 weights
+    /// (its own storage may be smaller): an out-of-memory error that says how much, instead of a
+    /// crash halfway through loading.
+    fn reserve_weights(&self, _bytes_f32: u128) -> Result<()> {
+        Ok(())
+    }
+
     /// Takes a parameter (stored in the device's parameter precision).
     fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
     /// Copies activations in.

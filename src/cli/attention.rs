@@ -67,7 +67,7 @@ impl OnBackend for Task {
         let Task { args, files } = self;
         let c = &files.config;
         let tok = &files.tokenizer;
-        let (_, ids) = args.prompt.encode(tok)?;
+        let (_, ids) = args.prompt.encode_fitted(tok, c.context_length, 0)?;
         let strings = token_strings(tok, &ids)?;
         if let Some(p) = &args.png {
             crate::dump::check_output(p, args.force)?;

@@ -46,9 +46,52 @@ pub struct PromptArgs {
     /// tokenizer.chat_template or tokenizer_config.json) with the assistant turn opened.
     #[arg(long)]
     pub chat: bool,
+    /// A prompt longer than the model's context: refuse it, or keep its last tokens (with a
+    /// warning) so that generation still has room.
+    #[arg(long, value_enum, default_value_t = Overflow::Refuse)]
+    pub overflow: Overflow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum Overflow {
+    #[default]
+    Refuse,
+    Truncate,
 }
 
 impl PromptArgs {
+    pub fn new(prompt: impl Into<String>, chat: bool) -> Self {
+        PromptArgs { prompt: prompt.into(), chat, overflow: Overflow::Refuse }
+    }
+
+    /// The prompt's ids fitted to the context, keeping `room` positions free for generation:
+    /// unchanged when they fit; otherwise an error, or (with --overflow truncate) the last tokens.
+    pub fn fit(&self, ids: Vec<u32>, context: usize, room: usize) -> Result<Vec<u32>> {
+        let keep = context.saturating_sub(room).max(1);
+        if ids.len() <= context && (self.overflow == Overflow::Refuse || ids.len() <= keep) {
+            return Ok(ids);
+        }
+        match self.overflow {
+            Overflow::Refuse => Err(Error::Invalid(format!(
+                "the prompt has {} tokens but the model's context holds {context} (--overflow truncate keeps the last ones)",
+                ids.len()
+            ))),
+            Overflow::Truncate => {
+                crate::info!(
+                    "warning: the prompt has {} tokens; keeping the last {keep} of them to fit the context of {context}",
+                    ids.len()
+                );
+                Ok(ids[ids.len() - keep..].to_vec())
+            }
+        }
+    }
+
+    /// As [`PromptArgs::encode`], the ids fitted to `context` with `room` positions to spare.
+    pub fn encode_fitted(&self, tok: &Tokenizer, context: usize, room: usize) -> Result<(String, Vec<u32>)> {
+        let (text, ids) = self.encode(tok)?;
+        Ok((text, self.fit(ids, context, room)?))
+    }
+
     /// The text the model sees (after the chat template) and its token ids.
     pub fn encode(&self, tok: &Tokenizer) -> Result<(String, Vec<u32>)> {
         if self.prompt.is_empty() {
@@ -81,6 +124,8 @@ pub fn on_device<T: OnBackend>(device: Device, task: T) -> Result<T::Output> {
 
 /// As [`on_device`]; `profile` times every CUDA op (ignored on the CPU).
 pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> Result<T::Output> {
+    #[cfg(not(feature = "cuda"))]
+    let _ = profile;
     match device {
         Device::Cpu => task.run(Cpu),
         #[cfg(feature = "cuda")]
@@ -116,11 +161,16 @@ pub struct EditArgs {
     /// LAYERS); a file with one direction uses it at every layer, otherwise each layer its own.
     #[arg(long = "ablate", value_name = "FILE[@LAYERS]")]
     pub ablate: Vec<crate::interp::steer::VectorSpec>,
+    /// Check every point of the forward pass for NaN or infinity and stop with the first place
+    /// they appear (slow: every point is copied out).
+    #[arg(long)]
+    pub check_finite: bool,
 }
 
 impl EditArgs {
     pub fn probes<B: Backend>(&self, model: &crate::forward::Model<B>) -> Result<crate::probe::Probes<B>> {
         let mut probes = crate::probe::Probes::none();
+        probes.check_finite(self.check_finite);
         for s in &self.steer {
             crate::interp::steer::add_steering(model, &mut probes, s)?;
         }

@@ -64,7 +64,9 @@ impl OnBackend for Task {
 
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
-        let (_, prompt_ids) = args.prompt.encode(&files.tokenizer)?;
+        let context = files.config.context_length;
+        let (_, prompt_ids) =
+            args.prompt.encode_fitted(&files.tokenizer, context, args.max_tokens.min(context / 2))?;
         let opts = GenerateOptions {
             max_tokens: args.max_tokens,
             sampling: SamplingParams {
@@ -101,7 +103,8 @@ impl OnBackend for Task {
                         .map_err(|e| Error::io("<stdout>", e))?;
                 }
             }
-            Ok(true)
+            // Ctrl-C: stop after this token; what was generated is printed and flushed below.
+            Ok(!crate::mem::interrupted())
         })?;
         bar.finish_and_clear();
         if args.json {
@@ -135,6 +138,12 @@ impl OnBackend for Task {
         report(device, &generation);
         if args.profile {
             print_profile(&model.backend.op_times()?, device);
+        }
+        if generation.stop == StopReason::Interrupted {
+            return Err(Error::Interrupted(format!(
+                "stopped after {} tokens",
+                generation.generated_ids.len()
+            )));
         }
         Ok(())
     }

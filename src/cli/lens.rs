@@ -50,7 +50,7 @@ impl OnBackend for Task {
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
         let tok = &files.tokenizer;
-        let (_, ids) = args.prompt.encode(tok)?;
+        let (_, ids) = args.prompt.encode_fitted(tok, files.config.context_length, 0)?;
         let pos = resolve_position(args.position, ids.len(), "--position")?;
         if let Some(p) = &args.png {
             crate::dump::check_output(p, args.force)?;

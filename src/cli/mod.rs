@@ -93,15 +93,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Parses the arguments, runs, and turns any error into a message on stderr and exit code 1.
+/// Parses the arguments, runs, and turns any error into a message on stderr: exit code 1, or 130
+/// after Ctrl-C.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::mem::install_interrupt_handler();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let class = e.downcast_ref::<crate::Error>().map(crate::Error::class).unwrap_or("error");
             eprintln!("error[{class}]: {e:#}");
-            ExitCode::FAILURE
+            if class == "interrupted" { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
 }

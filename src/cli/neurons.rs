@@ -59,7 +59,7 @@ impl OnBackend for Task {
             )));
         }
         let tok = &files.tokenizer;
-        let (_, ids) = args.prompt.encode(tok)?;
+        let (_, ids) = args.prompt.encode_fitted(tok, c.context_length, 0)?;
         let strings = token_strings(tok, &ids)?;
         let model = Model::load(backend, &files)?;
         let acts = activations(&model, &ids, args.layer)?;

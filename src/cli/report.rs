@@ -41,7 +41,7 @@ impl OnBackend for Task {
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
         let tok = &files.tokenizer;
-        let (text, ids) = args.prompt.encode(tok)?;
+        let (text, ids) = args.prompt.encode_fitted(tok, files.config.context_length, 0)?;
         crate::dump::check_output(&args.out, args.force)?;
         let model = Model::load(backend, &files)?;
         let lens = logit_lens(&model, &ids, 5)?;

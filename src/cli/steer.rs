@@ -77,9 +77,7 @@ impl OnBackend for Task {
             read_prompts(path)?
                 .into_iter()
                 .map(|p| {
-                    super::common::PromptArgs { prompt: p, chat: args.chat }
-                        .encode(&files.tokenizer)
-                        .map(|(_, ids)| ids)
+                    super::common::PromptArgs::new(p, args.chat).encode(&files.tokenizer).map(|(_, ids)| ids)
                 })
                 .collect()
         };

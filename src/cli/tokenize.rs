@@ -22,7 +22,7 @@ pub struct TokenizeArgs {
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     let files = args.model.open()?;
     let tok = &files.tokenizer;
-    let prompt = super::common::PromptArgs { prompt: args.text.clone(), chat: args.chat };
+    let prompt = super::common::PromptArgs::new(args.text.clone(), args.chat);
     let (_, ids) = prompt.encode(tok)?;
     let strs: Vec<String> = ids.iter().map(|&i| tok.decode(&[i])).collect::<crate::Result<_>>()?;
     let pieces: Vec<String> = ids.iter().map(|&i| tok.piece(i).unwrap_or_default()).collect();

@@ -50,7 +50,7 @@ impl OnBackend for Task {
         let Task { args, files } = self;
         let cfg = &files.config;
         let points = probe::select(&args.points, cfg.n_layers)?;
-        let (text, ids) = args.prompt.encode(&files.tokenizer)?;
+        let (text, ids) = args.prompt.encode_fitted(&files.tokenizer, cfg.context_length, 0)?;
         let capacity = crate::generate::cache_size(ids.len(), 0, cfg.context_length)?;
         let model = Model::load(backend, &files)?;
         let mut probes = args.edits.probes(&model)?;
@@ -59,6 +59,9 @@ impl OnBackend for Task {
         }
         let mut cache = model.new_cache(capacity)?;
         model.forward(&ids, 0, &mut cache, &mut probes, Logits::All)?;
+        if crate::mem::interrupted() {
+            return Err(Error::Interrupted(format!("nothing written to {}", args.out.display())));
+        }
 
         let mut tensors = Vec::with_capacity(points.len() + 1);
         let mut captured = probes.take_captured();

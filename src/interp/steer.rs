@@ -32,7 +32,13 @@ impl ControlVector {
 
     /// Reads a llama.cpp control-vector GGUF (general.architecture = controlvector).
     pub fn read(path: &Path) -> Result<Self> {
-        let g = GgufFile::open(path)?;
+        Self::from_gguf(GgufFile::open(path)?)
+    }
+
+    /// From a control-vector GGUF already parsed (a file, or bytes in memory).
+    pub fn from_gguf(g: GgufFile) -> Result<Self> {
+        let path = g.path.clone();
+        let path = path.as_path();
         let arch = g.opt_str("general.architecture")?.unwrap_or("");
         if arch != "controlvector" {
             return Err(Error::format(

@@ -154,7 +154,7 @@ impl Config {
             ("vocab size", self.vocab_size),
             ("context length", self.context_length),
         ] {
-            if v == 0 || v > 1 << 24 {
+            if v == 0 || v > MAX_DIM {
                 return bad(field, format!("{v} is out of range"));
             }
         }
@@ -233,6 +233,19 @@ impl Config {
             None => g.tensor("token_embd.weight").map(|t| t.shape()[0]).unwrap_or(tokens_len),
         };
         let context_length = req("context_length")?;
+        check_dims(
+            &g.path,
+            &[
+                ("embedding_length", hidden_size),
+                ("block_count", n_layers),
+                ("attention.head_count", n_heads),
+                ("attention.head_count_kv", n_kv_heads),
+                ("head dim", head_dim),
+                ("feed_forward_length", intermediate_size),
+                ("vocab size", vocab_size),
+                ("context_length", context_length),
+            ],
+        )?;
         let rms_eps = g
             .opt_f64(&k("attention.layer_norm_rms_epsilon"))?
             .ok_or_else(|| Error::format(&g.path, k("attention.layer_norm_rms_epsilon"), "missing"))?
@@ -417,6 +430,20 @@ impl Config {
         let intermediate_size = req("intermediate_size")?;
         let vocab_size = req("vocab_size")?;
         let context_length = uint("max_position_embeddings")?.unwrap_or(2048);
+        // Checked before anything is sized from them (a RoPE table of head_dim / 2 entries).
+        check_dims(
+            path,
+            &[
+                ("hidden_size", hidden_size),
+                ("num_hidden_layers", n_layers),
+                ("num_attention_heads", n_heads),
+                ("num_key_value_heads", n_kv_heads),
+                ("head_dim", head_dim),
+                ("intermediate_size", intermediate_size),
+                ("vocab_size", vocab_size),
+                ("max_position_embeddings", context_length),
+            ],
+        )?;
         let rms_eps = float("rms_norm_eps")?.unwrap_or(1e-6) as f32;
         // transformers ≥ 5 nests RoPE settings in rope_parameters (per layer type for Gemma 3).
         let rope_params = json.get("rope_parameters").filter(|v| v.is_object());
@@ -582,6 +609,19 @@ impl Config {
         Ok(cfg)
     }
 }
+
+/// Every dimension must be positive and at most 2^24 (16.7M): no real model comes near, and the
+/// products of larger values would size allocations by what a file merely claims.
+fn check_dims(origin: &Path, dims: &[(&str, usize)]) -> Result<()> {
+    for &(field, v) in dims {
+        if v == 0 || v > MAX_DIM {
+            return Err(Error::format(origin, field, format!("{v} is out of range (1..={MAX_DIM})")));
+        }
+    }
+    Ok(())
+}
+
+const MAX_DIM: usize = 1 << 24;
 
 /// √hidden rounded to the dtype the reference multiplies in. Gemma's reference builds the
 /// normalizer as a tensor of the activations' dtype; in float32 that is this f32.

@@ -4,10 +4,9 @@
 //! before anything is allocated for it: a file cannot make scalpel allocate what it merely claims.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use super::bytes::Bytes;
 
 use super::quant::GgmlType;
 use crate::error::{Error, Result};
@@ -542,18 +541,19 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub header: GgufHeader,
     index: HashMap<String, usize>,
-    mmap: Mmap,
+    bytes: Bytes,
 }
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the map is read-only; scalpel never writes model files, and a file truncated
-        // under us by another process is outside what any reader can defend against.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let header = GgufHeader::parse(&mmap, path)?;
+        Self::from_bytes(Bytes::map(path)?, path)
+    }
+
+    /// Parses a GGUF image already in memory; `path` only names it in errors.
+    pub fn from_bytes(bytes: Bytes, path: &Path) -> Result<Self> {
+        let header = GgufHeader::parse(&bytes, path)?;
         let index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(GgufFile { path: path.to_path_buf(), header, index, mmap })
+        Ok(GgufFile { path: path.to_path_buf(), header, index, bytes })
     }
 
     pub fn metadata(&self) -> &BTreeMap<String, Value> {
@@ -573,7 +573,7 @@ impl GgufFile {
     }
 
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
-        &self.mmap[t.offset as usize..(t.offset + t.n_bytes) as usize]
+        &self.bytes[t.offset as usize..(t.offset + t.n_bytes) as usize]
     }
 
     /// Metadata accessors that name the key and the file when the value is missing or mistyped.

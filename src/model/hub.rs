@@ -99,14 +99,8 @@ pub fn resolve(repo_id: &str) -> Result<PathBuf> {
 }
 
 fn shard_names(index: &std::path::Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::format(index, "JSON", e.to_string()))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::format(index, "weight_map", "missing or not an object"))?;
-    let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let text = std::fs::read(index).map_err(|e| Error::io(index, e))?;
+    let mut names: Vec<String> = super::weights::parse_index(index, &text)?.into_values().collect();
     names.sort();
     names.dedup();
     Ok(names)

@@ -1,6 +1,7 @@
 //! Opening a model: resolving what `--model` names, reading its config and tokenizer, and giving
 //! access to its weights.
 
+pub mod bytes;
 pub mod config;
 pub mod gguf;
 pub mod hub;

@@ -269,8 +269,7 @@ impl Tokenizer {
             )));
         }
         let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| Error::format(&file, "tokenizer", e.to_string()))?;
+        let inner = parse_tokenizer_json(&file, &bytes)?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Json = if config_path.is_file() {
             let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
@@ -308,6 +307,19 @@ impl Tokenizer {
             None => false,
         };
         Ok(Tokenizer { inner, chat_template, bos_token, eos_token: token_name("eos_token"), adds_bos })
+    }
+}
+
+/// Reads a tokenizer.json. The tokenizers crate panics on some malformed files (an `expect` in its
+/// decoder deserializer, found by fuzzing); that panic is caught here and becomes an error.
+pub fn parse_tokenizer_json(path: &Path, bytes: &[u8]) -> Result<tokenizers::Tokenizer> {
+    let parsed = crate::error::catch_panic(|| tokenizers::Tokenizer::from_bytes(bytes));
+    match parsed {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(Error::format(path, "tokenizer", e.to_string())),
+        Err(msg) => {
+            Err(Error::format(path, "tokenizer", format!("the tokenizers crate failed on it ({msg})")))
+        }
     }
 }
 
@@ -592,6 +604,9 @@ pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}\
 {% endfor %}\
 {% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
+/// Instructions a chat template may run; real templates use a few thousand.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// Renders a Hugging Face chat template. transformers compiles templates with `trim_blocks` and
 /// `lstrip_blocks` and offers `raise_exception`; Python string methods come from pycompat.
 pub fn render_chat_template(
@@ -601,6 +616,8 @@ pub fn render_chat_template(
     eos: &str,
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
+    // Templates come from model files: bound the work one may do (a loop over range(10**9)).
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_syntax(
         minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)

@@ -2,11 +2,10 @@
 //! weight is named, shaped and turned into f32 in the layout the forward pass expects.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::bytes::Bytes;
 use half::{bf16, f16};
-use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
@@ -162,7 +161,7 @@ struct StTensor {
 
 /// A Hugging Face checkpoint: one `model.safetensors` or shards listed by an index.
 pub struct SafetensorsFiles {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Bytes)>,
     tensors: HashMap<String, StTensor>,
     order: Vec<String>,
     /// "model." for Llama-style checkpoints, "language_model.model." etc. for multimodal ones.
@@ -174,50 +173,43 @@ pub struct SafetensorsFiles {
 impl SafetensorsFiles {
     pub fn open(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let paths: Vec<PathBuf> = if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::format(&index, "JSON", e.to_string()))?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::format(&index, "weight_map", "missing or not an object"))?;
-            let mut shards: Vec<String> = Vec::new();
-            for v in map.values() {
-                let f = v.as_str().ok_or_else(|| {
-                    Error::format(&index, "weight_map", format!("value {v} is not a file name"))
-                })?;
-                if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                    return Err(Error::format(
-                        &index,
-                        "weight_map",
-                        format!("shard name {f:?} leaves the model directory"),
-                    ));
-                }
-                if !shards.iter().any(|s| s == f) {
-                    shards.push(f.to_string());
-                }
-            }
+        let index_path = dir.join("model.safetensors.index.json");
+        if index_path.is_file() {
+            let text = std::fs::read(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let index = parse_index(&index_path, &text)?;
+            let mut shards: Vec<String> = index.values().cloned().collect();
             shards.sort();
-            shards.into_iter().map(|f| dir.join(f)).collect()
+            shards.dedup();
+            let files = shards
+                .iter()
+                .map(|f| {
+                    let p = dir.join(f);
+                    Ok((p.clone(), Bytes::map(&p)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Self::from_files(dir, files, Some((&index_path, &index)))
         } else if single.is_file() {
-            vec![single]
+            let bytes = Bytes::map(&single)?;
+            Self::from_files(dir, vec![(single, bytes)], None)
         } else {
-            return Err(Error::NotFound(format!(
+            Err(Error::NotFound(format!(
                 "{}: neither model.safetensors nor model.safetensors.index.json",
                 dir.display()
-            )));
-        };
+            )))
+        }
+    }
 
-        let mut files = Vec::new();
+    /// Reads safetensors images already opened (the shards, in order) and checks them against
+    /// the index when there is one: every tensor it names must be in the shard it names.
+    pub fn from_files(
+        dir: &Path,
+        files: Vec<(PathBuf, Bytes)>,
+        index: Option<(&Path, &HashMap<String, String>)>,
+    ) -> Result<Self> {
         let mut tensors = HashMap::new();
         let mut order = Vec::new();
-        for (fi, p) in paths.iter().enumerate() {
-            let file = File::open(p).map_err(|e| Error::io(p, e))?;
-            // SAFETY: read-only map of a file scalpel does not modify.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(p, e))?;
-            let (header_len, meta) = SafeTensors::read_metadata(&mmap)
+        for (fi, (p, bytes)) in files.iter().enumerate() {
+            let (header_len, meta) = SafeTensors::read_metadata(bytes)
                 .map_err(|e| Error::format(p, "safetensors header", e.to_string()))?;
             let base = 8 + header_len;
             let infos = meta.tensors();
@@ -238,7 +230,20 @@ impl SafetensorsFiles {
                 );
                 order.push(name);
             }
-            files.push((p.clone(), mmap));
+        }
+        if let Some((index_path, map)) = index {
+            for (name, shard) in map {
+                let found = tensors
+                    .get(name)
+                    .map(|t| files[t.file].0.file_name() == Some(std::ffi::OsStr::new(shard)));
+                if found != Some(true) {
+                    return Err(Error::format(
+                        index_path,
+                        "weight_map",
+                        format!("lists {name} in {shard}, which does not hold it"),
+                    ));
+                }
+            }
         }
         let prefix = ["model.", "language_model.model.", "model.language_model."]
             .into_iter()
@@ -281,6 +286,31 @@ impl SafetensorsFiles {
         };
         Ok(Some((data, t.shape.clone())))
     }
+}
+
+/// model.safetensors.index.json's weight_map: tensor → shard file name (inside the directory).
+pub fn parse_index(path: &Path, text: &[u8]) -> Result<HashMap<String, String>> {
+    let json: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| Error::format(path, "JSON", e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::format(path, "weight_map", "missing or not an object"))?;
+    let mut out = HashMap::with_capacity(map.len());
+    for (name, v) in map {
+        let f = v
+            .as_str()
+            .ok_or_else(|| Error::format(path, "weight_map", format!("value {v} is not a file name")))?;
+        if f.is_empty() || f.contains('/') || f.contains('\\') || f.starts_with('.') {
+            return Err(Error::format(
+                path,
+                "weight_map",
+                format!("shard name {f:?} leaves the model directory"),
+            ));
+        }
+        out.insert(name.clone(), f.to_string());
+    }
+    Ok(out)
 }
 
 pub enum WeightFiles {

@@ -1,0 +1,5 @@
+#![no_main]
+//! cargo fuzz target: scalpel::fuzz::safetensors_dir must never panic, hang or over-allocate.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| scalpel::fuzz::safetensors_dir(data));
