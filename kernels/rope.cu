@@ -6,7 +6,8 @@
 
 namespace {
 
-__global__ void rope_kv_kernel(void *q, ScalpelDType qdt, const void *k, const void *v, ScalpelDType kvdt,
+__global__ void rope_kv_kernel(void *q, ScalpelDType qdt, const void *k, ScalpelDType kdt, const void *v,
+                               ScalpelDType vdt,
                                __nv_bfloat16 *__restrict__ kc, __nv_bfloat16 *__restrict__ vc, int n_heads,
                                int n_kv, int hd, int capacity, const int32_t *__restrict__ start,
                                const float *__restrict__ inv_freq) {
@@ -27,27 +28,28 @@ __global__ void rope_kv_kernel(void *q, ScalpelDType qdt, const void *k, const v
             const int j = h - n_heads;
             const size_t src = ((size_t)t * n_kv + j) * hd;
             const size_t dst = ((size_t)pos * n_kv + j) * hd;
-            const float k1 = load_as_f32(k, kvdt, src + i), k2 = load_as_f32(k, kvdt, src + i + half);
+            const float k1 = load_as_f32(k, kdt, src + i), k2 = load_as_f32(k, kdt, src + i + half);
             kc[dst + i] = __float2bfloat16(k1 * c - k2 * s);
             kc[dst + i + half] = __float2bfloat16(k2 * c + k1 * s);
-            vc[dst + i] = __float2bfloat16(load_as_f32(v, kvdt, src + i));
-            vc[dst + i + half] = __float2bfloat16(load_as_f32(v, kvdt, src + i + half));
+            vc[dst + i] = __float2bfloat16(load_as_f32(v, vdt, src + i));
+            vc[dst + i + half] = __float2bfloat16(load_as_f32(v, vdt, src + i + half));
         }
     }
 }
 
 }  // namespace
 
-extern "C" int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k, const void *v,
-                               ScalpelDType kv_dtype, uint16_t *k_cache, uint16_t *v_cache, const ScalpelAttn *g,
-                               const int32_t *start, const float *inv_freq) {
+extern "C" int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k,
+                               ScalpelDType k_dtype, const void *v, ScalpelDType v_dtype, uint16_t *k_cache,
+                               uint16_t *v_cache, const ScalpelAttn *g, const int32_t *start,
+                               const float *inv_freq) {
     if (!g || !q || !k || !v || !k_cache || !v_cache || !start || !inv_freq) return SCALPEL_INVALID_ARGUMENT;
     if (g->t <= 0 || g->n_heads <= 0 || g->n_kv_heads <= 0 || g->head_dim <= 0 || g->head_dim % 2 ||
         g->head_dim > 512)
         return SCALPEL_INVALID_ARGUMENT;
     const dim3 grid(g->t, g->n_heads + g->n_kv_heads);
     const int threads = g->head_dim / 2 < 32 ? 32 : (g->head_dim / 2 > 256 ? 256 : g->head_dim / 2);
-    rope_kv_kernel<<<grid, threads, 0, stream>>>(q, q_dtype, k, v, kv_dtype, as_bf16(k_cache), as_bf16(v_cache),
+    rope_kv_kernel<<<grid, threads, 0, stream>>>(q, q_dtype, k, k_dtype, v, v_dtype, as_bf16(k_cache), as_bf16(v_cache),
                                                  g->n_heads, g->n_kv_heads, g->head_dim, g->capacity, start,
                                                  inv_freq);
     return (int)cudaGetLastError();

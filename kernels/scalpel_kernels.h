@@ -81,12 +81,12 @@ int scalpel_glu(ScalpelStream stream, const float *gate, const float *up, Scalpe
 int scalpel_softcap(ScalpelStream stream, float *x, int64_t n, float cap);
 
 /* Rotates q in place (f32 or bf16, [t, n_heads * head_dim]) at positions *start + row, and writes
- * k rotated and v ([t, n_kv_heads * head_dim], f32 or bf16) into the layer's caches (bf16,
- * [capacity, n_kv_heads, head_dim]) at those positions. inv_freq f32 [head_dim / 2]. Hugging
- * Face's half-split layout. */
-int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k, const void *v,
-                    ScalpelDType kv_dtype, uint16_t *k_cache, uint16_t *v_cache, const ScalpelAttn *geom,
-                    const int32_t *start, const float *inv_freq);
+ * k rotated and v ([t, n_kv_heads * head_dim], each f32 or bf16: Gemma's k comes out of a norm,
+ * its v out of a product) into the layer's caches (bf16, [capacity, n_kv_heads, head_dim]) at
+ * those positions. inv_freq f32 [head_dim / 2]. Hugging Face's half-split layout. */
+int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k, ScalpelDType k_dtype,
+                    const void *v, ScalpelDType v_dtype, uint16_t *k_cache, uint16_t *v_cache,
+                    const ScalpelAttn *geom, const int32_t *start, const float *inv_freq);
 
 /* Causal attention of q (bf16 [t, n_heads * head_dim]) at positions *start.. over the caches
  * (positions 0 .. *start + t): out bf16 [t, n_heads * head_dim], lse f32 [n_heads, t] (the

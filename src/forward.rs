@@ -262,46 +262,18 @@ impl<B: Backend> Model<B> {
         // next norm unless a probe needs the stream in between.
         let mut pending: Option<B::Tensor> = None;
         for (l, w) in self.layers.iter().enumerate() {
-            let before = if l == 0 {
-                vec![Point::ResidPre(0)]
-            } else {
-                vec![Point::ResidPost(l - 1), Point::ResidPre(l)]
-            };
-            let h = self.add_norm(&mut x, pending.take(), &before, &w.attn_norm, probes, start)?;
-            let p = self.attn_params(l);
-            let mut q = be.matmul(&h, &w.wq)?;
-            let mut k = be.matmul(&h, &w.wk)?;
-            let v = be.matmul(&h, &w.wv)?;
-            if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
-                q = be.rms_norm(&q, qn, eps, nk)?;
-                k = be.rms_norm(&k, kn, eps, nk)?;
+            // Ctrl-C: a long prefill stops at the next layer rather than running to the end.
+            if crate::mem::interrupted() {
+                return Err(Error::Interrupted(format!("stopped in layer {l} of the forward pass")));
             }
-            be.rope_kv(&mut q, &k, &v, cache, l, step, c.head_dim, &self.rope[c.layers[l].rope])?;
-            let (attn, lse) = be.attention(&q, cache, l, step, &p)?;
-            if probes.wants_capture(Point::AttnProbs(l)) {
-                let probs = be.attn_probs(&q, cache, l, step, &p, &lse)?;
-                probes.record(be, Point::AttnProbs(l), &probs, start)?;
+            if ranges {
+                be.push_range(&format!("layer {l}"));
             }
-            let mut o = be.matmul(&attn, &w.wo)?;
-            if let Some(n) = &w.post_attn_norm {
-                o = be.rms_norm(&o, n, eps, nk)?;
+            let out = self.layer(l, w, &mut x, &mut pending, step, cache, probes);
+            if ranges {
+                be.pop_range();
             }
-            probes.visit(be, Point::AttnOut(l), &mut o, start)?;
-
-            let h = self.add_norm(&mut x, Some(o), &[Point::ResidMid(l)], &w.ffn_norm, probes, start)?;
-            let gate = be.matmul(&h, &w.w_gate)?;
-            let up = be.matmul(&h, &w.w_up)?;
-            let mut act = be.glu(&gate, &up, c.activation)?;
-            probes.visit(be, Point::MlpPost(l), &mut act, start)?;
-            let mut m = be.matmul(&act, &w.w_down)?;
-            if let Some(n) = &w.post_ffn_norm {
-                m = be.rms_norm(&m, n, eps, nk)?;
-            }
-            probes.visit(be, Point::MlpOut(l), &mut m, start)?;
-            pending = Some(m);
-        }
-        if ranges {
-            be.pop_range();
+            out?;
         }
         let last = Point::ResidPost(c.n_layers - 1);
         if let Some(m) = pending.take() {
@@ -320,6 +292,60 @@ impl<B: Backend> Model<B> {
             return be.last_row(&logits);
         }
         Ok(logits)
+    }
+
+    /// One transformer block on the residual stream `x`; its MLP output is left in `pending` for
+    /// the next add (fused with the next norm).
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        l: usize,
+        w: &LayerParams<B::Tensor>,
+        x: &mut B::Tensor,
+        pending: &mut Option<B::Tensor>,
+        step: &B::Step,
+        cache: &mut B::Cache,
+        probes: &mut Probes<B>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let be = &self.backend;
+        let start = step.start();
+        let (eps, nk) = (c.rms_eps, c.norm_kind);
+        let before =
+            if l == 0 { vec![Point::ResidPre(0)] } else { vec![Point::ResidPost(l - 1), Point::ResidPre(l)] };
+        let h = self.add_norm(x, pending.take(), &before, &w.attn_norm, probes, start)?;
+        let p = self.attn_params(l);
+        let mut q = be.matmul(&h, &w.wq)?;
+        let mut k = be.matmul(&h, &w.wk)?;
+        let v = be.matmul(&h, &w.wv)?;
+        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+            q = be.rms_norm(&q, qn, eps, nk)?;
+            k = be.rms_norm(&k, kn, eps, nk)?;
+        }
+        be.rope_kv(&mut q, &k, &v, cache, l, step, c.head_dim, &self.rope[c.layers[l].rope])?;
+        let (attn, lse) = be.attention(&q, cache, l, step, &p)?;
+        if probes.wants_capture(Point::AttnProbs(l)) {
+            let probs = be.attn_probs(&q, cache, l, step, &p, &lse)?;
+            probes.record(be, Point::AttnProbs(l), &probs, start)?;
+        }
+        let mut o = be.matmul(&attn, &w.wo)?;
+        if let Some(n) = &w.post_attn_norm {
+            o = be.rms_norm(&o, n, eps, nk)?;
+        }
+        probes.visit(be, Point::AttnOut(l), &mut o, start)?;
+
+        let h = self.add_norm(x, Some(o), &[Point::ResidMid(l)], &w.ffn_norm, probes, start)?;
+        let gate = be.matmul(&h, &w.w_gate)?;
+        let up = be.matmul(&h, &w.w_up)?;
+        let mut act = be.glu(&gate, &up, c.activation)?;
+        probes.visit(be, Point::MlpPost(l), &mut act, start)?;
+        let mut m = be.matmul(&act, &w.w_down)?;
+        if let Some(n) = &w.post_ffn_norm {
+            m = be.rms_norm(&m, n, eps, nk)?;
+        }
+        probes.visit(be, Point::MlpOut(l), &mut m, start)?;
+        *pending = Some(m);
+        Ok(())
     }
 
     /// Adds `delta` (if any) to the residual stream, lets probes see the stream at `points`, and

@@ -132,12 +132,19 @@ pub fn generate<B: Backend>(
                         // Recording is an optimization: fall back to plain steps, and say why.
                         crate::info!("note: decode steps are not replayed as a graph ({e})");
                         replay = false;
-                        logits = model.forward(&[next], pos, &mut cache, probes, Logits::Last)?;
+                        match model.forward(&[next], pos, &mut cache, probes, Logits::Last) {
+                            Err(Error::Interrupted(_)) => break StopReason::Interrupted,
+                            out => logits = out?,
+                        }
                     }
                 },
             }
         } else {
-            logits = model.forward(&[next], pos, &mut cache, probes, Logits::Last)?;
+            // Ctrl-C inside a step ends the generation with what it has, like Ctrl-C between steps.
+            match model.forward(&[next], pos, &mut cache, probes, Logits::Last) {
+                Err(Error::Interrupted(_)) => break StopReason::Interrupted,
+                out => logits = out?,
+            }
         }
         decode_steps += 1;
         next = choose(&logits, &history)?;

@@ -156,17 +156,11 @@ mod gpu {
             let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
             let gstep = c.gpu.step(&vec![0; t], start).unwrap();
             let ginv = c.gpu.weight(inv.clone(), &[hd / 2]).unwrap();
+            // Gemma feeds k out of a norm (bf16) and v out of a product (f32): mixed dtypes.
+            let gk = c.up(&k, &[t, kvh * hd]);
+            let gk = if hd == 256 { c.gpu.to_bf16(&gk).unwrap() } else { gk };
             c.gpu
-                .rope_kv(
-                    &mut gq,
-                    &c.up(&k, &[t, kvh * hd]),
-                    &c.up(&v, &[t, kvh * hd]),
-                    &mut gcache,
-                    0,
-                    &gstep,
-                    hd,
-                    &ginv,
-                )
+                .rope_kv(&mut gq, &gk, &c.up(&v, &[t, kvh * hd]), &mut gcache, 0, &gstep, hd, &ginv)
                 .unwrap();
             let what = format!("rope_kv t={t} start={start} heads {h}/{kvh} hd {hd}");
             rows_close(&format!("{what}: q"), &c.down(&gq), &cq.data, hd, 1e-5);

@@ -129,7 +129,16 @@ pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> R
     match device {
         Device::Cpu => task.run(Cpu),
         #[cfg(feature = "cuda")]
-        Device::Auto if crate::backend::cuda::Cuda::available() => run_cuda(profile, task),
+        Device::Auto if crate::backend::cuda::Cuda::available() => match crate::backend::cuda::Cuda::new(0) {
+            Ok(cuda) => {
+                crate::info!("GPU: {}", cuda.describe());
+                task.run(if profile { cuda.with_profiling() } else { cuda })
+            }
+            Err(e) => {
+                crate::info!("note: a GPU is present but unusable ({e}); running on the CPU");
+                task.run(Cpu)
+            }
+        },
         Device::Auto => task.run(Cpu),
         #[cfg(feature = "cuda")]
         Device::Cuda => run_cuda(profile, task),

@@ -128,6 +128,118 @@ pub fn llama3_inv_freq(base: f64, dim: usize, s: Llama3Scaling) -> Vec<f32> {
         .collect()
 }
 
+/// What both families share, read from either source; [`Common::llama`] and [`Common::gemma3`]
+/// add what differs.
+struct Common {
+    name: String,
+    hidden_size: usize,
+    n_layers: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    intermediate_size: usize,
+    vocab_size: usize,
+    context_length: usize,
+    rms_eps: f32,
+    tie_embeddings: bool,
+    bos_token_id: Option<u32>,
+    eos_token_ids: Vec<u32>,
+}
+
+/// One RoPE: its base, inverse frequencies (scaling folded in) and how it was scaled.
+struct Rope {
+    theta: f64,
+    inv_freq: Vec<f32>,
+    scaling: Option<String>,
+}
+
+impl Common {
+    fn llama(self, rope: Rope, window: Option<usize>) -> Config {
+        let n_layers = self.n_layers;
+        let attn_scale = 1.0 / (self.head_dim as f32).sqrt();
+        self.finish(
+            Arch::Llama,
+            NormKind::Plain,
+            Activation::Silu,
+            None,
+            attn_scale,
+            (false, false),
+            (None, None),
+            vec![rope],
+            vec![LayerSpec { window, rope: 0 }; n_layers],
+        )
+    }
+
+    /// Gemma 3: RoPE 0 is the sliding layers', RoPE 1 the global layers'.
+    #[allow(clippy::too_many_arguments)]
+    fn gemma3(
+        self,
+        norm_kind: NormKind,
+        attn_scale: f32,
+        softcaps: (Option<f32>, Option<f32>),
+        local: Rope,
+        global: Rope,
+        layers: Vec<LayerSpec>,
+    ) -> Config {
+        let scale = gemma_embed_scale(self.hidden_size);
+        self.finish(
+            Arch::Gemma3,
+            norm_kind,
+            Activation::GeluTanh,
+            Some(scale),
+            attn_scale,
+            (true, true),
+            softcaps,
+            vec![local, global],
+            layers,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        self,
+        arch: Arch,
+        norm_kind: NormKind,
+        activation: Activation,
+        embed_scale: Option<f32>,
+        attn_scale: f32,
+        (qk_norm, sandwich_norms): (bool, bool),
+        (attn_softcap, final_softcap): (Option<f32>, Option<f32>),
+        ropes: Vec<Rope>,
+        layers: Vec<LayerSpec>,
+    ) -> Config {
+        let rope_scaling = ropes.iter().rev().find_map(|r| r.scaling.clone());
+        Config {
+            arch,
+            name: self.name,
+            hidden_size: self.hidden_size,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            intermediate_size: self.intermediate_size,
+            vocab_size: self.vocab_size,
+            context_length: self.context_length,
+            rms_eps: self.rms_eps,
+            norm_kind,
+            activation,
+            tie_embeddings: self.tie_embeddings,
+            embed_scale,
+            attn_scale,
+            qk_norm,
+            sandwich_norms,
+            attn_softcap,
+            final_softcap,
+            rope_theta: ropes.iter().map(|r| r.theta).collect(),
+            rope_inv_freq: ropes.into_iter().map(|r| r.inv_freq).collect(),
+            rope_scaling,
+            layers,
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self.eos_token_ids,
+        }
+    }
+}
+
 impl Config {
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads
@@ -299,45 +411,30 @@ impl Config {
         let name = g.opt_str("general.name")?.unwrap_or("").to_string();
         let tie_embeddings = g.tensor("output.weight").is_none();
 
+        let common = Common {
+            name,
+            hidden_size,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            intermediate_size,
+            vocab_size,
+            context_length,
+            rms_eps,
+            tie_embeddings,
+            bos_token_id: tokens_bos,
+            eos_token_ids,
+        };
+        let window = g.opt_u64(&k("attention.sliding_window"))?.map(|w| w as usize);
+        let global = Rope {
+            theta: base,
+            inv_freq: scaled(base, linear),
+            scaling: scaling_type.clone().or(freq_factors.as_ref().map(|_| "llama3 (rope_freqs)".into())),
+        };
         let cfg = match arch {
-            Arch::Llama => Config {
-                arch,
-                name,
-                hidden_size,
-                n_layers,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                intermediate_size,
-                vocab_size,
-                context_length,
-                rms_eps,
-                norm_kind: NormKind::Plain,
-                activation: Activation::Silu,
-                tie_embeddings,
-                embed_scale: None,
-                attn_scale: 1.0 / (head_dim as f32).sqrt(),
-                qk_norm: false,
-                sandwich_norms: false,
-                attn_softcap: None,
-                final_softcap: None,
-                rope_inv_freq: vec![scaled(base, linear)],
-                rope_theta: vec![base],
-                rope_scaling: scaling_type
-                    .clone()
-                    .or(freq_factors.as_ref().map(|_| "llama3 (rope_freqs)".into())),
-                layers: vec![
-                    LayerSpec {
-                        window: g.opt_u64(&k("attention.sliding_window"))?.map(|w| w as usize),
-                        rope: 0
-                    };
-                    n_layers
-                ],
-                bos_token_id: tokens_bos,
-                eos_token_ids,
-            },
+            Arch::Llama => common.llama(global, window),
             Arch::Gemma3 => {
-                let window = g.opt_u64(&k("attention.sliding_window"))?.map(|w| w as usize);
                 // GGUF does not record Gemma 3's layer pattern: every sixth layer is global.
                 let layers = (0..n_layers)
                     .map(|l| {
@@ -348,36 +445,21 @@ impl Config {
                         }
                     })
                     .collect();
-                let local_base = 10000.0;
-                Config {
-                    arch,
-                    name,
-                    hidden_size,
-                    n_layers,
-                    n_heads,
-                    n_kv_heads,
-                    head_dim,
-                    intermediate_size,
-                    vocab_size,
-                    context_length,
-                    rms_eps,
-                    norm_kind: NormKind::Plain,
-                    activation: Activation::GeluTanh,
-                    tie_embeddings,
-                    embed_scale: Some(gemma_embed_scale(hidden_size)),
-                    // GGUF does not record query_pre_attn_scalar; Gemma 3 below 27B uses head_dim.
-                    attn_scale: 1.0 / (head_dim as f32).sqrt(),
-                    qk_norm: true,
-                    sandwich_norms: true,
-                    attn_softcap: g.opt_f64(&k("attn_logit_softcapping"))?.map(|v| v as f32),
-                    final_softcap: g.opt_f64(&k("final_logit_softcapping"))?.map(|v| v as f32),
-                    rope_inv_freq: vec![default_inv_freq(local_base, head_dim), scaled(base, linear)],
-                    rope_theta: vec![local_base, base],
-                    rope_scaling: scaling_type.clone(),
+                let local =
+                    Rope { theta: 10000.0, inv_freq: default_inv_freq(10000.0, head_dim), scaling: None };
+                let softcaps = (
+                    g.opt_f64(&k("attn_logit_softcapping"))?.map(|v| v as f32),
+                    g.opt_f64(&k("final_logit_softcapping"))?.map(|v| v as f32),
+                );
+                // GGUF does not record query_pre_attn_scalar; Gemma 3 below 27B uses head_dim.
+                common.gemma3(
+                    NormKind::Plain,
+                    1.0 / (head_dim as f32).sqrt(),
+                    softcaps,
+                    local,
+                    global,
                     layers,
-                    bos_token_id: tokens_bos,
-                    eos_token_ids,
-                }
+                )
             }
         };
         cfg.validate(&g.path)?;
@@ -514,45 +596,36 @@ impl Config {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
 
+        let common = Common {
+            name,
+            hidden_size,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            intermediate_size,
+            vocab_size,
+            context_length,
+            rms_eps,
+            tie_embeddings: json
+                .get("tie_word_embeddings")
+                .and_then(Json::as_bool)
+                .unwrap_or(arch == Arch::Gemma3),
+            bos_token_id,
+            eos_token_ids,
+        };
+        let rope = |layer_type: &str, theta: f64| -> Result<Rope> {
+            let (theta, inv_freq, scaling) = rope_for(layer_type, theta)?;
+            Ok(Rope { theta, inv_freq, scaling })
+        };
         let cfg = match arch {
             Arch::Llama => {
-                let (theta, inv, scaling) =
-                    rope_for("full_attention", float("rope_theta")?.unwrap_or(10000.0))?;
-                let window = uint("sliding_window")?;
-                Config {
-                    arch,
-                    name,
-                    hidden_size,
-                    n_layers,
-                    n_heads,
-                    n_kv_heads,
-                    head_dim,
-                    intermediate_size,
-                    vocab_size,
-                    context_length,
-                    rms_eps,
-                    norm_kind: NormKind::Plain,
-                    activation: Activation::Silu,
-                    tie_embeddings: json.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(false),
-                    embed_scale: None,
-                    attn_scale: 1.0 / (head_dim as f32).sqrt(),
-                    qk_norm: false,
-                    sandwich_norms: false,
-                    attn_softcap: None,
-                    final_softcap: None,
-                    rope_inv_freq: vec![inv],
-                    rope_theta: vec![theta],
-                    rope_scaling: scaling,
-                    layers: vec![LayerSpec { window, rope: 0 }; n_layers],
-                    bos_token_id,
-                    eos_token_ids,
-                }
+                let global = rope("full_attention", float("rope_theta")?.unwrap_or(10000.0))?;
+                common.llama(global, uint("sliding_window")?)
             }
             Arch::Gemma3 => {
-                let (local_theta, local_inv, _) =
-                    rope_for("sliding_attention", float("rope_local_base_freq")?.unwrap_or(10000.0))?;
-                let (global_theta, global_inv, scaling) =
-                    rope_for("full_attention", float("rope_theta")?.unwrap_or(1_000_000.0))?;
+                let local = rope("sliding_attention", float("rope_local_base_freq")?.unwrap_or(10000.0))?;
+                let global = rope("full_attention", float("rope_theta")?.unwrap_or(1_000_000.0))?;
                 let window = uint("sliding_window")?;
                 let layer_types: Vec<String> = match json.get("layer_types").and_then(Json::as_array) {
                     Some(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect(),
@@ -575,34 +648,11 @@ impl Config {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let qpas = float("query_pre_attn_scalar")?.unwrap_or(head_dim as f64);
-                Config {
-                    arch,
-                    name,
-                    hidden_size,
-                    n_layers,
-                    n_heads,
-                    n_kv_heads,
-                    head_dim,
-                    intermediate_size,
-                    vocab_size,
-                    context_length,
-                    rms_eps,
-                    norm_kind: NormKind::OnePlus,
-                    activation: Activation::GeluTanh,
-                    tie_embeddings: json.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(true),
-                    embed_scale: Some(gemma_embed_scale(hidden_size)),
-                    attn_scale: (qpas as f32).powf(-0.5),
-                    qk_norm: true,
-                    sandwich_norms: true,
-                    attn_softcap: float("attn_logit_softcapping")?.map(|v| v as f32),
-                    final_softcap: float("final_logit_softcapping")?.map(|v| v as f32),
-                    rope_inv_freq: vec![local_inv, global_inv],
-                    rope_theta: vec![local_theta, global_theta],
-                    rope_scaling: scaling,
-                    layers,
-                    bos_token_id,
-                    eos_token_ids,
-                }
+                let softcaps = (
+                    float("attn_logit_softcapping")?.map(|v| v as f32),
+                    float("final_logit_softcapping")?.map(|v| v as f32),
+                );
+                common.gemma3(NormKind::OnePlus, (qpas as f32).powf(-0.5), softcaps, local, global, layers)
             }
         };
         cfg.validate(path)?;

@@ -88,7 +88,9 @@ impl Weight {
         }
     }
 
-    fn hf_name(self, arch: Arch, prefix: &str) -> String {
+    /// The name in a Hugging Face checkpoint whose decoder lives under `prefix` ("model.", or
+    /// "language_model.model." in a multimodal Gemma 3).
+    pub fn hf_name(self, arch: Arch, prefix: &str) -> String {
         use LayerWeight::*;
         match self {
             Weight::Embed => format!("{prefix}embed_tokens.weight"),

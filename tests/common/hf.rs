@@ -23,35 +23,13 @@ pub enum Layout {
 }
 
 fn hf_name(w: Weight, arch: Arch, layout: Layout) -> String {
-    use scalpel::model::weights::LayerWeight::*;
-    let prefix = match layout {
-        Layout::Text => "model.",
-        Layout::Multimodal => "language_model.model.",
-    };
-    match w {
-        Weight::Embed => format!("{prefix}embed_tokens.weight"),
-        Weight::FinalNorm => format!("{prefix}norm.weight"),
-        Weight::LmHead => "lm_head.weight".into(),
-        Weight::Layer(l, lw) => {
-            let s = match (lw, arch) {
-                (AttnNorm, _) => "input_layernorm",
-                (Q, _) => "self_attn.q_proj",
-                (K, _) => "self_attn.k_proj",
-                (V, _) => "self_attn.v_proj",
-                (O, _) => "self_attn.o_proj",
-                (QNorm, _) => "self_attn.q_norm",
-                (KNorm, _) => "self_attn.k_norm",
-                (FfnNorm, Arch::Llama) => "post_attention_layernorm",
-                (PostAttnNorm, _) => "post_attention_layernorm",
-                (FfnNorm, Arch::Gemma3) => "pre_feedforward_layernorm",
-                (PostFfnNorm, _) => "post_feedforward_layernorm",
-                (Gate, _) => "mlp.gate_proj",
-                (Up, _) => "mlp.up_proj",
-                (Down, _) => "mlp.down_proj",
-            };
-            format!("{prefix}layers.{l}.{s}.weight")
-        }
-    }
+    w.hf_name(
+        arch,
+        match layout {
+            Layout::Text => "model.",
+            Layout::Multimodal => "language_model.model.",
+        },
+    )
 }
 
 fn is_norm(w: Weight) -> bool {

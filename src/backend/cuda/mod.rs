@@ -495,6 +495,16 @@ impl Cuda {
         Ok(keep.insert(out))
     }
 
+    /// A bf16 copy of a tensor (for tests that feed kernels the dtype a norm would produce).
+    pub fn to_bf16(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        if t.dtype == DType::Bf16 {
+            return Ok(CudaTensor { block: t.block.clone(), dtype: t.dtype, shape: t.shape.clone() });
+        }
+        let mut keep = None;
+        self.as_bf16(t, &mut keep)?;
+        keep.ok_or_else(|| Error::Invalid("to_bf16: no copy made".into()))
+    }
+
     /// Rows as the kernels take them: NULL for "every row", else a device list.
     fn rows_arg(&self, rows: &[usize], total: usize) -> Result<(Option<Arc<Block>>, usize)> {
         if rows.len() == total && rows.iter().enumerate().all(|(i, &r)| i == r) {
@@ -909,14 +919,9 @@ impl Backend for Cuda {
     ) -> Result<()> {
         let t = step.len;
         check(layer < cache.k.len(), || format!("rope_kv: layer {layer} past the cache"))?;
-        check(
-            k.row_len() == cache.row
-                && v.shape == k.shape
-                && k.dtype == v.dtype
-                && q.rows() == t
-                && k.rows() == t,
-            || format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape),
-        )?;
+        check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
+            format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
+        })?;
         check(step.end() <= cache.capacity, || {
             format!("rope_kv: positions up to {} past the cache of {}", step.end(), cache.capacity)
         })?;
@@ -941,8 +946,9 @@ impl Backend for Cuda {
                     q.mptr(),
                     q.dtype.ffi(),
                     k.cptr(),
-                    v.cptr(),
                     k.dtype.ffi(),
+                    v.cptr(),
+                    v.dtype.ffi(),
                     cache.k[layer].ptr as *mut u16,
                     cache.v[layer].ptr as *mut u16,
                     &g,
