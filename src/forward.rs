@@ -27,13 +27,14 @@ pub struct LayerParams<T> {
 /// A model's parameters on a backend.
 pub struct Model<B: Backend> {
     pub config: Config,
-    pub backend: B,
     embed: B::Tensor,
     final_norm: B::Tensor,
     /// None when tied to the embedding table.
     lm_head: Option<B::Tensor>,
     layers: Vec<LayerParams<B::Tensor>>,
     rope: Vec<B::Tensor>,
+    /// Declared last so it is dropped last: the tensors above live in its memory.
+    pub backend: B,
 }
 
 /// Which rows the LM head is applied to.

@@ -555,7 +555,10 @@ impl Backend for Cuda {
     }
 
     fn supports_graphs(&self) -> bool {
-        self.profiler.is_none() && std::env::var("SCALPEL_CUDA_GRAPHS").map_or(true, |v| v != "0")
+        // Synchronizing after each launch (SCALPEL_CUDA_SYNC) is not allowed inside a recording.
+        self.profiler.is_none()
+            && !self.sync_each
+            && std::env::var("SCALPEL_CUDA_GRAPHS").map_or(true, |v| v != "0")
     }
 
     fn op_times(&self) -> Result<Vec<OpTime>> {
