@@ -628,3 +628,43 @@ fn report_loads_in_headless_chromium_without_console_errors() {
     );
     assert_eq!(dom.matches("<tr>").count(), 31, "30 lens rows and the token row");
 }
+
+/// llama.cpp applies `direction.N` to the output of block N: scalpel adds it to
+/// blocks.N.resid_post, so blocks.{N-1}.resid_post is untouched and blocks.N.resid_post moves by
+/// exactly scale × direction at every position.
+#[test]
+fn control_vector_layer_index_convention() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = build_vector(dir.path(), &["--layers", "12"]);
+    let cv = scalpel::interp::steer::ControlVector::read(Path::new(&v)).unwrap();
+    let d = &cv.directions[&12];
+    let trace = |name: &str, extra: &[&str]| -> Golden {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "trace",
+            "-m",
+            "smollm2-135m",
+            "-p",
+            "Today I went to the market",
+            "-o",
+            out.to_str().unwrap(),
+            "--points",
+            "blocks.11.resid_post,blocks.12.resid_post",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let o = scalpel(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        Golden::open(&out)
+    };
+    let plain = trace("plain.st", &[]);
+    let steered = trace("steered.st", &["--steer", &format!("{v}:2")]);
+    assert_eq!(plain.f32("blocks.11.resid_post"), steered.f32("blocks.11.resid_post"));
+    let (a, shape) = plain.f32("blocks.12.resid_post");
+    let (b, _) = steered.f32("blocks.12.resid_post");
+    for (r, (x, y)) in a.chunks(shape[1]).zip(b.chunks(shape[1])).enumerate() {
+        for ((p, q), dv) in x.iter().zip(y).zip(d) {
+            assert!((q - p - 2.0 * dv).abs() <= 1e-4 * (1.0 + p.abs()), "row {r}");
+        }
+    }
+}
