@@ -196,8 +196,25 @@ fn trace_writes_the_dump_format() {
 
 #[test]
 fn help_explains_every_flag() {
-    for sub in ["generate", "trace", "tokenize", "params"] {
-        let o = scalpel(&[sub, "--help"]);
+    for sub in [
+        "generate",
+        "trace",
+        "tokenize",
+        "params",
+        "lens",
+        "attention",
+        "neighbors",
+        "analogy",
+        "similarity",
+        "steer build",
+        "patchscope",
+        "neurons",
+        "pca",
+        "report",
+    ] {
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let o = scalpel(&args);
         assert!(o.status.success());
         let help = stdout(&o);
         let lines: Vec<&str> = help.lines().collect();
