@@ -1,4 +1,5 @@
-//! Hugging Face repo ids: found in the local HF cache, or downloaded with hf-hub when online.
+//! Hugging Face repo ids: found in the local HF cache, or downloaded with hf-hub when online
+//! (from $HF_ENDPOINT when set, else huggingface.co).
 
 use std::path::PathBuf;
 
@@ -66,8 +67,17 @@ pub fn resolve(repo_id: &str) -> Result<PathBuf> {
         )));
     }
 
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-        .with_progress(crate::progress::enabled())
+    let mut builder =
+        hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(crate::progress::enabled());
+    // Mirrors and private hubs are named the way huggingface_hub names them.
+    if let Some(endpoint) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
+    }
+    // hf-hub reads only the token file ($HF_HOME/token); the environment variable wins, as in Python.
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        builder = builder.with_token(Some(token.trim().to_string()));
+    }
+    let api = builder
         .build()
         .map_err(|e| Error::NotFound(format!("{repo_id}: cannot start a Hugging Face client: {e}")))?;
     let remote = api.repo(repo);

@@ -112,12 +112,18 @@ pub fn scalpel(args: &[&str]) -> std::process::Output {
     scalpel_env(args, &[])
 }
 
-pub fn scalpel_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+/// The built `scalpel` binary ($SCALPEL_BIN when set) as a command to adjust before running.
+pub fn scalpel_command(args: &[&str]) -> std::process::Command {
     let bin = std::env::var_os("SCALPEL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_scalpel")));
     let mut cmd = std::process::Command::new(bin);
     cmd.args(args);
+    cmd
+}
+
+pub fn scalpel_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = scalpel_command(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
