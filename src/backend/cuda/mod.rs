@@ -322,8 +322,8 @@ impl Cuda {
             f()?;
         }
         self.synchronize()?;
-        let a = self.ctx.new_event(None).map_err(|e| device_err("event", e))?;
-        let b = self.ctx.new_event(None).map_err(|e| device_err("event", e))?;
+        let a = profile::timing_event(&self.ctx).map_err(|e| device_err("event", e))?;
+        let b = profile::timing_event(&self.ctx).map_err(|e| device_err("event", e))?;
         a.record(&self.stream).map_err(|e| device_err("event", e))?;
         for _ in 0..iters {
             f()?;

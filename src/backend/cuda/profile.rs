@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::OpTime;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream};
 
+use super::device_err;
 use crate::error::{Error, Result};
 
 pub struct Profiler {
@@ -15,7 +16,15 @@ pub struct Profiler {
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
-    Error::Device(format!("profiling events: {e}"))
+    device_err("profiling events", e)
+}
+
+/// An event that can be timed: cudarc's default (`None`) disables timing, and `elapsed_ms` on
+/// such events fails.
+pub(super) fn timing_event(
+    ctx: &Arc<CudaContext>,
+) -> std::result::Result<CudaEvent, cudarc::driver::DriverError> {
+    ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
 }
 
 impl Profiler {
@@ -24,13 +33,13 @@ impl Profiler {
     }
 
     pub fn start(&self, stream: &CudaStream) -> Result<CudaEvent> {
-        let e = self.ctx.new_event(None).map_err(err)?;
+        let e = timing_event(&self.ctx).map_err(err)?;
         e.record(stream).map_err(err)?;
         Ok(e)
     }
 
     pub fn stop(&self, op: &'static str, start: CudaEvent, stream: &CudaStream) -> Result<()> {
-        let end = self.ctx.new_event(None).map_err(err)?;
+        let end = timing_event(&self.ctx).map_err(err)?;
         end.record(stream).map_err(err)?;
         self.marks.lock().expect("lock").push((op, start, end));
         Ok(())
