@@ -220,6 +220,11 @@ impl<B: Backend> Model<B> {
                 start + ids.len()
             )));
         }
+        // Checked here for every backend: a GPU gather cannot report a bad id, it reads past the table.
+        let vocab = self.embed.rows();
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
+        }
         let step = self.backend.step(ids, start)?;
         self.forward_step(&step, cache, probes, which)
     }

@@ -294,3 +294,23 @@ fn cuda_requests_say_what_is_missing() {
         assert_clean_failure(&o, "device", "cuda");
     }
 }
+
+/// A tokenizer may know more ids than the embedding table has rows (added tokens); the forward pass
+/// refuses them before any backend gathers rows, since a GPU gather would read past the table.
+#[test]
+fn token_ids_past_the_embedding_table_are_an_error() {
+    use scalpel::forward::{Logits, Model};
+    use scalpel::probe::Probes;
+    let dir = tempfile::tempdir().unwrap();
+    let files = scalpel::model::ModelFiles::open(Some(&tiny_file(dir.path()))).unwrap();
+    let model = Model::load(scalpel::backend::cpu::Cpu, &files).unwrap();
+    let vocab = files.config.vocab_size as u32;
+    let mut cache = model.new_cache(4).unwrap();
+    let err = model.forward(&[1, vocab, 2], 0, &mut cache, &mut Probes::none(), Logits::Last).unwrap_err();
+    assert_eq!(err.class(), "invalid");
+    assert!(
+        err.to_string().contains(&format!("token id {vocab} is outside the vocabulary of {vocab}")),
+        "{err}"
+    );
+    assert!(model.forward(&[1, vocab - 1], 0, &mut cache, &mut Probes::none(), Logits::Last).is_ok());
+}
