@@ -1,12 +1,25 @@
-//! Builds the CUDA kernels (feature `cuda`, on by default): kernels/*.cu compiled by nvcc into a
-//! static library with their extern "C" launchers (cudart linked statically, so the binary needs
-//! only the driver at run time), and kernels/scalpel_kernels.h turned into Rust by bindgen so
-//! host and device share one definition of every launcher and parameter struct.
+//! Builds the kernels of kernels/ twice, and their Rust bindings once.
 //!
-//! nvcc is found through NVCC, CUDA_HOME / CUDA_PATH, PATH, or the toolchain scripts/setup.sh
-//! installs from the CUDA wheels on PyPI. No GPU is needed (and nvidia-smi is never asked):
-//! machine code for sm_80, sm_86, sm_89 and sm_90 plus PTX for the newest, or the list in
-//! SCALPEL_CUDA_ARCHS (e.g. "90" or "80,90").
+//! - Always: the mock device — every kernels/*.cu rewritten into host C++ (build/mock.rs) and
+//!   compiled with kernels/mock/mock_cuda.h force-included and kernels/mock/runtime.cpp beside
+//!   it, optimized even in the test profile; its symbols are renamed scalpel_mock_*. It needs only
+//!   a C++17 compiler, so `--device mock` exists in every build.
+//! - With the `cuda` feature (the default): the real kernels, compiled by nvcc into a static
+//!   library with their extern "C" launchers (cudart linked statically, so the binary needs only
+//!   the driver at run time). nvcc is found through NVCC, CUDA_HOME / CUDA_PATH, PATH, or the
+//!   toolchain scripts/setup.sh installs from the CUDA wheels on PyPI. No GPU is needed (and
+//!   nvidia-smi is never asked): machine code for sm_80, sm_86, sm_89 and sm_90 plus PTX for the
+//!   newest, or the list in SCALPEL_CUDA_ARCHS (e.g. "90" or "80,90").
+//! - kernels/scalpel_kernels.h becomes Rust (build/ffi.rs): host and both device builds share one
+//!   definition of every launcher and parameter struct, checked by static assertions on both sides.
+//!
+//! SCALPEL_MOCK_SANITIZE=address builds the mock kernels with AddressSanitizer and UBSan's
+//! alignment check (scripts/mock_asan.sh).
+
+#[path = "build/ffi.rs"]
+mod ffi;
+#[path = "build/mock.rs"]
+mod mock;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,6 +29,7 @@ const DEFAULT_ARCHS: &str = "80,86,89,90";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=kernels");
     for var in [
         "NVCC",
@@ -24,24 +38,37 @@ fn main() {
         "PATH",
         "SCALPEL_CUDA_ARCHS",
         "SCALPEL_CUDA_HOME",
+        "SCALPEL_MOCK_SANITIZE",
         "XDG_CACHE_HOME",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    let kernels = kernel_sources();
+
+    let header = std::fs::read_to_string(HEADER).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
+    let parsed = ffi::parse(&header).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
+    let (rust, checks) = ffi::generate(&parsed, HEADER).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
+    write(&out.join("kernels.rs"), &rust);
+    write(&out.join("mock/ffi_check.cpp"), &checks);
+    write(&out.join("mock/mock_names.h"), &ffi::mock_renames(&parsed));
+
+    build_mock(&out, &kernels);
+    if env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        build_cuda(&kernels);
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create OUT_DIR subfolder");
+    // Unchanged files keep their timestamps, so cc does not rebuild what has not changed.
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return;
     }
-    let nvcc = find_nvcc().unwrap_or_else(|| {
-        panic!(
-            "\n\nscalpel's CUDA backend needs nvcc, and none was found (looked at $NVCC, $CUDA_HOME/bin, \
-             $CUDA_PATH/bin, $PATH and the toolchain scripts/setup.sh installs under {}).\n\
-             Run scripts/setup.sh to install nvcc 13.0 from PyPI, point NVCC at an nvcc, or build the \
-             CPU-only engine with `cargo build --no-default-features`.\n\n",
-            setup_toolchain_dir().display()
-        )
-    });
-    let root = nvcc.parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").to_path_buf();
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
 
+fn kernel_sources() -> Vec<PathBuf> {
     let mut kernels: Vec<PathBuf> = std::fs::read_dir("kernels")
         .expect("kernels/ exists")
         .map(|e| e.expect("readable kernels/").path())
@@ -49,6 +76,73 @@ fn main() {
         .collect();
     kernels.sort();
     assert!(!kernels.is_empty(), "no kernels/*.cu to build");
+    kernels
+}
+
+fn build_mock(out: &Path, kernels: &[PathBuf]) {
+    let dir = out.join("mock");
+    let mut sources = vec![PathBuf::from("kernels/mock/runtime.cpp"), dir.join("ffi_check.cpp")];
+    // The mock's own rule-breaking kernels (tests/mock_device.rs) are rewritten like the real ones.
+    let selftest = PathBuf::from("kernels/mock/selftest.cu");
+    for k in kernels.iter().chain([&selftest]) {
+        let rel = k.to_string_lossy().replace('\\', "/");
+        let src = std::fs::read_to_string(k).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let cpp = mock::rewrite(&src, &rel).unwrap_or_else(|e| panic!("mock build: {e}"));
+        let name = k.file_stem().expect("a file name").to_string_lossy().into_owned();
+        let path = dir.join(format!("{name}.cpp"));
+        write(&path, &cpp);
+        sources.push(path);
+    }
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let sanitize = env::var("SCALPEL_MOCK_SANITIZE").ok().filter(|v| !v.is_empty());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        // Optimized in every profile: the mock runs whole models in the tests.
+        .opt_level(2)
+        .debug(sanitize.is_some())
+        .include(root.join("kernels/mock/include"))
+        .include(root.join("kernels"))
+        .include(&root)
+        .define("SCALPEL_NO_NVTX", None)
+        .flag("-include")
+        .flag(dir.join("mock_names.h").to_str().expect("a UTF-8 OUT_DIR"))
+        .flag("-include")
+        .flag(root.join("kernels/mock/mock_cuda.h").to_str().expect("a UTF-8 path"))
+        // The kernels read bf16 through uint4 pointers, as CUDA code does.
+        .flag("-fno-strict-aliasing")
+        .flag("-Wall")
+        .flag("-Wextra")
+        .flag("-Werror")
+        .flag("-Wno-unknown-pragmas");
+    if let Some(s) = &sanitize {
+        assert_eq!(s, "address", "SCALPEL_MOCK_SANITIZE: only `address` is supported");
+        build
+            .flag("-fsanitize=address,alignment")
+            .flag("-fno-sanitize-recover=all")
+            .flag("-fno-omit-frame-pointer");
+        println!("cargo:rustc-link-arg=-fsanitize=address,alignment");
+        println!("cargo:rustc-cfg=scalpel_mock_asan");
+    }
+    println!("cargo:rustc-check-cfg=cfg(scalpel_mock_asan)");
+    build.files(&sources).compile("scalpel_mock");
+    for lib in ["stdc++", "pthread"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+}
+
+fn build_cuda(kernels: &[PathBuf]) {
+    let nvcc = find_nvcc().unwrap_or_else(|| {
+        panic!(
+            "\n\nscalpel's CUDA backend needs nvcc, and none was found (looked at $NVCC, $CUDA_HOME/bin, \
+             $CUDA_PATH/bin, $PATH and the toolchain scripts/setup.sh installs under {}).\n\
+             Run scripts/setup.sh to install nvcc 13.0 from PyPI, point NVCC at an nvcc, or build without \
+             the real CUDA backend with `cargo build --no-default-features` (the mock device stays).\n\n",
+            setup_toolchain_dir().display()
+        )
+    });
+    let root = nvcc.parent().and_then(Path::parent).expect("nvcc lives in <root>/bin").to_path_buf();
 
     let archs = env::var("SCALPEL_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.to_string());
     let archs: Vec<u32> = archs
@@ -90,7 +184,7 @@ fn main() {
         build.define("SCALPEL_NO_NVTX", None);
     }
     build.flag(format!("-gencode=arch=compute_{newest},code=compute_{newest}"));
-    build.files(&kernels).compile("scalpel_kernels");
+    build.files(kernels).compile("scalpel_kernels");
 
     for lib in ["lib", "lib64"] {
         let dir = root.join(lib);
@@ -101,23 +195,6 @@ fn main() {
     for lib in ["dl", "rt", "pthread", "stdc++"] {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
-
-    let bindings = bindgen::Builder::default()
-        .header(HEADER)
-        .clang_arg("-xc")
-        .allowlist_function("scalpel_.*")
-        .allowlist_type("Scalpel.*")
-        .allowlist_var("SCALPEL_.*")
-        .rustified_enum("ScalpelDType|ScalpelAct")
-        .derive_default(true)
-        .derive_debug(true)
-        .layout_tests(false)
-        .generate()
-        .unwrap_or_else(|e| {
-            panic!("bindgen could not read {HEADER}: {e}\n(bindgen needs libclang: `apt-get install libclang-dev`, which scripts/setup.sh does)")
-        });
-    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("kernels.rs");
-    bindings.write_to_file(&out).expect("write bindings");
 }
 
 /// Where scripts/setup.sh installs the CUDA wheels.

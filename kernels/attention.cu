@@ -149,12 +149,18 @@ int launch_rows(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, cons
 // ---------------------------------------------------------------------------------------------
 // Prefill kernel on tensor cores.
 
+// The one helper with two bodies: the mock device computes the instruction from the PTX ISA's
+// fragment layouts (kernels/mock/runtime.cpp).
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#ifdef SCALPEL_MOCK
+    ::mock::mma_m16n8k16_bf16(__LINE__, d, a, b);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
