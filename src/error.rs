@@ -31,6 +31,13 @@ pub enum Error {
     /// The compute device is missing, out of memory or reported an error.
     #[error("{0}")]
     Device(String),
+    /// A device library call failed (the CUDA driver, cuBLAS); its own error is the source.
+    #[error("{what}: {source}")]
+    DeviceCall {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// Host memory would not hold what was asked for.
     #[error("{0}")]
     OutOfMemory(String),
@@ -59,7 +66,7 @@ impl Error {
             Error::NotFound(_) => "not-found",
             Error::Tokenizer(_) => "tokenizer",
             Error::Invalid(_) => "invalid",
-            Error::Device(_) => "device",
+            Error::Device(_) | Error::DeviceCall { .. } => "device",
             Error::OutOfMemory(_) => "out-of-memory",
             Error::Interrupted(_) => "interrupted",
         }

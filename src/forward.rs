@@ -237,16 +237,8 @@ impl<B: Backend> Model<B> {
         probes: &mut Probes<B>,
         which: Logits,
     ) -> Result<B::Tensor> {
-        let be = &self.backend;
-        let ranges = be.ranges();
-        if ranges {
-            be.push_range(&format!("forward {} tokens at {}", step.len(), step.start()));
-        }
-        let out = self.forward_layers(step, cache, probes, which, ranges);
-        if ranges {
-            be.pop_range();
-        }
-        out
+        let _range = self.backend.range(|| format!("forward {} tokens at {}", step.len(), step.start()));
+        self.forward_layers(step, cache, probes, which)
     }
 
     fn forward_layers(
@@ -255,7 +247,6 @@ impl<B: Backend> Model<B> {
         cache: &mut B::Cache,
         probes: &mut Probes<B>,
         which: Logits,
-        ranges: bool,
     ) -> Result<B::Tensor> {
         let c = &self.config;
         let be = &self.backend;
@@ -272,14 +263,8 @@ impl<B: Backend> Model<B> {
             if crate::mem::interrupted() {
                 return Err(Error::Interrupted(format!("stopped in layer {l} of the forward pass")));
             }
-            if ranges {
-                be.push_range(&format!("layer {l}"));
-            }
-            let out = self.layer(l, w, &mut x, &mut pending, step, cache, probes);
-            if ranges {
-                be.pop_range();
-            }
-            out?;
+            let _range = be.range(|| format!("layer {l}"));
+            self.layer(l, w, &mut x, &mut pending, step, cache, probes)?;
         }
         let last = Point::ResidPost(c.n_layers - 1);
         if let Some(m) = pending.take() {

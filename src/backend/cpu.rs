@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::{AttnParams, Backend, Step, Tensor};
+use super::{AttnParams, Backend, Device, Step, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
 
@@ -180,9 +180,7 @@ fn check_attention(
     Ok(t)
 }
 
-impl Backend for Cpu {
-    type Tensor = CpuTensor;
-    type Cache = CpuCache;
+impl Device for Cpu {
     type Step = CpuStep;
     type Graph = ();
 
@@ -193,6 +191,11 @@ impl Backend for Cpu {
     fn reserve_weights(&self, bytes_f32: u128) -> Result<()> {
         crate::mem::check_host_alloc(bytes_f32, "the model's weights in f32")
     }
+}
+
+impl Backend for Cpu {
+    type Tensor = CpuTensor;
+    type Cache = CpuCache;
 
     fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
         CpuTensor::new(data, shape)

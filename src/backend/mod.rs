@@ -5,7 +5,6 @@
 //! for it. Shapes are row-major; "rows" are token positions.
 
 pub mod cpu;
-#[cfg(feature = "cuda")]
 pub mod cuda;
 
 use crate::error::Result;
@@ -75,10 +74,11 @@ pub trait Step {
     }
 }
 
-pub trait Backend: Send + Sync {
-    type Tensor: Tensor + Send + Sync;
-    /// The key/value cache of every layer, preallocated for a number of positions.
-    type Cache: Send;
+/// What a device offers besides arithmetic: recorded decode steps (CUDA graphs), named ranges for
+/// a profiler, its memory and per-op timing. Each method has a default for a device without the
+/// capability (the CPU), which says so.
+pub trait Device: Send + Sync {
+    /// The tokens of one forward call as the device holds them.
     type Step: Step;
     /// A recorded decode step that can be replayed (a CUDA graph); `()` where there is none.
     type Graph;
@@ -113,13 +113,6 @@ pub trait Backend: Send + Sync {
         Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
     }
 
-    /// Picks the next token from one row of logits on the device with the uniform number `u`,
-    /// by the rule of [`crate::sample::pick`]; None when this backend samples on the host (or
-    /// cannot apply these parameters, e.g. a repetition penalty).
-    fn sample(&self, _logits: &Self::Tensor, _params: &SamplingParams, _u: f64) -> Result<Option<u32>> {
-        Ok(None)
-    }
-
     /// Time spent per op since the backend was created, when it was asked to measure it.
     fn op_times(&self) -> Result<Vec<OpTime>> {
         Ok(Vec::new())
@@ -130,6 +123,13 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Checks, before any weight is loaded, that the backend can hold `bytes_f32` of f32 weights
+    /// (its own storage may be smaller): an out-of-memory error that says how much, instead of a
+    /// crash halfway through loading.
+    fn reserve_weights(&self, _bytes_f32: u128) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether named ranges (NVTX) are worth emitting: a profiler reads them.
     fn ranges(&self) -> bool {
         false
@@ -137,11 +137,45 @@ pub trait Backend: Send + Sync {
     fn push_range(&self, _name: &str) {}
     fn pop_range(&self) {}
 
-    /// Checks, before any weight is loaded, that the backend can hold `bytes_f32` of f32 weights
-    /// (its own storage may be smaller): an out-of-memory error that says how much, instead of a
-    /// crash halfway through loading.
-    fn reserve_weights(&self, _bytes_f32: u128) -> Result<()> {
-        Ok(())
+    /// A named range (for Nsight timelines) that closes when dropped; nothing, and no name
+    /// formatted, where no profiler reads ranges.
+    fn range(&self, name: impl FnOnce() -> String) -> Range<'_, Self>
+    where
+        Self: Sized,
+    {
+        if self.ranges() {
+            self.push_range(&name());
+            Range { device: Some(self) }
+        } else {
+            Range { device: None }
+        }
+    }
+}
+
+/// An open named range; see [`Device::range`].
+pub struct Range<'a, D: Device> {
+    device: Option<&'a D>,
+}
+
+impl<D: Device> Drop for Range<'_, D> {
+    fn drop(&mut self) {
+        if let Some(d) = self.device {
+            d.pop_range();
+        }
+    }
+}
+
+/// The operations of the forward pass and the interventions, one implementation per device.
+pub trait Backend: Device {
+    type Tensor: Tensor + Send + Sync;
+    /// The key/value cache of every layer, preallocated for a number of positions.
+    type Cache: Send;
+
+    /// Picks the next token from one row of logits on the device with the uniform number `u`,
+    /// by the rule of [`crate::sample::pick`]; None when this backend samples on the host (or
+    /// cannot apply these parameters, e.g. a repetition penalty).
+    fn sample(&self, _logits: &Self::Tensor, _params: &SamplingParams, _u: f64) -> Result<Option<u32>> {
+        Ok(None)
     }
 
     /// Takes a parameter (stored in the device's parameter precision).

@@ -29,12 +29,16 @@ impl ModelArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// CUDA when a GPU and the CUDA backend are available, else the CPU.
+    /// CUDA when a GPU and the CUDA backend are available, else the CPU (never the mock).
     Auto,
     /// The f32 reference backend.
     Cpu,
     /// An NVIDIA GPU through the CUDA backend.
     Cuda,
+    /// The CUDA backend on the mock device: the same kernels run on the CPU (slowly), to check
+    /// a kernel change without a GPU. SCALPEL_MOCK_SCHEDULE=forward|reverse|random[:SEED],
+    /// SCALPEL_MOCK_THREADS and SCALPEL_MOCK_MEMORY set how it runs.
+    Mock,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -124,15 +128,14 @@ pub fn on_device<T: OnBackend>(device: Device, task: T) -> Result<T::Output> {
 
 /// As [`on_device`]; `profile` times every CUDA op (ignored on the CPU).
 pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> Result<T::Output> {
-    #[cfg(not(feature = "cuda"))]
-    let _ = profile;
+    use crate::backend::cuda::{Cuda, MockOptions};
+    let timed = |cuda: Cuda| if profile { cuda.with_profiling() } else { cuda };
     match device {
         Device::Cpu => task.run(Cpu),
-        #[cfg(feature = "cuda")]
-        Device::Auto if crate::backend::cuda::Cuda::available() => match crate::backend::cuda::Cuda::new(0) {
+        Device::Auto if Cuda::available() => match Cuda::new(0) {
             Ok(cuda) => {
                 crate::info!("GPU: {}", cuda.describe());
-                task.run(if profile { cuda.with_profiling() } else { cuda })
+                task.run(timed(cuda))
             }
             Err(e) => {
                 crate::info!("note: a GPU is present but unusable ({e}); running on the CPU");
@@ -140,22 +143,17 @@ pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> R
             }
         },
         Device::Auto => task.run(Cpu),
-        #[cfg(feature = "cuda")]
-        Device::Cuda => run_cuda(profile, task),
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda => Err(Error::Device(
-            "--device cuda: this scalpel was built without CUDA (--no-default-features); rebuild with the \
-             default features and nvcc available (scripts/setup.sh installs it)"
-                .into(),
-        )),
+        Device::Cuda => {
+            let cuda = Cuda::new(0)?;
+            crate::info!("GPU: {}", cuda.describe());
+            task.run(timed(cuda))
+        }
+        Device::Mock => {
+            let cuda = Cuda::mock(MockOptions::from_env()?)?;
+            crate::info!("device: {} (no speed is measured here)", cuda.describe());
+            task.run(timed(cuda))
+        }
     }
-}
-
-#[cfg(feature = "cuda")]
-fn run_cuda<T: OnBackend>(profile: bool, task: T) -> Result<T::Output> {
-    let cuda = crate::backend::cuda::Cuda::new(0)?;
-    crate::info!("GPU: {}", cuda.describe());
-    task.run(if profile { cuda.with_profiling() } else { cuda })
 }
 
 /// Steering and ablation, shared by every command that runs the model forward.

@@ -102,8 +102,25 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let class = e.downcast_ref::<crate::Error>().map(crate::Error::class).unwrap_or("error");
-            eprintln!("error[{class}]: {e:#}");
+            eprintln!("error[{class}]: {}", said_once(&e));
             if class == "interrupted" { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// The error and its causes joined with ": ", each said once: scalpel's errors already name their
+/// source (an OS error, a driver's code) in their own message.
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }

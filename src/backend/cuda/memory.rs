@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::result;
-
+use super::gpu::{AllocError, Gpu};
 use crate::error::{Error, Result};
 
 /// Allocation granularity: sizes are rounded up so near-equal requests share free lists.
@@ -16,16 +15,17 @@ const ROUND: usize = 512;
 struct PoolState {
     /// Rounded size → free blocks, reused last-in first-out.
     free: HashMap<usize, Vec<u64>>,
-    /// Bytes held from the driver (live plus cached).
+    /// Bytes held from the device (live plus cached).
     held: usize,
     peak: usize,
 }
 
 pub struct Memory {
+    gpu: Arc<dyn Gpu>,
     state: Mutex<PoolState>,
 }
 
-/// One device allocation; returned to the pool (or to the driver) on drop.
+/// One device allocation; returned to the pool (or to the device) on drop.
 pub struct Block {
     pub ptr: u64,
     pub bytes: usize,
@@ -39,8 +39,8 @@ impl Drop for Block {
         if self.pooled {
             s.free.entry(self.bytes).or_default().push(self.ptr);
         } else {
-            // SAFETY: the pointer came from cuMemAlloc and nothing else owns it.
-            let _ = unsafe { result::free_sync(self.ptr) };
+            // SAFETY: the pointer came from the device's alloc and nothing else owns it.
+            unsafe { self.memory.gpu.free(self.ptr) };
             s.held -= self.bytes;
         }
     }
@@ -51,11 +51,11 @@ fn mib(b: usize) -> f64 {
 }
 
 impl Memory {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Memory { state: Mutex::new(PoolState::default()) })
+    pub fn new(gpu: Arc<dyn Gpu>) -> Arc<Self> {
+        Arc::new(Memory { gpu, state: Mutex::new(PoolState::default()) })
     }
 
-    /// Bytes held from the driver now, and at most so far.
+    /// Bytes held from the device now, and at most so far.
     pub fn usage(&self) -> (usize, usize) {
         let s = self.state.lock().expect("pool lock");
         (s.held, s.peak)
@@ -65,35 +65,46 @@ impl Memory {
     /// releases the cache and retries once, then reports what was needed and what is free.
     pub fn alloc(self: &Arc<Self>, bytes: usize, pooled: bool, what: &str) -> Result<Arc<Block>> {
         let size = bytes.max(1).div_ceil(ROUND) * ROUND;
+        let ptr = self.take(size, pooled, what)?;
+        // The new owner uses `bytes` of the block: the mock device guards the rest.
+        self.gpu.fresh(ptr, bytes)?;
+        Ok(Arc::new(Block { ptr, bytes: size, pooled, memory: self.clone() }))
+    }
+
+    fn take(&self, size: usize, pooled: bool, what: &str) -> Result<u64> {
         let mut s = self.state.lock().expect("pool lock");
         if pooled && let Some(ptr) = s.free.get_mut(&size).and_then(Vec::pop) {
-            return Ok(Arc::new(Block { ptr, bytes: size, pooled, memory: self.clone() }));
+            return Ok(ptr);
         }
-        // SAFETY: plain device allocation; the pointer is owned by the returned Block.
-        let ptr = match unsafe { result::malloc_sync(size) } {
+        let ptr = match self.gpu.alloc(size) {
             Ok(p) => p,
-            Err(_) => {
+            Err(AllocError::Other(e)) => return Err(e),
+            Err(AllocError::OutOfMemory(_)) => {
                 let cached: Vec<(usize, Vec<u64>)> = s.free.drain().collect();
                 for (block_size, list) in cached {
                     for p in list {
                         // SAFETY: cached blocks are owned by the pool and unused.
-                        let _ = unsafe { result::free_sync(p) };
+                        unsafe { self.gpu.free(p) };
                         s.held -= block_size;
                     }
                 }
-                unsafe { result::malloc_sync(size) }.map_err(|e| {
-                    let (free, total) = result::mem_get_info().unwrap_or((0, 0));
-                    Error::Device(format!(
-                        "out of device memory: {what} needs {:.1} MiB, {:.1} MiB free of {:.1} MiB ({e})",
-                        mib(size),
-                        mib(free),
-                        mib(total)
-                    ))
-                })?
+                match self.gpu.alloc(size) {
+                    Ok(p) => p,
+                    Err(AllocError::Other(e)) => return Err(e),
+                    Err(AllocError::OutOfMemory(why)) => {
+                        let (free, total) = self.gpu.mem_info().unwrap_or((0, 0));
+                        return Err(Error::Device(format!(
+                            "out of device memory: {what} needs {:.1} MiB, {:.1} MiB free of {:.1} MiB ({why})",
+                            mib(size),
+                            mib(free),
+                            mib(total)
+                        )));
+                    }
+                }
             }
         };
         s.held += size;
         s.peak = s.peak.max(s.held);
-        Ok(Arc::new(Block { ptr, bytes: size, pooled, memory: self.clone() }))
+        Ok(ptr)
     }
 }

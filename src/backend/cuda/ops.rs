@@ -1,0 +1,531 @@
+//! The Backend ops on the CUDA backend: each checks its shapes, allocates its output and goes
+//! through one launch (src/backend/cuda/launch.rs); matrix products are one cublasGemmEx.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::gpu::{DType, Gemm, Transpose};
+use super::tensor::{CudaCache, CudaStep, CudaTensor, to_f32};
+use super::{Cuda, ffi};
+use crate::backend::{AttnParams, Backend, Step, Tensor};
+use crate::error::{Error, Result};
+use crate::model::config::{Activation, NormKind};
+use crate::sample::SamplingParams;
+
+pub(super) fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond { Ok(()) } else { Err(Error::Invalid(what())) }
+}
+
+/// Which attention kernel to run (tests hold each against the CPU; `Auto` is what the forward
+/// pass uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnKernel {
+    Auto,
+    Rows,
+    TensorCores,
+}
+
+impl Cuda {
+    /// Attention with a chosen kernel (the Backend op uses `Auto`).
+    pub fn attention_with(
+        &self,
+        kernel: AttnKernel,
+        q: &CudaTensor,
+        cache: &CudaCache,
+        layer: usize,
+        step: &CudaStep,
+        p: &AttnParams,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let t = step.len;
+        check(q.rows() == t && q.row_len() == p.n_heads * p.head_dim, || {
+            format!("attention: q {:?}", q.shape)
+        })?;
+        check(cache.row == p.n_kv_heads * p.head_dim && layer < cache.k.len(), || {
+            "attention: cache geometry".into()
+        })?;
+        check(step.end() <= cache.capacity, || "attention: positions past the cache".into())?;
+        let mut keep = None;
+        let qb = self.as_bf16(q, &mut keep)?;
+        let out = self.alloc(DType::Bf16, &[t, p.n_heads * p.head_dim], "attention output")?;
+        let lse = self.alloc(DType::F32, &[p.n_heads, t], "attention log-sum-exp")?;
+        let g = geometry(p, t, cache.capacity);
+        // SAFETY: a pure function of the struct.
+        let need = unsafe { (self.k.attention_workspace)(&g) } as usize;
+        let ws = match (&cache.workspace, need) {
+            (_, 0) => std::ptr::null_mut(),
+            (Some(w), n) if n * 4 <= w.bytes => w.ptr as *mut f32,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "attention: workspace of {need} floats missing or too small"
+                )));
+            }
+        };
+        let (kc, vc) = (cache.k[layer].ptr as *const u16, cache.v[layer].ptr as *const u16);
+        let (o, l) = (out.mptr(), lse.mptr());
+        // SAFETY: shapes checked; the workspace is large enough.
+        self.launch("attention", |k, s| unsafe {
+            match kernel {
+                AttnKernel::Auto => (k.attention)(s, qb.cptr(), kc, vc, &g, step.start_ptr(), o, l, ws),
+                AttnKernel::Rows => (k.attention_rows)(s, qb.cptr(), kc, vc, &g, step.start_ptr(), o, l, ws),
+                AttnKernel::TensorCores => {
+                    (k.attention_prefill)(s, qb.cptr(), kc, vc, &g, step.start_ptr(), o, l)
+                }
+            }
+        })?;
+        Ok((out, lse))
+    }
+
+    /// The bf16 form of a tensor (itself when it already is).
+    pub(super) fn as_bf16<'a>(
+        &self,
+        t: &'a CudaTensor,
+        keep: &'a mut Option<CudaTensor>,
+    ) -> Result<&'a CudaTensor> {
+        if t.dtype == DType::Bf16 {
+            return Ok(t);
+        }
+        let out = self.alloc(DType::Bf16, &t.shape, "a bf16 copy")?;
+        // SAFETY: both buffers hold numel elements of their types.
+        let out = self.launch_into("cast_bf16", out, |k, s, o| unsafe {
+            (k.cast_bf16)(s, t.cptr(), o.mptr(), t.numel() as i64)
+        })?;
+        Ok(keep.insert(out))
+    }
+
+    /// Rows as the kernels take them: NULL for "every row", else a device list.
+    fn rows_arg(&self, rows: &[usize], total: usize) -> Result<(Option<CudaTensor>, usize)> {
+        if rows.len() == total && rows.iter().enumerate().all(|(i, &r)| i == r) {
+            return Ok((None, total));
+        }
+        check(rows.iter().all(|&r| r < total), || format!("rows {rows:?} outside {total} rows"))?;
+        let list: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+        let t = self.alloc(DType::F32, &[list.len()], "a row list")?;
+        self.htod(t.ptr(), &list)?;
+        Ok((Some(t), rows.len()))
+    }
+}
+
+pub(super) fn geometry(p: &AttnParams, t: usize, capacity: usize) -> ffi::ScalpelAttn {
+    ffi::ScalpelAttn {
+        n_heads: p.n_heads as i32,
+        n_kv_heads: p.n_kv_heads as i32,
+        head_dim: p.head_dim as i32,
+        t: t as i32,
+        capacity: capacity as i32,
+        window: p.window.map_or(0, |w| w as i32),
+        scale: p.scale,
+        softcap: p.softcap.unwrap_or(0.0),
+    }
+}
+
+impl Backend for Cuda {
+    type Tensor = CudaTensor;
+    type Cache = CudaCache;
+
+    /// Matrices are stored as bf16, vectors (norm weights, RoPE frequencies) as f32.
+    fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        check(n == data.len(), || format!("{} values for shape {shape:?}", data.len()))?;
+        let what = format!("a weight of shape {shape:?}");
+        if shape.len() == 1 {
+            let block = self.memory.alloc(n * 4, false, &what)?;
+            self.htod(block.ptr, &data)?;
+            return Ok(CudaTensor { block, dtype: DType::F32, shape: shape.to_vec() });
+        }
+        let half: Vec<u16> = data.par_iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+        drop(data);
+        let block = self.memory.alloc(n * 2, false, &what)?;
+        self.htod(block.ptr, &half)?;
+        Ok(CudaTensor { block, dtype: DType::Bf16, shape: shape.to_vec() })
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        check(n == data.len(), || format!("{} values for shape {shape:?}", data.len()))?;
+        let t = self.alloc(DType::F32, shape, "an upload")?;
+        self.htod(t.ptr(), data)?;
+        Ok(t)
+    }
+
+    fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        let mut bytes = vec![0u8; t.bytes()];
+        self.dtoh(&mut bytes, t.ptr())?;
+        Ok(to_f32(&bytes, t.dtype))
+    }
+
+    fn new_cache(
+        &self,
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+    ) -> Result<CudaCache> {
+        let row = n_kv_heads * head_dim;
+        let bytes =
+            capacity.checked_mul(row * 2).ok_or_else(|| Error::Invalid("KV cache size overflows".into()))?;
+        let what = format!("the KV cache ({n_layers} layers × 2 × {capacity} positions × {row} bf16)");
+        let mut k = Vec::with_capacity(n_layers);
+        let mut v = Vec::with_capacity(n_layers);
+        for _ in 0..n_layers {
+            k.push(self.memory.alloc(bytes, false, &what)?);
+            v.push(self.memory.alloc(bytes, false, &what)?);
+        }
+        // Single-row attention splits the sequence; its partial results live with the cache.
+        let probe = ffi::ScalpelAttn {
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: head_dim as i32,
+            t: 1,
+            capacity: capacity as i32,
+            window: 0,
+            scale: 1.0,
+            softcap: 0.0,
+        };
+        // SAFETY: a pure function of the struct.
+        let per_head = unsafe { (self.k.attention_workspace)(&probe) } as usize;
+        // Sized for up to 128 query heads; attention checks the real count.
+        let workspace = if per_head > 0 {
+            Some(self.memory.alloc(per_head * 128 * 4, false, "the attention workspace")?)
+        } else {
+            None
+        };
+        Ok(CudaCache { k, v, capacity, row, workspace })
+    }
+
+    fn cache_capacity(&self, cache: &CudaCache) -> usize {
+        cache.capacity
+    }
+
+    fn step(&self, ids: &[u32], start: usize) -> Result<CudaStep> {
+        check(!ids.is_empty() && start <= i32::MAX as usize, || {
+            "step: no tokens or position past i32".into()
+        })?;
+        let mut words = Vec::with_capacity(ids.len() + 1);
+        words.push(start as u32);
+        words.extend_from_slice(ids);
+        let buf = self.memory.alloc(words.len() * 4, true, "the step's tokens")?;
+        self.htod(buf.ptr, &words)?;
+        Ok(CudaStep { buf, start, len: ids.len(), staging: None })
+    }
+
+    fn sample(&self, logits: &CudaTensor, params: &SamplingParams, u: f64) -> Result<Option<u32>> {
+        if params.repetition_penalty.is_some() || logits.dtype != DType::F32 || logits.rows() != 1 {
+            return Ok(None);
+        }
+        let p = ffi::ScalpelSampling {
+            temperature: params.temperature,
+            top_k: params.top_k.map_or(0, |k| k.min(i32::MAX as usize) as i32),
+            top_p: params.top_p.unwrap_or(1.0),
+            min_p: params.min_p.unwrap_or(0.0),
+        };
+        let vocab = logits.numel() as i32;
+        let token = self.token.ptr as *mut u32;
+        // SAFETY: logits holds `vocab` f32, the token buffer one u32.
+        self.launch("sample", |k, s| unsafe { (k.sample)(s, logits.cptr(), vocab, &p, u, token) })?;
+        let mut out = [0u8; 4];
+        self.dtoh(&mut out, self.token.ptr)?;
+        let id = u32::from_le_bytes(out);
+        if id == u32::MAX {
+            return Err(Error::Invalid("the logits contain NaN: the forward pass produced garbage".into()));
+        }
+        Ok(Some(id))
+    }
+
+    fn embed(&self, table: &CudaTensor, step: &CudaStep, scale: Option<f32>) -> Result<CudaTensor> {
+        check(table.dtype == DType::Bf16 && table.shape.len() == 2, || {
+            "embed: the table must be a bf16 matrix".into()
+        })?;
+        let d = table.row_len();
+        let out = self.alloc(DType::F32, &[step.len, d], "embeddings")?;
+        // SAFETY: ids has step.len entries below the vocabulary (checked by the forward pass).
+        self.launch_into("embed", out, |k, s, o| unsafe {
+            (k.embed)(
+                s,
+                table.cptr(),
+                step.ids_ptr(),
+                step.len as i32,
+                d as i32,
+                scale.unwrap_or(1.0),
+                o.mptr(),
+            )
+        })
+    }
+
+    fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32, kind: NormKind) -> Result<CudaTensor> {
+        let n = w.numel();
+        check(w.dtype == DType::F32 && n > 0 && x.numel() % n == 0, || {
+            format!("rms_norm: {:?} in groups of {n}", x.shape)
+        })?;
+        let out = self.alloc(DType::Bf16, &x.shape, "a normed activation")?;
+        let groups = (x.numel() / n) as i32;
+        // SAFETY: x and out hold numel elements; w holds n f32.
+        self.launch_into("rms_norm", out, |k, s, o| unsafe {
+            (k.rms_norm)(
+                s,
+                x.cptr(),
+                x.dtype.ffi(),
+                w.cptr(),
+                groups,
+                n as i32,
+                eps,
+                (kind == NormKind::OnePlus) as i32,
+                o.mptr(),
+            )
+        })
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: &mut CudaTensor,
+        delta: &CudaTensor,
+        w: &CudaTensor,
+        eps: f32,
+        kind: NormKind,
+    ) -> Result<CudaTensor> {
+        let n = w.numel();
+        check(x.dtype == DType::F32 && x.shape == delta.shape && x.row_len() == n, || {
+            format!("add_rms_norm: {:?} + {:?} with a norm of {n}", x.shape, delta.shape)
+        })?;
+        let out = self.alloc(DType::Bf16, &x.shape, "a normed activation")?;
+        let rows = x.rows() as i32;
+        let xp = x.mptr();
+        // SAFETY: shapes checked above.
+        self.launch_into("add_rms_norm", out, |k, s, o| unsafe {
+            (k.add_rms_norm)(
+                s,
+                xp,
+                delta.cptr(),
+                delta.dtype.ffi(),
+                w.cptr(),
+                rows,
+                n as i32,
+                eps,
+                (kind == NormKind::OnePlus) as i32,
+                o.mptr(),
+            )
+        })
+    }
+
+    fn matmul(&self, x: &CudaTensor, w: &CudaTensor) -> Result<CudaTensor> {
+        let (m, k) = (x.rows(), x.row_len());
+        let n = w.shape[0];
+        check(w.dtype == DType::Bf16 && w.row_len() == k, || {
+            format!("matmul: [{m}, {k}] times [{n}, {}]ᵀ", w.row_len())
+        })?;
+        let mut keep = None;
+        let xb = self.as_bf16(x, &mut keep)?;
+        let out = self.alloc(DType::F32, &[m, n], "a matrix product")?;
+        // Row-major out[m, n] = x[m, k] · w[n, k]ᵀ is column-major outᵀ[n, m] = w · xᵀ:
+        // A = w read transposed (lda k), B = x (ldb k), C ldc n.
+        let g = Gemm {
+            transa: Transpose::T,
+            transb: Transpose::N,
+            m: n as i32,
+            n: m as i32,
+            k: k as i32,
+            alpha: 1.0,
+            a: w.ptr(),
+            a_type: DType::Bf16,
+            lda: k as i32,
+            b: xb.ptr(),
+            b_type: DType::Bf16,
+            ldb: k as i32,
+            beta: 0.0,
+            c: out.ptr(),
+            c_type: DType::F32,
+            ldc: n as i32,
+        };
+        self.op("matmul", || {
+            // SAFETY: pointers and leading dimensions describe the three buffers exactly.
+            unsafe { self.gpu.gemm(&g) }?;
+            self.launched("cuBLAS GemmEx", 0)
+        })?;
+        Ok(out)
+    }
+
+    fn add_assign(&self, x: &mut CudaTensor, y: &CudaTensor) -> Result<()> {
+        check(x.dtype == DType::F32 && x.shape == y.shape, || {
+            format!("add: {:?} and {:?}", x.shape, y.shape)
+        })?;
+        let xp = x.mptr();
+        // SAFETY: equal shapes.
+        self.launch("add", |k, s| unsafe { (k.add)(s, xp, y.cptr(), y.dtype.ffi(), y.numel() as i64) })
+    }
+
+    fn rope_kv(
+        &self,
+        q: &mut CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        cache: &mut CudaCache,
+        layer: usize,
+        step: &CudaStep,
+        head_dim: usize,
+        inv_freq: &CudaTensor,
+    ) -> Result<()> {
+        let t = step.len;
+        check(layer < cache.k.len(), || format!("rope_kv: layer {layer} past the cache"))?;
+        check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
+            format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
+        })?;
+        check(step.end() <= cache.capacity, || {
+            format!("rope_kv: positions up to {} past the cache of {}", step.end(), cache.capacity)
+        })?;
+        check(inv_freq.numel() == head_dim / 2 && inv_freq.dtype == DType::F32, || {
+            "rope_kv: frequencies".into()
+        })?;
+        let g = ffi::ScalpelAttn {
+            n_heads: (q.row_len() / head_dim) as i32,
+            n_kv_heads: (cache.row / head_dim) as i32,
+            head_dim: head_dim as i32,
+            t: t as i32,
+            capacity: cache.capacity as i32,
+            window: 0,
+            scale: 1.0,
+            softcap: 0.0,
+        };
+        let (qp, qd) = (q.mptr(), q.dtype.ffi());
+        let (kc, vc) = (cache.k[layer].ptr as *mut u16, cache.v[layer].ptr as *mut u16);
+        // SAFETY: shapes checked; the cache holds `capacity` rows.
+        self.launch("rope_kv", |kern, s| unsafe {
+            (kern.rope_kv)(
+                s,
+                qp,
+                qd,
+                k.cptr(),
+                k.dtype.ffi(),
+                v.cptr(),
+                v.dtype.ffi(),
+                kc,
+                vc,
+                &g,
+                step.start_ptr(),
+                inv_freq.cptr(),
+            )
+        })
+    }
+
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        cache: &CudaCache,
+        layer: usize,
+        step: &CudaStep,
+        p: &AttnParams,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        self.attention_with(AttnKernel::Auto, q, cache, layer, step, p)
+    }
+
+    fn attn_probs(
+        &self,
+        q: &CudaTensor,
+        cache: &CudaCache,
+        layer: usize,
+        step: &CudaStep,
+        p: &AttnParams,
+        lse: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        let t = step.len;
+        let s_len = step.end();
+        check(lse.shape == [p.n_heads, t] && q.rows() == t, || format!("attn_probs: lse {:?}", lse.shape))?;
+        let mut keep = None;
+        let qb = self.as_bf16(q, &mut keep)?;
+        let out = self.alloc(DType::F32, &[p.n_heads, t, s_len], "attention probabilities")?;
+        let g = geometry(p, t, cache.capacity);
+        let kc = cache.k[layer].ptr as *const u16;
+        // SAFETY: out holds heads × t × s floats.
+        self.launch_into("attn_probs", out, |k, s, o| unsafe {
+            (k.attn_probs)(s, qb.cptr(), kc, &g, step.start_ptr(), lse.cptr(), s_len as i32, o.mptr())
+        })
+    }
+
+    fn glu(&self, gate: &CudaTensor, up: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+        check(gate.shape == up.shape && gate.dtype == DType::F32 && up.dtype == DType::F32, || {
+            format!("glu: {:?} and {:?}", gate.shape, up.shape)
+        })?;
+        let out = self.alloc(DType::Bf16, &gate.shape, "MLP activations")?;
+        let a = match act {
+            Activation::Silu => ffi::ScalpelAct::SCALPEL_SILU,
+            Activation::GeluTanh => ffi::ScalpelAct::SCALPEL_GELU_TANH,
+        };
+        // SAFETY: equal shapes.
+        self.launch_into("glu", out, |k, s, o| unsafe {
+            (k.glu)(s, gate.cptr(), up.cptr(), a, o.mptr(), gate.numel() as i64)
+        })
+    }
+
+    fn softcap(&self, x: &mut CudaTensor, cap: f32) -> Result<()> {
+        check(x.dtype == DType::F32, || "softcap: f32 only".into())?;
+        let (xp, n) = (x.mptr(), x.numel() as i64);
+        // SAFETY: numel elements.
+        self.launch("softcap", |k, s| unsafe { (k.softcap)(s, xp, n, cap) })
+    }
+
+    fn last_row(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let (r, n) = (x.rows(), x.row_len());
+        check(r > 0, || "last_row of an empty tensor".into())?;
+        let mut shape = x.shape.clone();
+        shape[0] = 1;
+        let out = self.alloc(x.dtype, &shape, "a row")?;
+        let bytes = n * x.dtype.size();
+        self.dtod(out.ptr(), x.ptr() + ((r - 1) * bytes) as u64, bytes)?;
+        Ok(out)
+    }
+
+    fn cosine_rows(&self, table: &CudaTensor, v: &CudaTensor) -> Result<CudaTensor> {
+        let n = table.row_len();
+        check(table.dtype == DType::Bf16 && v.numel() == n && v.dtype == DType::F32, || {
+            "cosine_rows: shapes".into()
+        })?;
+        let out = self.alloc(DType::F32, &[table.rows()], "cosine similarities")?;
+        let rows = table.rows() as i32;
+        // SAFETY: shapes checked.
+        self.launch_into("cosine_rows", out, |k, s, o| unsafe {
+            (k.cosine_rows)(s, table.cptr(), v.cptr(), rows, n as i32, o.mptr())
+        })
+    }
+
+    fn add_rows(&self, x: &mut CudaTensor, v: &CudaTensor, scale: f32, rows: &[usize]) -> Result<()> {
+        let n = x.row_len();
+        check(v.numel() == n && v.dtype == DType::F32, || {
+            format!("add: vector of {} for rows of {n}", v.numel())
+        })?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (list, count) = self.rows_arg(rows, x.rows())?;
+        let rp = list.as_ref().map_or(std::ptr::null(), |b| b.cptr::<i32>());
+        let (xp, xd) = (x.mptr(), x.dtype.ffi());
+        // SAFETY: row indices checked against x.
+        self.launch("add_rows", |k, s| unsafe {
+            (k.add_rows)(s, xp, xd, v.cptr(), scale, rp, count as i32, n as i32)
+        })
+    }
+
+    fn set_row(&self, x: &mut CudaTensor, row: usize, values: &CudaTensor) -> Result<()> {
+        let n = x.row_len();
+        check(values.numel() == n && row < x.rows() && values.dtype == DType::F32, || {
+            format!("replace: row {row} of {} with {} values", x.rows(), values.numel())
+        })?;
+        let (xp, xd) = (x.mptr(), x.dtype.ffi());
+        // SAFETY: row < rows, n values.
+        self.launch("set_row", |k, s| unsafe { (k.set_row)(s, xp, xd, values.cptr(), row as i32, n as i32) })
+    }
+
+    fn ablate_rows(&self, x: &mut CudaTensor, u: &CudaTensor, rows: &[usize]) -> Result<()> {
+        let n = x.row_len();
+        check(u.numel() == n && u.dtype == DType::F32, || {
+            format!("ablate: direction of {} for rows of {n}", u.numel())
+        })?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (list, count) = self.rows_arg(rows, x.rows())?;
+        let rp = list.as_ref().map_or(std::ptr::null(), |b| b.cptr::<i32>());
+        let (xp, xd) = (x.mptr(), x.dtype.ffi());
+        // SAFETY: row indices checked against x.
+        self.launch("ablate_rows", |k, s| unsafe {
+            (k.ablate_rows)(s, xp, xd, u.cptr(), rp, count as i32, n as i32)
+        })
+    }
+}
