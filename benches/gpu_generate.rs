@@ -8,8 +8,8 @@ mod common;
 
 #[cfg(feature = "cuda")]
 fn main() {
-    use scalpel::backend::Backend;
     use scalpel::backend::cuda::Cuda;
+    use scalpel::backend::{Backend, Device};
     use scalpel::forward::{Logits, Model};
     use scalpel::generate::{GenerateOptions, generate};
     use scalpel::model::weights::{Weight, layer_weights};

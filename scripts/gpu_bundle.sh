@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds what a GPU machine without Rust needs into .gpu/ (git-ignored): the CLI, the GPU test
 # binaries and the GPU benchmarks, stripped, for sm_90 by default (SCALPEL_CUDA_ARCHS overrides),
-# and the default models cut into parts small enough to travel (a device call carries at most
-# 64 MiB). scripts/gpu_check.sh runs them there; see its header for the order of calls.
+# packed into .gpu/fast.tar.xz for `gpu_check.sh fast` (one device call, no model), and the
+# default models cut into parts small enough to travel (a device call carries at most 64 MiB)
+# for the real-model checks. scripts/gpu_check.sh runs them there; see its header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SCALPEL_CUDA_ARCHS=${SCALPEL_CUDA_ARCHS:-90}
@@ -28,6 +29,9 @@ for line in sys.stdin:
   strip "$out/bin/$name"
 done
 ls -la "$out/bin"
+# What `gpu_check.sh fast` needs, packed to travel in one call (under 64 MiB).
+tar -cJf "$out/fast.tar.xz" -C "$out/bin" kernels cuda_model gpu_kernels gpu_generate scalpel
+ls -la "$out/fast.tar.xz"
 
 models="${SCALPEL_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/scalpel/models}"
 for f in SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf; do

@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
 # Runs scalpel's GPU checks on a machine with an NVIDIA GPU and no Rust, from the repository root,
-# with the binaries scripts/gpu_bundle.sh put in .gpu/bin (and, for the model checks, the model
-# parts it put in .gpu/models). Logs and a summary go to $OUT (or .gpu/out).
+# with what scripts/gpu_bundle.sh built here: the binaries in .gpu/bin (or packed in .gpu/fast.tar.xz)
+# and, for the real-model checks, the model parts in .gpu/models. Logs and a summary go to $OUT
+# (or .gpu/out).
 #
-#   scripts/gpu_check.sh kernels    every kernel against its CPU twin (tests/kernels.rs)
+#   scripts/gpu_check.sh fast       ONE call, no model carried, under 5 minutes: kernel parity
+#                                   (tests/kernels.rs), random-weight models of the SmolLM2,
+#                                   gemma-3-270m and Llama-3.2-3B shapes against the CPU
+#                                   (tests/cuda_model.rs random_models), compute-sanitizer memcheck,
+#                                   racecheck and synccheck over the kernel tests, and the prefill
+#                                   and decode benches on random-weight models; one summary
+#   scripts/gpu_check.sh kernels    every kernel against its CPU twin
 #   scripts/gpu_check.sh sanitize   compute-sanitizer memcheck, racecheck, initcheck, synccheck over
 #                                   the kernel tests, and memcheck over a short generate and trace
 #   scripts/gpu_check.sh model      the whole model on CUDA vs CPU and transformers (tests/cuda_model.rs)
 #   scripts/gpu_check.sh bench      gpu_kernels, gpu_generate, capture_cost, and transformers beside them
-#   scripts/gpu_check.sh all        all of the above
+#   scripts/gpu_check.sh all        all but fast
 #
-# A device call carries at most 64 MiB, the tracked tree (~30 MiB, mostly tests/golden) included,
-# and ignored files stay on the machine between calls while it is warm (30 s). So:
-#   call 1: carry .gpu/bin/kernels, .gpu/bin/gpu_kernels, .gpu/bin/gpu_generate, .gpu/bin/scalpel;
-#           run `scripts/gpu_check.sh kernels sanitize bench` (random-weight models need no download);
-#   calls 2-5: carry one 30 MiB part each of .gpu/models/SmolLM2-…part0N (and .sha256), then
-#           .gpu/bin/cuda_model and .gpu/bin/capture_cost; run `scripts/gpu_check.sh model`;
-#   gemma-3-270m adds nine parts the same way. This script reassembles the parts it finds and
-#   checks their sha256 before any model check.
+# Every test binary is the one the mock device runs in every `cargo test`; here `--device cuda`.
+# A device call carries at most 64 MiB: `fast` needs only .gpu/fast.tar.xz (the test and bench
+# binaries, packed). The real-model checks carry the model parts in further calls (30 MiB each):
+# `model` reassembles the parts it finds and checks their sha256 first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${OUT:-$root/.gpu/out}
 mkdir -p "$out"
 bin=$root/.gpu/bin
-[ -x "$bin/scalpel" ] || { echo "gpu_check: $bin/scalpel missing: run scripts/gpu_bundle.sh where Rust is" >&2; exit 2; }
+if [ ! -x "$bin/kernels" ] && [ -f "$root/.gpu/fast.tar.xz" ]; then
+  mkdir -p "$bin" && tar -xJf "$root/.gpu/fast.tar.xz" -C "$bin"
+fi
+[ -x "$bin/kernels" ] || { echo "gpu_check: $bin/kernels missing: run scripts/gpu_bundle.sh where Rust is" >&2; exit 2; }
 
 # cuBLAS: the binary opens it at run time.
 find_cublas() {
@@ -69,14 +75,17 @@ assemble() {
 }
 
 declare -a summary
+failures=0
 run() { # name command...
   local name=$1; shift
   echo "== $name: $*"
   local t0=$SECONDS
   "$@" > "$out/$name.log" 2>&1
   local rc=$?
+  [ $rc = 0 ] || failures=$((failures + 1))
   tail -n 25 "$out/$name.log"
-  summary+=("$(printf '%-28s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - t0)))")
+  summary+=("$(printf '%-28s %-6s %4ss  %s' "$name" "$([ $rc = 0 ] && echo ok || echo FAIL:$rc)" $((SECONDS - t0)) \
+    "$(grep -E 'passed|FAILED|ERROR SUMMARY|tok/s' "$out/$name.log" | tail -n 1 | cut -c1-70)")")
 }
 
 san() { # tool, then the command
@@ -85,16 +94,26 @@ san() { # tool, then the command
 }
 
 modes=${*:-all}
-want() { [[ " $modes " == *" $1 "* || " $modes " == *" all "* ]]; }
+want() { [[ " $modes " == *" $1 "* || ( " $modes " == *" all "* && $1 != fast ) ]]; }
 
+if want fast; then
+  export SCALPEL_TEST_QUICK=1
+  run kernels "$bin/kernels" --device cuda
+  run random_models "$bin/cuda_model" --device cuda random_models
+  run memcheck san memcheck "$bin/kernels" --device cuda
+  run racecheck san racecheck "$bin/kernels" --device cuda attention sample rms_norm add_rms_norm interventions
+  run synccheck san synccheck "$bin/kernels" --device cuda attention sample rms_norm
+  run gpu_kernels "$bin/gpu_kernels"
+  run gpu_generate "$bin/gpu_generate"
+fi
 if want kernels; then
-  run kernels "$bin/kernels"
+  run kernels "$bin/kernels" --device cuda
 fi
 if want sanitize; then
-  run memcheck san memcheck "$bin/kernels"
-  run racecheck san racecheck "$bin/kernels" attention sample rms_norm add_rms_norm interventions
-  run initcheck san initcheck "$bin/kernels"
-  run synccheck san synccheck "$bin/kernels" attention sample rms_norm
+  run memcheck san memcheck "$bin/kernels" --device cuda
+  run racecheck san racecheck "$bin/kernels" --device cuda attention sample rms_norm add_rms_norm interventions
+  run initcheck san initcheck "$bin/kernels" --device cuda
+  run synccheck san synccheck "$bin/kernels" --device cuda attention sample rms_norm
 fi
 have_models=0
 if want model || want sanitize || want bench; then
@@ -104,13 +123,13 @@ if want model || want sanitize || want bench; then
   export SCALPEL_MODELS=$models
 fi
 if [ $have_models = 1 ]; then
-  want model && run cuda_model "$bin/cuda_model"
+  want model && run cuda_model "$bin/cuda_model" --device cuda
   if want sanitize; then
     run memcheck-generate san memcheck "$bin/scalpel" generate -p "The capital of France is" -n 8 --device cuda
     run memcheck-trace san memcheck "$bin/scalpel" trace -p "the apple is green" -o "$out/trace.safetensors" --force \
       --points 'blocks.*.resid_post,blocks.*.attn_probs,logits' --device cuda
   fi
-else
+elif want model || want sanitize || want bench; then
   summary+=("model checks: skipped (no model parts in .gpu/models)")
 fi
 if want bench; then
@@ -121,3 +140,4 @@ if want bench; then
 fi
 echo
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
+[ $failures = 0 ]

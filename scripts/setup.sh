@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what scalpel needs to build and run, once; every step is skipped when already done.
 #
-#   - libclang (Debian's libclang-dev), which bindgen needs to read the kernels' header;
+#   - a C++17 compiler (g++ or clang++), which builds the mock device's kernels;
 #   - nvcc 13.0 from the CUDA wheels on PyPI (unless an nvcc is already found), which build.rs
 #     uses to compile the kernels: no GPU is needed to build;
 #   - fonts for the pictures (Debian's fonts-dejavu-core, and fonts-wqy-microhei for CJK);
@@ -45,18 +45,12 @@ as_root() {
     die "need root to run: $*"; fi
 }
 
-# --- libclang for bindgen ------------------------------------------------------------------
-# bindgen loads libclang.so (the C API), not libclang-cpp.
-have_libclang() {
-  [ -n "${LIBCLANG_PATH:-}" ] && return 0
-  ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so' && return 0
-  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1
-}
-if [ "$want_cuda" = 1 ] && ! have_libclang; then
-  command -v apt-get >/dev/null || die "libclang is missing and this is not a Debian/Ubuntu system: install libclang and set LIBCLANG_PATH"
-  say "installing libclang-dev (for bindgen)"
+# --- a C++ compiler for the mock device ------------------------------------------------------
+if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null && ! command -v clang++ >/dev/null; then
+  command -v apt-get >/dev/null || die "no C++ compiler found: install g++ (the mock device's kernels are C++)"
+  say "installing g++ (the mock device's kernels are C++)"
   as_root apt-get update -qq >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 fi
 
 # --- Debian packages: fonts always, a browser for the tests ---------------------------------

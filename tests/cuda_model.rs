@@ -1,229 +1,516 @@
-//! The whole model on the CUDA backend against the CPU reference and transformers' goldens: every
-//! layer's residual stream and the logits within bf16 tolerance, the same 32 greedy tokens,
-//! recorded (graph) decoding equal to plain decoding, interventions on the GPU, and the microscope
-//! commands with --device cuda. Prints why it skipped when there is no GPU.
+//! The whole model on the CUDA backend — on the mock device in every `cargo test`, on the GPU in
+//! scripts/gpu_check.sh or wherever one is present — against transformers' goldens and the CPU
+//! reference: embed, every residual stream, every attention row (recomputed from the fused
+//! kernel's log-sum-exp) and the logits at bf16 tolerances; the greedy tokens; every probe point;
+//! prefill through the tensor-core kernel then decode, with and without graph replay; add,
+//! replace and ablate; device sampling against the host rule; and the microscope commands.
+//!
+//! Tolerances, per position (relative L2 of a row), and why: the device stores weights and the
+//! KV cache in bf16 (8 significant bits, 2^-9 relative rounding) and rounds the input of every
+//! matrix product to bf16, while the residual stream and every sum stay f32. A product's relative
+//! error is then ~2^-9 times its condition (|W||x| / |Wx|), so it stays near 3e-3 where a row is
+//! not a cancellation and grows where it is. Measured on the mock (worst rows against
+//! transformers over the golden prompts, printed by every run): SmolLM2 residual 2.3e-2,
+//! attention 5.1e-2, logits 4.6e-2; gemma-3-270m 1.3e-2 / 2.3e-2 / 8.4e-3 on its prompts, but
+//! 9.6e-2 on one row of the window-8 golden: there layer 5's GeGLU output at position 18 is a
+//! near-cancellation (norm 6, against ~100 elsewhere), which Gemma's post-feed-forward RMSNorm
+//! scales back up to full size, error included (its attention row in layer 6 then differs by
+//! 1.7e-1); the next layers bring it back under 2e-2. The limits leave about 2x room over those
+//! figures. Greedy tokens must equal transformers' except
+//! at a step where the reference's top two logits are within TIE of each other (a near-tie bf16
+//! may flip; the run prints each such step and its margin).
 
 mod common;
+#[path = "../benches/common/shapes.rs"]
+mod shapes;
 
-#[cfg(feature = "cuda")]
-mod gpu {
-    use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
-    use scalpel::backend::Backend;
-    use scalpel::backend::cpu::Cpu;
-    use scalpel::backend::cuda::Cuda;
-    use scalpel::forward::{Logits, Model};
-    use scalpel::generate::{GenerateOptions, generate};
-    use scalpel::model::ModelFiles;
-    use scalpel::probe::{Edit, Point, Positions, Probes};
-    use scalpel::sample::SamplingParams;
+use scalpel::backend::cpu::Cpu;
+use scalpel::backend::cuda::{Cuda, Schedule};
+use scalpel::backend::{Backend, Device};
+use scalpel::forward::{Logits, Model};
+use scalpel::generate::{GenerateOptions, generate};
+use scalpel::model::ModelFiles;
+use scalpel::probe::{Edit, Point, Positions, Probes};
+use scalpel::sample::SamplingParams;
 
-    use super::common::reference::{goldens, ids_of};
-    use super::common::{golden_dir, open_known, rel_l2, scalpel, stderr, stdout};
+use common::devices::{self, Target};
+use common::reference::{goldens, ids_of};
+use common::{Golden, golden_dir, open_known, rel_l2, scalpel_env, stderr, stdout};
 
-    /// A residual stream kept in f32 but fed through bf16 weights and activations for 30 layers.
-    const MODEL_TOL: f64 = 5e-2;
+/// Residual stream and logits rows (first) and attention probability rows (second), per model;
+/// see the header for the measurements behind them.
+fn tolerances(arch: scalpel::model::config::Arch) -> (f64, f64) {
+    match arch {
+        scalpel::model::config::Arch::Llama => (5e-2, 1e-1),
+        scalpel::model::config::Arch::Gemma3 => (2e-1, 3e-1),
+    }
+}
+/// SmolLM2's, for the tests that run it alone.
+const RESID_TOL: f64 = 5e-2;
+const ATTN_TOL: f64 = 1e-1;
+/// A greedy step whose top two reference logits are closer than this may flip under bf16: the
+/// logits carry a few 1e-2 of relative error on values of a few units.
+const TIE: f32 = 0.25;
 
-    struct Both {
-        files: ModelFiles,
-        cpu: Model<Cpu>,
-        gpu: Model<Cuda>,
+struct Ctx {
+    target_label: String,
+    schedule: Option<Schedule>,
+}
+
+impl Ctx {
+    fn open(&self) -> Cuda {
+        Target { label: self.target_label.clone(), schedule: self.schedule }.open()
     }
 
-    fn load(alias: &str) -> Both {
-        let files = open_known(alias);
-        let cpu = Model::load(Cpu, &files).unwrap();
-        let gpu = Model::load(Cuda::new(0).unwrap(), &files).unwrap();
-        Both { files, cpu, gpu }
-    }
-
-    fn greedy<B: scalpel::backend::Backend>(
-        m: &Model<B>,
-        ids: &[u32],
-        n: usize,
-        probes: &mut Probes<B>,
-    ) -> Vec<u32> {
-        let opts = GenerateOptions { max_tokens: n, sampling: SamplingParams::default(), stop_at_eos: false };
-        generate(m, ids, &opts, probes, |_| Ok(true)).unwrap().generated_ids
-    }
-
-    fn forward_matches(alias: &str, dir: &str) {
-        let b = load(alias);
-        let c = &b.files.config;
-        for g in goldens(&golden_dir().join(dir), "prompt") {
-            let ids = ids_of(&g);
-            let points: Vec<Point> = (0..c.n_layers).map(Point::ResidPost).chain([Point::Logits]).collect();
-            let run = |probes_cpu: &mut Probes<Cpu>, probes_gpu: &mut Probes<Cuda>| {
-                let mut cc = b.cpu.new_cache(ids.len()).unwrap();
-                b.cpu.forward(&ids, 0, &mut cc, probes_cpu, Logits::All).unwrap();
-                let mut gc = b.gpu.new_cache(ids.len()).unwrap();
-                b.gpu.forward(&ids, 0, &mut gc, probes_gpu, Logits::All).unwrap();
-            };
-            let (mut pc, mut pg) = (Probes::capturing(points.clone()), Probes::capturing(points.clone()));
-            run(&mut pc, &mut pg);
-            let mut worst = 0f64;
-            for p in &points {
-                let (a, bb) = (&pg.captured()[p][0], &pc.captured()[p][0]);
-                let row = a.shape[1];
-                for (r, (x, y)) in a.data.chunks(row).zip(bb.data.chunks(row)).enumerate() {
-                    let e = rel_l2(x, y);
-                    assert!(
-                        e <= MODEL_TOL,
-                        "{alias} {:?} {p} row {r}: CUDA vs CPU relative error {e:e}",
-                        g.meta("prompt")
-                    );
-                    worst = worst.max(e);
-                }
-            }
-            println!("  {alias} {:?}: worst row error CUDA vs CPU {worst:.2e}", g.meta("prompt"));
-            let want: Vec<u32> = g.i64("greedy").iter().map(|&i| i as u32).collect();
-            let got = greedy(&b.gpu, &ids, want.len(), &mut Probes::none());
-            assert_eq!(got, want, "{alias}: CUDA greedy tokens of {:?} vs transformers", g.meta("prompt"));
+    /// The --device value of the CLI for this target, and its environment.
+    fn device_args(&self) -> (&'static str, Vec<(&'static str, String)>) {
+        match self.schedule {
+            Some(s) => ("mock", vec![("SCALPEL_MOCK_SCHEDULE", s.to_string())]),
+            None => ("cuda", vec![]),
         }
-    }
-
-    fn smollm2_matches_cpu_and_transformers() {
-        forward_matches("smollm2-135m", "smollm2");
-    }
-
-    fn gemma3_matches_cpu_and_transformers() {
-        forward_matches("gemma3-270m", "gemma3");
-    }
-
-    /// Recorded graph replays give exactly the plain steps' tokens.
-    fn graph_replay_equals_plain_decoding() {
-        let b = load("smollm2-135m");
-        let ids = b.files.tokenizer.encode("Once upon a time, in a small village by the sea,").unwrap();
-        let with = greedy(&b.gpu, &ids, 48, &mut Probes::none());
-        // SAFETY of the env var: single-threaded here; the backend reads it per generation.
-        unsafe { std::env::set_var("SCALPEL_CUDA_GRAPHS", "0") };
-        let without = greedy(&b.gpu, &ids, 48, &mut Probes::none());
-        unsafe { std::env::remove_var("SCALPEL_CUDA_GRAPHS") };
-        assert_eq!(with, without);
-        // Steering replays too: a zero-scale vector at every layer changes nothing.
-        let mut p = Probes::none();
-        for l in 0..b.files.config.n_layers {
-            let v = b.gpu.backend.upload(&vec![1.0; 576], &[576]).unwrap();
-            p.edit(Point::ResidPost(l), Edit::Add { vector: v, scale: 0.0, positions: Positions::All })
-                .unwrap();
-        }
-        assert_eq!(greedy(&b.gpu, &ids, 48, &mut p), with);
-    }
-
-    /// Device sampling follows the same rule and seed as the host: the same text, barring a draw
-    /// that falls on a boundary moved by bf16 logits.
-    fn device_sampling_matches_the_host_rule() {
-        let b = load("smollm2-135m");
-        let ids = b.files.tokenizer.encode("The weather today is").unwrap();
-        let opts = GenerateOptions {
-            max_tokens: 12,
-            sampling: SamplingParams {
-                temperature: 0.8,
-                top_k: Some(50),
-                top_p: Some(0.95),
-                seed: 3,
-                ..Default::default()
-            },
-            stop_at_eos: false,
-        };
-        let a = generate(&b.gpu, &ids, &opts, &mut Probes::none(), |_| Ok(true)).unwrap().generated_ids;
-        let c = generate(&b.cpu, &ids, &opts, &mut Probes::none(), |_| Ok(true)).unwrap().generated_ids;
-        assert_eq!(a[0], c[0], "the first sampled token: GPU {a:?} vs CPU {c:?}");
-    }
-
-    fn microscope_on_cuda() {
-        let o = scalpel(&["lens", "-p", "The capital of France is", "--device", "cuda", "--json", "-q"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-        assert_eq!(v["layers"][29][4][0]["token"], " Paris");
-        let o = scalpel(&[
-            "attention",
-            "-p",
-            "the apple is green. what color is the apple?",
-            "--find",
-            "--query",
-            "apple",
-            "--key",
-            "green",
-            "--device",
-            "cuda",
-            "--json",
-            "-q",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-        assert!(v["heads"][0]["score"].as_f64().unwrap() > 0.25, "{v}");
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("t.safetensors");
-        let o = scalpel(&[
-            "trace",
-            "-p",
-            "Hello there",
-            "-o",
-            out.to_str().unwrap(),
-            "--device",
-            "cuda",
-            "--points",
-            "blocks.*.attn_probs,logits",
-            "-q",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let o = scalpel(&[
-            "generate",
-            "-p",
-            "The capital of France is",
-            "-n",
-            "8",
-            "--device",
-            "cuda",
-            "--profile",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        assert!(stderr(&o).contains("matmul") && stderr(&o).contains("attention"), "{}", stderr(&o));
-    }
-
-    pub fn main() {
-        let tests: [(&str, fn()); 5] = [
-            ("smollm2_matches_cpu_and_transformers", smollm2_matches_cpu_and_transformers),
-            ("gemma3_matches_cpu_and_transformers", gemma3_matches_cpu_and_transformers),
-            ("graph_replay_equals_plain_decoding", graph_replay_equals_plain_decoding),
-            ("device_sampling_matches_the_host_rule", device_sampling_matches_the_host_rule),
-            ("microscope_on_cuda", microscope_on_cuda),
-        ];
-        let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-        let chosen: Vec<_> = tests
-            .iter()
-            .filter(|(n, _)| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str())))
-            .collect();
-        if !Cuda::available() {
-            println!(
-                "cuda_model: {} tests SKIPPED — no CUDA driver or GPU here; run scripts/gpu_check.sh on a GPU machine",
-                chosen.len()
-            );
-            return;
-        }
-        let mut failed = Vec::new();
-        for (name, f) in chosen {
-            let t = std::time::Instant::now();
-            match catch_unwind(AssertUnwindSafe(f)) {
-                Ok(()) => println!("test {name} ... ok ({:.1}s)", t.elapsed().as_secs_f64()),
-                Err(_) => {
-                    println!("test {name} ... FAILED");
-                    failed.push(*name);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            println!("cuda_model: FAILED {failed:?}");
-            std::process::exit(1);
-        }
-        println!("cuda_model: all passed");
     }
 }
 
+fn files(alias: &str) -> &'static ModelFiles {
+    static SMOL: OnceLock<ModelFiles> = OnceLock::new();
+    static GEMMA: OnceLock<ModelFiles> = OnceLock::new();
+    let cell = if alias == "gemma3-270m" { &GEMMA } else { &SMOL };
+    cell.get_or_init(|| open_known(alias))
+}
+
+fn cpu(alias: &str) -> &'static Model<Cpu> {
+    static SMOL: OnceLock<Model<Cpu>> = OnceLock::new();
+    static GEMMA: OnceLock<Model<Cpu>> = OnceLock::new();
+    let cell = if alias == "gemma3-270m" { &GEMMA } else { &SMOL };
+    cell.get_or_init(|| Model::load(Cpu, files(alias)).expect("the model loads on the CPU"))
+}
+
+fn greedy<B: Backend>(m: &Model<B>, ids: &[u32], n: usize, probes: &mut Probes<B>) -> Vec<u32> {
+    let opts = GenerateOptions { max_tokens: n, sampling: SamplingParams::default(), stop_at_eos: false };
+    generate(m, ids, &opts, probes, |_| Ok(true)).unwrap().generated_ids
+}
+
+/// Rows of `got` against `want`; returns the worst relative error.
+fn rows(what: &str, got: &[f32], want: &[f32], row: usize, tol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = 0f64;
+    for (r, (a, b)) in got.chunks(row).zip(want.chunks(row)).enumerate() {
+        let e = rel_l2(a, b);
+        assert!(e <= tol, "{what}: row {r} relative error {e:e} > {tol:e}");
+        worst = worst.max(e);
+    }
+    worst
+}
+
+/// One golden prompt: every captured point against transformers, then the greedy tokens
+/// (`reference` is the CPU model of the same configuration, for near-ties).
+fn check_golden(model: &Model<Cuda>, reference: &Model<Cpu>, g: &Golden) -> (f64, f64) {
+    let c = &model.config;
+    let prompt = g.meta("prompt").unwrap();
+    let ids = ids_of(g);
+    let t = ids.len();
+    let (resid_tol, attn_tol) = tolerances(c.arch);
+    let mut points = vec![Point::Embed, Point::Logits];
+    for l in 0..c.n_layers {
+        points.extend([Point::ResidPost(l), Point::AttnProbs(l)]);
+    }
+    let mut probes = Probes::capturing(points);
+    let mut cache = model.new_cache(t).unwrap();
+    model.forward(&ids, 0, &mut cache, &mut probes, Logits::All).unwrap();
+    let cap = probes.captured();
+    let get = |p: Point| cap[&p][0].data.clone();
+    rows(&format!("{prompt:?} embed"), &get(Point::Embed), &g.f32("embed").0, c.hidden_size, 1e-2);
+    let (resid, _) = g.f32("resid_post");
+    let (attn, _) = g.f32("attn_probs");
+    let (mut worst_resid, mut worst_attn) = (0f64, 0f64);
+    for l in 0..c.n_layers {
+        let per = t * c.hidden_size;
+        let what = format!("{prompt:?} blocks.{l}.resid_post");
+        worst_resid = worst_resid.max(rows(
+            &what,
+            &get(Point::ResidPost(l)),
+            &resid[l * per..(l + 1) * per],
+            c.hidden_size,
+            resid_tol,
+        ));
+        let per = c.n_heads * t * t;
+        let what = format!("{prompt:?} blocks.{l}.attn_probs");
+        worst_attn = worst_attn.max(rows(
+            &what,
+            &get(Point::AttnProbs(l)),
+            &attn[l * per..(l + 1) * per],
+            t,
+            attn_tol,
+        ));
+    }
+    let (logits, _) = g.f32("logits");
+    let first: usize = g.meta("logits_first_position").unwrap().parse().unwrap();
+    let worst_logits = rows(
+        &format!("{prompt:?} logits"),
+        &get(Point::Logits)[first * c.vocab_size..],
+        &logits,
+        c.vocab_size,
+        resid_tol,
+    );
+    println!(
+        "  {prompt:?}: worst row error vs transformers: resid_post {worst_resid:.2e}, attn_probs {worst_attn:.2e}, logits {worst_logits:.2e}"
+    );
+    let want: Vec<u32> = g.i64("greedy").iter().map(|&i| i as u32).collect();
+    let got = greedy(model, &ids, want.len(), &mut Probes::none());
+    if got != want {
+        // bf16 may flip a near-tie, and only that: on the same path up to the first difference,
+        // the reference's top two logits at that step must be closer than TIE (and the
+        // reference itself picks transformers' token there: a margin of at least 0).
+        let margins = margins(reference, &ids, &want);
+        let i = got.iter().zip(&want).position(|(a, b)| a != b).expect("different tokens");
+        println!("    greedy differs at step {i}: a near-tie in the reference (margin {:.4})", margins[i]);
+        assert!(
+            (0.0..TIE).contains(&margins[i]),
+            "greedy tokens of {prompt:?} vs transformers differ at step {i}, where the reference margin is {:.3}\n  got {got:?}\n want {want:?}",
+            margins[i]
+        );
+    }
+    (worst_resid, worst_logits)
+}
+
+/// Top-1 minus top-2 logit of the reference at each step of transformers' greedy path.
+fn margins(m: &Model<Cpu>, ids: &[u32], path: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache(ids.len() + path.len()).unwrap();
+    let mut out = Vec::new();
+    let mut logits = m.forward(ids, 0, &mut cache, &mut Probes::none(), Logits::Last).unwrap().data;
+    for (i, &tok) in path.iter().enumerate() {
+        let top = logits[tok as usize];
+        let second = logits
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != tok as usize)
+            .map(|(_, &x)| x)
+            .fold(f32::MIN, f32::max);
+        out.push(top - second);
+        if i + 1 < path.len() {
+            logits =
+                m.forward(&[tok], ids.len() + i, &mut cache, &mut Probes::none(), Logits::Last).unwrap().data;
+        }
+    }
+    out
+}
+
+fn smollm2_matches_transformers(c: &Ctx) {
+    let model = Model::load(c.open(), files("smollm2-135m")).unwrap();
+    for g in goldens(&golden_dir().join("smollm2"), "prompt") {
+        check_golden(&model, cpu("smollm2-135m"), &g);
+    }
+}
+
+fn gemma3_matches_transformers(c: &Ctx) {
+    let model = Model::load(c.open(), files("gemma3-270m")).unwrap();
+    for g in goldens(&golden_dir().join("gemma3"), "prompt") {
+        check_golden(&model, cpu("gemma3-270m"), &g);
+    }
+    // A window shrunk to 8 on a 27-token prompt: the local layers drop keys in prefill (the
+    // tensor-core kernel, 27 rows) and in decode.
+    let g = &goldens(&golden_dir().join("gemma3"), "window")[0];
+    let window: usize = g.meta("sliding_window").unwrap().parse().unwrap();
+    let mut f = open_known("gemma3-270m");
+    for l in f.config.layers.iter_mut().filter(|l| l.window.is_some()) {
+        l.window = Some(window);
+    }
+    check_golden(&Model::load(c.open(), &f).unwrap(), &Model::load(Cpu, &f).unwrap(), g);
+}
+
+/// A prompt long enough for the tensor-core prefill kernel (≥ 16 rows; two 64-row tiles).
+const LONG: &str = "In the beginning the village by the sea was small and quiet, and every morning the \
+fishermen went out before dawn while the bakers lit their ovens and the children slept; by noon the \
+harbour was loud with gulls, carts and the voices of people selling what the night had brought in. \
+In the evening the lamps were lit one by one along the quay, and the old sailors told stories.";
+
+/// Every probe point of a forward pass against the CPU reference, on the tensor-core path.
+fn every_point_matches_the_cpu(c: &Ctx) {
+    let alias = "smollm2-135m";
+    let model = Model::load(c.open(), files(alias)).unwrap();
+    let cpu = cpu(alias);
+    let ids = files(alias).tokenizer.encode(LONG).unwrap();
+    assert!(ids.len() > 64, "the prompt must fill more than one tile: {}", ids.len());
+    let n = model.config.n_layers;
+    let mut pg = Probes::capturing(Point::all(n));
+    let mut pc = Probes::capturing(Point::all(n));
+    let mut gc = model.new_cache(ids.len()).unwrap();
+    let mut cc = cpu.new_cache(ids.len()).unwrap();
+    model.forward(&ids, 0, &mut gc, &mut pg, Logits::All).unwrap();
+    cpu.forward(&ids, 0, &mut cc, &mut pc, Logits::All).unwrap();
+    let mut worst = Vec::new();
+    for p in Point::all(n) {
+        let (a, b) = (&pg.captured()[&p][0], &pc.captured()[&p][0]);
+        assert_eq!(a.shape, b.shape, "{p}");
+        let row = *a.shape.last().unwrap();
+        let tol = if matches!(p, Point::AttnProbs(_)) { ATTN_TOL } else { RESID_TOL };
+        worst.push((rows(&format!("{p} on the device vs the CPU"), &a.data, &b.data, row, tol), p));
+    }
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("  worst points: {:?}", &worst[..3]);
+}
+
+/// Prefill through the tensor-core kernel, then decode: recorded graph replays give exactly
+/// the plain steps' tokens, and the decode logits follow the CPU's.
+fn prefill_then_decode_with_and_without_graphs(c: &Ctx) {
+    let alias = "smollm2-135m";
+    let model = Model::load(c.open(), files(alias)).unwrap();
+    let ids = files(alias).tokenizer.encode(LONG).unwrap();
+    let steps = 12;
+    assert!(model.backend.supports_graphs());
+    let with = greedy(&model, &ids, steps, &mut Probes::none());
+    // SAFETY of the env var: this binary runs its tests one at a time; the backend reads it per generation.
+    unsafe { std::env::set_var("SCALPEL_CUDA_GRAPHS", "0") };
+    let without = greedy(&model, &ids, steps, &mut Probes::none());
+    unsafe { std::env::remove_var("SCALPEL_CUDA_GRAPHS") };
+    assert_eq!(with, without, "graph replay vs plain decode steps");
+    assert_eq!(with, greedy(cpu(alias), &ids, steps, &mut Probes::none()), "device vs CPU greedy tokens");
+    // Steering replays too: a zero-scale vector at every layer changes nothing.
+    let d = model.config.hidden_size;
+    let mut p = Probes::none();
+    for l in 0..model.config.n_layers {
+        let v = model.backend.upload(&vec![1.0; d], &[d]).unwrap();
+        p.edit(Point::ResidPost(l), Edit::Add { vector: v, scale: 0.0, positions: Positions::All }).unwrap();
+    }
+    assert_eq!(greedy(&model, &ids, steps, &mut p), with, "zero steering through replayed graphs");
+    // Decode logits step by step against the CPU's.
+    let vocab = model.config.vocab_size;
+    let (mut gc, mut cc) =
+        (model.new_cache(ids.len() + 4).unwrap(), cpu(alias).new_cache(ids.len() + 4).unwrap());
+    model.forward(&ids, 0, &mut gc, &mut Probes::none(), Logits::Last).unwrap();
+    cpu(alias).forward(&ids, 0, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
+    for (i, &id) in with.iter().take(4).enumerate() {
+        let pos = ids.len() + i;
+        let g = model.forward(&[id], pos, &mut gc, &mut Probes::none(), Logits::Last).unwrap();
+        let h = cpu(alias).forward(&[id], pos, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
+        rows(
+            &format!("decode step at {pos}"),
+            &model.backend.download(&g).unwrap(),
+            &h.data,
+            vocab,
+            RESID_TOL,
+        );
+    }
+}
+
+/// Add, replace and ablate on the device do what they do on the CPU, at the positions asked.
+fn edits_match_the_cpu(c: &Ctx) {
+    let alias = "smollm2-135m";
+    let model = Model::load(c.open(), files(alias)).unwrap();
+    let cpu = cpu(alias);
+    let ids =
+        files(alias).tokenizer.encode("The capital of France is Paris, and the capital of Italy is").unwrap();
+    let d = model.config.hidden_size;
+    let v: Vec<f32> = (0..d).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 50.0).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let u: Vec<f32> = v.iter().map(|x| x / norm).collect();
+    let point = Point::ResidPost(6);
+    // The replacement is a real state of the model: the point's row at position 1 (a Patchscope's
+    // kind of transplant), not noise the later layers would amplify.
+    let mut donor_run = Probes::capturing([point]);
+    cpu.forward(&ids, 0, &mut cpu.new_cache(ids.len()).unwrap(), &mut donor_run, Logits::Last).unwrap();
+    let donor = donor_run.captured()[&point][0].data[d..2 * d].to_vec();
+    // Each edit, on both backends, with the edited point captured.
+    type Make<B> = fn(&B, &[f32], &[f32], &[f32]) -> Edit<<B as Backend>::Tensor>;
+    fn add<B: Backend>(b: &B, v: &[f32], _: &[f32], _: &[f32]) -> Edit<B::Tensor> {
+        Edit::Add {
+            vector: b.upload(v, &[v.len()]).unwrap(),
+            scale: 1.0,
+            positions: Positions::Only(vec![2, 5]),
+        }
+    }
+    fn replace<B: Backend>(b: &B, _: &[f32], _: &[f32], r: &[f32]) -> Edit<B::Tensor> {
+        Edit::Replace { position: 4, row: b.upload(r, &[r.len()]).unwrap() }
+    }
+    fn ablate<B: Backend>(b: &B, _: &[f32], u: &[f32], _: &[f32]) -> Edit<B::Tensor> {
+        Edit::Ablate { unit: b.upload(u, &[u.len()]).unwrap(), positions: Positions::All }
+    }
+    let edits: [(&str, Make<Cuda>, Make<Cpu>); 3] =
+        [("add", add, add), ("replace", replace, replace), ("ablate", ablate, ablate)];
+    let mut plain = Probes::capturing([Point::Logits]);
+    let mut gcache = model.new_cache(ids.len()).unwrap();
+    model.forward(&ids, 0, &mut gcache, &mut plain, Logits::All).unwrap();
+    let plain_logits = plain.captured()[&Point::Logits][0].data.clone();
+    for (name, g_edit, c_edit) in edits {
+        let mut pg = Probes::capturing([point, Point::Logits]);
+        pg.edit(point, g_edit(&model.backend, &v, &u, &donor)).unwrap();
+        let mut pc = Probes::capturing([point, Point::Logits]);
+        pc.edit(point, c_edit(&Cpu, &v, &u, &donor)).unwrap();
+        let mut gc = model.new_cache(ids.len()).unwrap();
+        let mut cc = cpu.new_cache(ids.len()).unwrap();
+        model.forward(&ids, 0, &mut gc, &mut pg, Logits::All).unwrap();
+        cpu.forward(&ids, 0, &mut cc, &mut pc, Logits::All).unwrap();
+        let (a, b) = (&pg.captured()[&point][0].data, &pc.captured()[&point][0].data);
+        rows(&format!("{name}: {point}"), a, b, d, RESID_TOL);
+        let (la, lb) = (&pg.captured()[&Point::Logits][0].data, &pc.captured()[&Point::Logits][0].data);
+        let vocab = model.config.vocab_size;
+        rows(&format!("{name}: logits"), la, lb, vocab, RESID_TOL);
+        // What each edit promises, on the device alone.
+        match name {
+            "add" => {
+                // Positions before the first edited one are untouched (causality), bit for bit.
+                assert_eq!(la[..2 * vocab], plain_logits[..2 * vocab], "add: logits before position 2");
+                assert_ne!(
+                    la[2 * vocab..3 * vocab],
+                    plain_logits[2 * vocab..3 * vocab],
+                    "add: position 2 moved"
+                );
+            }
+            "replace" => assert_eq!(&a[4 * d..5 * d], &donor[..], "replace: the row is the donor's"),
+            _ => {
+                for row in a.chunks(d) {
+                    let dot: f32 = row.iter().zip(&u).map(|(x, y)| x * y).sum();
+                    let size = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!(dot.abs() <= 1e-4 * size, "ablate: projection {dot} on a row of norm {size}");
+                }
+            }
+        }
+    }
+}
+
+/// Device sampling follows the host's rule and seed: the same tokens as the CPU, barring a draw
+/// on a boundary moved by bf16 logits.
+fn device_sampling_matches_the_host_rule(c: &Ctx) {
+    let alias = "smollm2-135m";
+    let model = Model::load(c.open(), files(alias)).unwrap();
+    let ids = files(alias).tokenizer.encode("The weather today is").unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 8,
+        sampling: SamplingParams {
+            temperature: 0.8,
+            top_k: Some(50),
+            top_p: Some(0.95),
+            seed: 3,
+            ..Default::default()
+        },
+        stop_at_eos: false,
+    };
+    let a = generate(&model, &ids, &opts, &mut Probes::none(), |_| Ok(true)).unwrap().generated_ids;
+    let b = generate(cpu(alias), &ids, &opts, &mut Probes::none(), |_| Ok(true)).unwrap().generated_ids;
+    assert_eq!(a[0], b[0], "the first sampled token: device {a:?} vs CPU {b:?}");
+    // And the device's own draws against the host rule on the device's logits, draw by draw.
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    let logits = model.forward(&ids, 0, &mut cache, &mut Probes::none(), Logits::Last).unwrap();
+    let host = model.backend.download(&logits).unwrap();
+    for (i, u) in [0.01, 0.3, 0.62, 0.97].into_iter().enumerate() {
+        let dev = model.backend.sample(&logits, &opts.sampling, u).unwrap().expect("device sampling");
+        assert_eq!(dev, scalpel::sample::pick(&host, &opts.sampling, u).unwrap(), "draw {i} (u = {u})");
+    }
+}
+
+/// The microscope commands through the CLI on this device.
+fn microscope_commands(c: &Ctx) {
+    let (device, env) = c.device_args();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--device", device]);
+        let o = scalpel_env(&a, &env);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    let o = run(&["lens", "-p", "The capital of France is", "--json", "-q"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["layers"][29][4][0]["token"], " Paris");
+    let o = run(&[
+        "attention",
+        "-p",
+        "the apple is green. what color is the apple?",
+        "--find",
+        "--query",
+        "apple",
+        "--key",
+        "green",
+        "--json",
+        "-q",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v["heads"][0]["score"].as_f64().unwrap() > 0.25, "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.safetensors");
+    run(&[
+        "trace",
+        "-p",
+        "Hello there",
+        "-o",
+        out.to_str().unwrap(),
+        "--points",
+        "blocks.*.attn_probs,logits",
+        "-q",
+    ]);
+    let o = run(&["generate", "-p", "The capital of France is", "-n", "8", "--profile"]);
+    assert!(stderr(&o).contains("matmul") && stderr(&o).contains("attention"), "{}", stderr(&o));
+}
+
+/// Random-weight models of three real shapes (SmolLM2-135M, gemma-3-270m, Llama-3.2-3B) made in
+/// process, against the CPU with the same weights: every layer's residual stream and the logits
+/// of a 40-token prefill (the tensor-core kernel), then three decode steps. Needs no model file,
+/// so it is what the GPU machine's fast check runs. On the mock, Llama-3.2-3B keeps its layer
+/// shapes but two layers and an 8192-token vocabulary (the CPU would need 12 GiB otherwise).
+fn random_models_match_the_cpu(c: &Ctx) {
+    let mut llama = shapes::llama_3_2_3b();
+    if c.schedule.is_some() {
+        llama.n_layers = 2;
+        llama.layers.truncate(2);
+        llama.vocab_size = 8192;
+    }
+    for (name, config) in [
+        ("SmolLM2-135M", shapes::smollm2_135m()),
+        ("gemma-3-270m", shapes::gemma_3_270m()),
+        ("Llama-3.2-3B", llama),
+    ] {
+        let t0 = std::time::Instant::now();
+        let dev = Model::random(c.open(), config.clone(), 7).unwrap();
+        let cpu = Model::random(Cpu, config.clone(), 7).unwrap();
+        let ids: Vec<u32> = (0..40).map(|i| ((i * 7919 + 13) % config.vocab_size) as u32).collect();
+        let points: Vec<Point> = (0..config.n_layers).map(Point::ResidPost).chain([Point::Logits]).collect();
+        let (mut pd, mut pc) = (Probes::capturing(points.clone()), Probes::capturing(points.clone()));
+        let (mut dc, mut cc) = (dev.new_cache(ids.len() + 3).unwrap(), cpu.new_cache(ids.len() + 3).unwrap());
+        dev.forward(&ids, 0, &mut dc, &mut pd, Logits::All).unwrap();
+        cpu.forward(&ids, 0, &mut cc, &mut pc, Logits::All).unwrap();
+        let mut worst = 0f64;
+        for p in &points {
+            let (a, b) = (&pd.captured()[p][0], &pc.captured()[p][0]);
+            worst = worst.max(rows(&format!("{name} {p}"), &a.data, &b.data, a.shape[1], RESID_TOL));
+        }
+        for (i, &id) in [5u32, 77, 901].iter().enumerate() {
+            let pos = ids.len() + i;
+            let a = dev.forward(&[id], pos, &mut dc, &mut Probes::none(), Logits::Last).unwrap();
+            let b = cpu.forward(&[id], pos, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
+            let a = dev.backend.download(&a).unwrap();
+            worst = worst.max(rows(
+                &format!("{name} decode at {pos}"),
+                &a,
+                &b.data,
+                config.vocab_size,
+                RESID_TOL,
+            ));
+        }
+        println!(
+            "  {name} ({} layers): worst row error {worst:.2e} ({:.1}s)",
+            config.n_layers,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+const TESTS: &[devices::Case<Ctx>] = &[
+    ("random_models_match_the_cpu", random_models_match_the_cpu),
+    ("smollm2_matches_transformers", smollm2_matches_transformers),
+    ("gemma3_matches_transformers", gemma3_matches_transformers),
+    ("every_point_matches_the_cpu", every_point_matches_the_cpu),
+    ("prefill_then_decode_with_and_without_graphs", prefill_then_decode_with_and_without_graphs),
+    ("edits_match_the_cpu", edits_match_the_cpu),
+    ("device_sampling_matches_the_host_rule", device_sampling_matches_the_host_rule),
+    ("microscope_commands", microscope_commands),
+];
+
 fn main() {
-    #[cfg(feature = "cuda")]
-    gpu::main();
-    #[cfg(not(feature = "cuda"))]
-    println!("cuda_model: SKIPPED — this build has no CUDA backend (--no-default-features)");
+    let args = devices::args(&[Schedule::Random(20261201)]);
+    devices::run("cuda_model", &args, TESTS, |t: &Target| {
+        println!("cuda_model on {}", t.open().describe());
+        Ctx { target_label: t.label.clone(), schedule: t.schedule }
+    });
 }

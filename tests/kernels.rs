@@ -1,427 +1,395 @@
-//! Every CUDA op against its CPU twin, on fresh random inputs over several shapes (odd sizes,
-//! GQA ratios 1/3/4/8, head dims 64/128/256 and an odd one, sequences past one tile and past the
-//! decode split), tolerances scaled to bf16, NaN never passing, outputs poisoned before each
-//! launch so an element left unwritten fails.
-//!
-//! A plain `cargo test` runs this binary too: without a GPU it prints that every test was skipped
-//! and why, and exits 0; scripts/gpu_check.sh runs it (under compute-sanitizer as well) on a GPU
-//! machine. `kernels <filter>` runs the tests whose names contain the filter.
+//! Every CUDA kernel launcher against its CPU twin — one table of cases, one test body, run on
+//! every device: the mock device under three schedules (forward, reverse, seeded random) in every
+//! `cargo test`, and the GPU in scripts/gpu_check.sh (`kernels --device cuda`) or wherever one is
+//! present. Inputs are fresh random values (never zeros; the seed is printed, SCALPEL_TEST_SEED
+//! repeats a run) over several shapes (odd sizes, GQA ratios 1/3/4/8, head dims 64/128/256 and an
+//! odd one, sequences past one tile and past the decode split); tolerances scale with the values
+//! (per-row relative error, bf16-sized where the kernel rounds to bf16); NaN never passes; every
+//! activation is poisoned before each launch so an element left unwritten fails.
 
 mod common;
 
-#[cfg(feature = "cuda")]
-mod gpu {
-    use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-    use scalpel::backend::cpu::{Cpu, CpuCache, CpuTensor};
-    use scalpel::backend::cuda::{AttnKernel, Cuda, CudaTensor};
-    use scalpel::backend::{AttnParams, Backend};
-    use scalpel::model::config::{Activation, NormKind};
-    use scalpel::sample::{SamplingParams, pick};
+use scalpel::backend::cpu::{Cpu, CpuCache, CpuTensor};
+use scalpel::backend::cuda::{AttnKernel, Cuda, CudaTensor, Schedule};
+use scalpel::backend::{AttnParams, Backend};
+use scalpel::model::config::{Activation, NormKind};
+use scalpel::sample::{SamplingParams, pick};
 
-    use super::common::rel_l2;
-    use super::common::tiny::Lcg;
+use common::devices::{self, Target};
+use common::rel_l2;
+use common::tiny::Lcg;
 
-    /// bf16 keeps 8 significant bits: one rounding is ≤ 2^-9 relative; a row of them, accumulated
-    /// in f32, stays well under this.
-    const BF16_ROW: f64 = 1e-2;
+/// bf16 keeps 8 significant bits: one rounding is ≤ 2^-9 relative; a row of them, accumulated
+/// in f32, stays well under this.
+const BF16_ROW: f64 = 1e-2;
 
-    fn rand(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-        Lcg(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5bd1_e995).vec(n, scale)
-    }
+static SEED: AtomicU64 = AtomicU64::new(0);
 
-    fn bf16(v: &[f32]) -> Vec<f32> {
-        v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect()
-    }
+/// `n` values in (-scale, scale), from the run's seed and a per-call salt.
+fn rand(salt: u64, n: usize, scale: f32) -> Vec<f32> {
+    let seed = SEED.load(Ordering::Relaxed);
+    Lcg((seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1).vec(n, scale)
+}
 
-    fn rows_close(what: &str, got: &[f32], want: &[f32], row: usize, tol: f64) {
-        assert_eq!(got.len(), want.len(), "{what}: lengths");
-        for (r, (a, b)) in got.chunks(row).zip(want.chunks(row)).enumerate() {
-            let e = rel_l2(a, b);
-            assert!(e <= tol, "{what}: row {r} relative error {e:e} > {tol:e} (NaN = unwritten or garbage)");
-        }
-    }
+fn bf16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect()
+}
 
-    struct Ctx {
-        gpu: Cuda,
-        cpu: Cpu,
-    }
-
-    impl Ctx {
-        fn up(&self, data: &[f32], shape: &[usize]) -> CudaTensor {
-            self.gpu.upload(data, shape).unwrap()
-        }
-
-        fn down(&self, t: &CudaTensor) -> Vec<f32> {
-            self.gpu.download(t).unwrap()
-        }
-
-        fn cpu_t(&self, data: &[f32], shape: &[usize]) -> CpuTensor {
-            CpuTensor::new(data.to_vec(), shape).unwrap()
-        }
-    }
-
-    fn embed(c: &Ctx) {
-        for (vocab, d, scale) in [(1000, 77, None), (4099, 640, Some(25.3f32)), (50, 4096, None)] {
-            let table = bf16(&rand(1, vocab * d, 1.0));
-            let ids: Vec<u32> = (0..13).map(|i| (i * 7919 % vocab) as u32).collect();
-            let g = c.gpu.weight(table.clone(), &[vocab, d]).unwrap();
-            let out = c.gpu.embed(&g, &c.gpu.step(&ids, 0).unwrap(), scale).unwrap();
-            let want =
-                c.cpu.embed(&c.cpu_t(&table, &[vocab, d]), &c.cpu.step(&ids, 0).unwrap(), scale).unwrap();
-            rows_close(&format!("embed {vocab}×{d}"), &c.down(&out), &want.data, d, 1e-6);
-        }
-    }
-
-    fn rms_norm(c: &Ctx) {
-        for (rows, n, group) in
-            [(1, 576, 576), (7, 640, 640), (3, 4096, 4096), (5, 9 * 64, 64), (2, 1031, 1031)]
-        {
-            for kind in [NormKind::Plain, NormKind::OnePlus] {
-                let x = rand(rows as u64, rows * n, 3.0);
-                let w: Vec<f32> = rand(7, group, 0.5).iter().map(|v| 1.0 + v).collect();
-                let want =
-                    c.cpu.rms_norm(&c.cpu_t(&x, &[rows, n]), &c.cpu_t(&w, &[group]), 1e-5, kind).unwrap();
-                let gw = c.gpu.weight(w.clone(), &[group]).unwrap();
-                let out = c.gpu.rms_norm(&c.up(&x, &[rows, n]), &gw, 1e-5, kind).unwrap();
-                rows_close(
-                    &format!("rms_norm {rows}×{n}/{group} {kind:?}"),
-                    &c.down(&out),
-                    &want.data,
-                    group,
-                    BF16_ROW,
-                );
-            }
-        }
-    }
-
-    fn add_rms_norm(c: &Ctx) {
-        for (rows, n) in [(1, 576), (9, 2048), (4, 3072)] {
-            let x = rand(11, rows * n, 20.0);
-            let d = rand(12, rows * n, 1.0);
-            let w = rand(13, n, 1.0);
-            let mut cx = c.cpu_t(&x, &[rows, n]);
-            let want = c
-                .cpu
-                .add_rms_norm(&mut cx, &c.cpu_t(&d, &[rows, n]), &c.cpu_t(&w, &[n]), 1e-6, NormKind::OnePlus)
-                .unwrap();
-            let mut gx = c.up(&x, &[rows, n]);
-            let gw = c.gpu.weight(w.clone(), &[n]).unwrap();
-            let out =
-                c.gpu.add_rms_norm(&mut gx, &c.up(&d, &[rows, n]), &gw, 1e-6, NormKind::OnePlus).unwrap();
-            rows_close("add_rms_norm: the updated residual", &c.down(&gx), &cx.data, n, 1e-7);
-            rows_close("add_rms_norm: the norm", &c.down(&out), &want.data, n, BF16_ROW);
-        }
-    }
-
-    fn matmul(c: &Ctx) {
-        for (m, k, n) in [(1, 576, 1536), (7, 640, 2048), (33, 1536, 576), (130, 1024, 769), (1, 3072, 8192)]
-        {
-            let x = bf16(&rand(m as u64, m * k, 1.0));
-            let w = bf16(&rand(n as u64, n * k, 0.05));
-            let want = c.cpu.matmul(&c.cpu_t(&x, &[m, k]), &c.cpu_t(&w, &[n, k])).unwrap();
-            let gw = c.gpu.weight(w.clone(), &[n, k]).unwrap();
-            // f32 input (cast on the device) and a bf16 one (from a norm) give the same product.
-            let out = c.gpu.matmul(&c.up(&x, &[m, k]), &gw).unwrap();
-            rows_close(&format!("matmul [{m}×{k}]·[{n}×{k}]ᵀ"), &c.down(&out), &want.data, n, 1e-4);
-        }
-    }
-
-    fn rope_kv(c: &Ctx) {
-        for (t, start, h, kvh, hd) in
-            [(1, 0, 9, 3, 64), (5, 100, 4, 1, 256), (17, 3000, 8, 8, 128), (3, 7, 24, 8, 128)]
-        {
-            let cap = start + t + 3;
-            let inv: Vec<f32> = scalpel::model::config::default_inv_freq(10000.0, hd);
-            let q = rand(21, t * h * hd, 1.0);
-            let k = rand(22, t * kvh * hd, 1.0);
-            let v = rand(23, t * kvh * hd, 1.0);
-            let mut cq = c.cpu_t(&q, &[t, h * hd]);
-            let mut ccache: CpuCache = c.cpu.new_cache(1, kvh, hd, cap).unwrap();
-            let cstep = c.cpu.step(&vec![0; t], start).unwrap();
-            let cinv = c.cpu_t(&inv, &[hd / 2]);
-            c.cpu
-                .rope_kv(
-                    &mut cq,
-                    &c.cpu_t(&k, &[t, kvh * hd]),
-                    &c.cpu_t(&v, &[t, kvh * hd]),
-                    &mut ccache,
-                    0,
-                    &cstep,
-                    hd,
-                    &cinv,
-                )
-                .unwrap();
-            let mut gq = c.up(&q, &[t, h * hd]);
-            let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
-            let gstep = c.gpu.step(&vec![0; t], start).unwrap();
-            let ginv = c.gpu.weight(inv.clone(), &[hd / 2]).unwrap();
-            // Gemma feeds k out of a norm (bf16) and v out of a product (f32): mixed dtypes.
-            let gk = c.up(&k, &[t, kvh * hd]);
-            let gk = if hd == 256 { c.gpu.to_bf16(&gk).unwrap() } else { gk };
-            c.gpu
-                .rope_kv(&mut gq, &gk, &c.up(&v, &[t, kvh * hd]), &mut gcache, 0, &gstep, hd, &ginv)
-                .unwrap();
-            let what = format!("rope_kv t={t} start={start} heads {h}/{kvh} hd {hd}");
-            rows_close(&format!("{what}: q"), &c.down(&gq), &cq.data, hd, 1e-5);
-            let (gk, gv) = c.gpu.read_cache(&gcache, 0, cap).unwrap();
-            let row = kvh * hd;
-            let span = start * row..(start + t) * row;
-            rows_close(
-                &format!("{what}: k cache"),
-                &gk[span.clone()],
-                &ccache.k[0][span.clone()],
-                hd,
-                BF16_ROW,
-            );
-            rows_close(&format!("{what}: v cache"), &gv[span.clone()], &ccache.v[0][span], hd, BF16_ROW);
-        }
-    }
-
-    /// (query rows, start position, heads, KV heads, head dim, window, softcap)
-    type AttnCase = (usize, usize, usize, usize, usize, Option<usize>, Option<f32>);
-
-    /// Both kernels (and the dispatcher) against the CPU on the same bf16 cache and queries.
-    fn attention(c: &Ctx) {
-        let cases: &[AttnCase] = &[
-            (1, 0, 9, 3, 64, None, None),
-            (1, 1000, 8, 1, 128, None, None), // decode split along 1001 keys
-            (1, 700, 4, 1, 256, Some(512), None),
-            (1, 300, 6, 2, 80, None, Some(50.0)), // a head dim without a tensor-core kernel
-            (7, 0, 9, 3, 64, None, None),
-            (16, 0, 4, 4, 64, None, None),
-            (69, 0, 8, 2, 128, None, None), // past one 64-row tile
-            (130, 40, 16, 2, 64, Some(33), None),
-            (40, 0, 4, 1, 256, None, Some(30.0)),
-            (65, 100, 24, 8, 128, None, None),
-        ];
-        for (i, &(t, start, h, kvh, hd, window, softcap)) in cases.iter().enumerate() {
-            let s = start + t;
-            let cap = s + 5;
-            let p = AttnParams {
-                n_heads: h,
-                n_kv_heads: kvh,
-                head_dim: hd,
-                scale: 1.0 / (hd as f32).sqrt(),
-                window,
-                softcap,
-            };
-            let q = bf16(&rand(100 + i as u64, t * h * hd, 2.0));
-            let k = bf16(&rand(200 + i as u64, s * kvh * hd, 2.0));
-            let v = bf16(&rand(300 + i as u64, s * kvh * hd, 1.0));
-            let mut ccache = c.cpu.new_cache(1, kvh, hd, cap).unwrap();
-            ccache.k[0][..k.len()].copy_from_slice(&k);
-            ccache.v[0][..v.len()].copy_from_slice(&v);
-            let cstep = c.cpu.step(&vec![0; t], start).unwrap();
-            let (want, want_lse) =
-                c.cpu.attention(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, &p).unwrap();
-            let want_probs =
-                c.cpu.attn_probs(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, &p, &want_lse).unwrap();
-
-            let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
-            c.gpu.write_cache(&mut gcache, 0, &k, &v).unwrap();
-            let gstep = c.gpu.step(&vec![0; t], start).unwrap();
-            let gq = c.up(&q, &[t, h * hd]);
-            let tensor_cores = matches!(hd, 64 | 128 | 256);
-            let kernels: Vec<AttnKernel> = if tensor_cores {
-                vec![AttnKernel::Auto, AttnKernel::Rows, AttnKernel::TensorCores]
-            } else {
-                vec![AttnKernel::Auto, AttnKernel::Rows]
-            };
-            for kern in kernels {
-                let what = format!(
-                    "attention {kern:?} t={t} start={start} heads {h}/{kvh} hd {hd} window {window:?} softcap {softcap:?}"
-                );
-                let (out, lse) = c.gpu.attention_with(kern, &gq, &gcache, 0, &gstep, &p).unwrap();
-                rows_close(&format!("{what}: output"), &c.down(&out), &want.data, hd, BF16_ROW);
-                let got_lse = c.down(&lse);
-                for (j, (a, b)) in got_lse.iter().zip(&want_lse.data).enumerate() {
-                    assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{what}: lse[{j}] {a} vs {b}");
-                }
-                if kern == AttnKernel::Auto {
-                    let probs = c.gpu.attn_probs(&gq, &gcache, 0, &gstep, &p, &lse).unwrap();
-                    rows_close(&format!("{what}: probabilities"), &c.down(&probs), &want_probs.data, s, 1e-3);
-                }
-            }
-        }
-    }
-
-    fn glu(c: &Ctx) {
-        for n in [1536usize, 2 * 2047, 8192 * 3] {
-            for act in [Activation::Silu, Activation::GeluTanh] {
-                let g = rand(31, n, 4.0);
-                let u = rand(32, n, 2.0);
-                let want = c.cpu.glu(&c.cpu_t(&g, &[1, n]), &c.cpu_t(&u, &[1, n]), act).unwrap();
-                let out = c.gpu.glu(&c.up(&g, &[1, n]), &c.up(&u, &[1, n]), act).unwrap();
-                rows_close(&format!("glu {n} {act:?}"), &c.down(&out), &want.data, 512.min(n), BF16_ROW);
-            }
-        }
-    }
-
-    fn small_ops(c: &Ctx) {
-        let (rows, n) = (6, 1023);
-        let x = rand(41, rows * n, 10.0);
-        let y = rand(42, rows * n, 1.0);
-        // add
-        let mut gx = c.up(&x, &[rows, n]);
-        c.gpu.add_assign(&mut gx, &c.up(&y, &[rows, n])).unwrap();
-        let mut cx = c.cpu_t(&x, &[rows, n]);
-        c.cpu.add_assign(&mut cx, &c.cpu_t(&y, &[rows, n])).unwrap();
-        rows_close("add", &c.down(&gx), &cx.data, n, 1e-7);
-        // softcap
-        let mut gs = c.up(&x, &[rows, n]);
-        c.gpu.softcap(&mut gs, 3.0).unwrap();
-        let mut cs = c.cpu_t(&x, &[rows, n]);
-        c.cpu.softcap(&mut cs, 3.0).unwrap();
-        rows_close("softcap", &c.down(&gs), &cs.data, n, 1e-6);
-        // last row
-        let last = c.gpu.last_row(&c.up(&x, &[rows, n])).unwrap();
-        rows_close("last_row", &c.down(&last), &x[(rows - 1) * n..], n, 0.0);
-        // cosine search
-        let table = bf16(&rand(43, 777 * 96, 1.0));
-        let v = rand(44, 96, 1.0);
-        let want = c.cpu.cosine_rows(&c.cpu_t(&table, &[777, 96]), &c.cpu_t(&v, &[96])).unwrap();
-        let got =
-            c.gpu.cosine_rows(&c.gpu.weight(table.clone(), &[777, 96]).unwrap(), &c.up(&v, &[96])).unwrap();
-        rows_close("cosine_rows", &c.down(&got), &want.data, 777, 1e-5);
-    }
-
-    fn interventions(c: &Ctx) {
-        let (rows, n) = (5, 576);
-        let x = rand(51, rows * n, 5.0);
-        let v = rand(52, n, 1.0);
-        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        let u: Vec<f32> = v.iter().map(|a| a / norm).collect();
-        for sel in [vec![0, 1, 2, 3, 4], vec![1, 3]] {
-            let mut g = c.up(&x, &[rows, n]);
-            c.gpu.add_rows(&mut g, &c.up(&v, &[n]), 2.5, &sel).unwrap();
-            let mut w = c.cpu_t(&x, &[rows, n]);
-            c.cpu.add_rows(&mut w, &c.cpu_t(&v, &[n]), 2.5, &sel).unwrap();
-            rows_close(&format!("add_rows {sel:?}"), &c.down(&g), &w.data, n, 1e-7);
-
-            let mut g = c.up(&x, &[rows, n]);
-            c.gpu.ablate_rows(&mut g, &c.up(&u, &[n]), &sel).unwrap();
-            let mut w = c.cpu_t(&x, &[rows, n]);
-            c.cpu.ablate_rows(&mut w, &c.cpu_t(&u, &[n]), &sel).unwrap();
-            let got = c.down(&g);
-            for (r, (a, b)) in got.chunks(n).zip(w.data.chunks(n)).enumerate() {
-                // Near-orthogonal rows are small: compare against the row's original size.
-                let scale = x[r * n..(r + 1) * n].iter().map(|v| (v * v) as f64).sum::<f64>().sqrt();
-                let err = a.iter().zip(b).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>().sqrt();
-                assert!(err <= 1e-5 * scale, "ablate_rows {sel:?} row {r}: error {err} vs row size {scale}");
-            }
-        }
-        let mut g = c.up(&x, &[rows, n]);
-        c.gpu.set_row(&mut g, 3, &c.up(&v, &[n])).unwrap();
-        let mut w = c.cpu_t(&x, &[rows, n]);
-        c.cpu.set_row(&mut w, 3, &c.cpu_t(&v, &[n])).unwrap();
-        rows_close("set_row", &c.down(&g), &w.data, n, 0.0);
-    }
-
-    fn sample(c: &Ctx) {
-        for vocab in [49152usize, 262144, 1000] {
-            let logits = rand(61, vocab, 6.0);
-            let t = c.up(&logits, &[1, vocab]);
-            let greedy = SamplingParams::default();
-            assert_eq!(
-                c.gpu.sample(&t, &greedy, 0.0).unwrap(),
-                Some(pick(&logits, &greedy, 0.0).unwrap()),
-                "greedy {vocab}"
-            );
-            for params in [
-                SamplingParams { temperature: 1.0, ..Default::default() },
-                SamplingParams { temperature: 0.7, top_k: Some(40), ..Default::default() },
-                SamplingParams { temperature: 1.3, top_p: Some(0.9), ..Default::default() },
-                SamplingParams {
-                    temperature: 1.0,
-                    top_k: Some(100),
-                    top_p: Some(0.8),
-                    min_p: Some(0.05),
-                    ..Default::default()
-                },
-            ] {
-                let mut same = 0;
-                for d in 0..200 {
-                    let u = (d as f64 + 0.5) / 200.0;
-                    let dev = c.gpu.sample(&t, &params, u).unwrap().expect("device sampling");
-                    let host = pick(&logits, &params, u).unwrap();
-                    same += (dev == host) as usize;
-                }
-                // Sums in a different order may move a boundary draw by one candidate.
-                assert!(same >= 196, "sample {vocab} {params:?}: {same}/200 draws agree with the host");
-            }
-        }
-        let mut bad = rand(62, 1000, 1.0);
-        bad[500] = f32::NAN;
-        assert!(
-            c.gpu.sample(&c.up(&bad, &[1, 1000]), &SamplingParams::default(), 0.0).is_err(),
-            "NaN must be an error"
-        );
-    }
-
-    type Test = (&'static str, fn(&Ctx));
-
-    pub fn main() {
-        let tests: [Test; 11] = [
-            ("embed", embed),
-            ("rms_norm", rms_norm),
-            ("add_rms_norm", add_rms_norm),
-            ("matmul", matmul),
-            ("rope_kv", rope_kv),
-            ("attention", attention),
-            ("glu", glu),
-            ("small_ops", small_ops),
-            ("interventions", interventions),
-            ("sample", sample),
-            ("a_launch_error_names_the_kernel", launch_error),
-        ];
-        let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-        let chosen: Vec<&Test> = tests
-            .iter()
-            .filter(|(n, _)| filter.is_empty() || filter.iter().any(|f| n.contains(f.as_str())))
-            .collect();
-        if !Cuda::available() {
-            println!(
-                "kernels: {} tests SKIPPED — no CUDA driver or GPU here (libcuda missing or no device); \
-                 run scripts/gpu_check.sh on a GPU machine",
-                chosen.len()
-            );
-            return;
-        }
-        let gpu = Cuda::new(0).expect("CUDA device").with_poison();
-        println!("kernels on {}", gpu.describe());
-        let ctx = Ctx { gpu, cpu: Cpu };
-        let mut failed = Vec::new();
-        for (name, f) in chosen {
-            let t = std::time::Instant::now();
-            match catch_unwind(AssertUnwindSafe(|| f(&ctx))) {
-                Ok(()) => println!("test {name} ... ok ({:.2}s)", t.elapsed().as_secs_f64()),
-                Err(_) => {
-                    println!("test {name} ... FAILED");
-                    failed.push(*name);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            println!("kernels: FAILED {failed:?}");
-            std::process::exit(1);
-        }
-        println!("kernels: all passed");
-    }
-
-    /// A launcher refusing bad arguments comes back as an error naming the kernel.
-    fn launch_error(c: &Ctx) {
-        let x = c.up(&[1.0; 8], &[2, 4]);
-        let w = c.gpu.weight(vec![1.0; 3], &[3]).unwrap();
-        let e =
-            c.gpu.rms_norm(&x, &w, 1e-5, NormKind::Plain).err().expect("8 values in groups of 3 is an error");
-        assert!(e.to_string().contains("rms_norm"), "{e}");
+fn rows_close(what: &str, got: &[f32], want: &[f32], row: usize, tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (r, (a, b)) in got.chunks(row).zip(want.chunks(row)).enumerate() {
+        let e = rel_l2(a, b);
+        assert!(e <= tol, "{what}: row {r} relative error {e:e} > {tol:e} (NaN = unwritten or garbage)");
     }
 }
 
+struct Ctx {
+    gpu: Cuda,
+    cpu: Cpu,
+}
+
+impl Ctx {
+    fn up(&self, data: &[f32], shape: &[usize]) -> CudaTensor {
+        self.gpu.upload(data, shape).unwrap()
+    }
+
+    fn down(&self, t: &CudaTensor) -> Vec<f32> {
+        self.gpu.download(t).unwrap()
+    }
+
+    fn cpu_t(&self, data: &[f32], shape: &[usize]) -> CpuTensor {
+        CpuTensor::new(data.to_vec(), shape).unwrap()
+    }
+}
+
+fn embed(c: &Ctx) {
+    for (vocab, d, scale) in [(1000, 77, None), (4099, 640, Some(25.3f32)), (50, 4096, None)] {
+        let table = bf16(&rand(1, vocab * d, 1.0));
+        let ids: Vec<u32> = (0..13).map(|i| (i * 7919 % vocab) as u32).collect();
+        let g = c.gpu.weight(table.clone(), &[vocab, d]).unwrap();
+        let out = c.gpu.embed(&g, &c.gpu.step(&ids, 0).unwrap(), scale).unwrap();
+        let want = c.cpu.embed(&c.cpu_t(&table, &[vocab, d]), &c.cpu.step(&ids, 0).unwrap(), scale).unwrap();
+        rows_close(&format!("embed {vocab}×{d}"), &c.down(&out), &want.data, d, 1e-6);
+    }
+}
+
+fn rms_norm(c: &Ctx) {
+    for (rows, n, group) in [(1, 576, 576), (7, 640, 640), (3, 4096, 4096), (5, 9 * 64, 64), (2, 1031, 1031)]
+    {
+        for kind in [NormKind::Plain, NormKind::OnePlus] {
+            let x = rand(rows as u64, rows * n, 3.0);
+            let w: Vec<f32> = rand(7, group, 0.5).iter().map(|v| 1.0 + v).collect();
+            let want = c.cpu.rms_norm(&c.cpu_t(&x, &[rows, n]), &c.cpu_t(&w, &[group]), 1e-5, kind).unwrap();
+            let gw = c.gpu.weight(w.clone(), &[group]).unwrap();
+            let out = c.gpu.rms_norm(&c.up(&x, &[rows, n]), &gw, 1e-5, kind).unwrap();
+            rows_close(
+                &format!("rms_norm {rows}×{n}/{group} {kind:?}"),
+                &c.down(&out),
+                &want.data,
+                group,
+                BF16_ROW,
+            );
+        }
+    }
+}
+
+fn add_rms_norm(c: &Ctx) {
+    for (rows, n) in [(1, 576), (9, 2048), (4, 3072)] {
+        let x = rand(11, rows * n, 20.0);
+        let d = rand(12, rows * n, 1.0);
+        let w = rand(13, n, 1.0);
+        let mut cx = c.cpu_t(&x, &[rows, n]);
+        let want = c
+            .cpu
+            .add_rms_norm(&mut cx, &c.cpu_t(&d, &[rows, n]), &c.cpu_t(&w, &[n]), 1e-6, NormKind::OnePlus)
+            .unwrap();
+        let mut gx = c.up(&x, &[rows, n]);
+        let gw = c.gpu.weight(w.clone(), &[n]).unwrap();
+        let out = c.gpu.add_rms_norm(&mut gx, &c.up(&d, &[rows, n]), &gw, 1e-6, NormKind::OnePlus).unwrap();
+        rows_close("add_rms_norm: the updated residual", &c.down(&gx), &cx.data, n, 1e-7);
+        rows_close("add_rms_norm: the norm", &c.down(&out), &want.data, n, BF16_ROW);
+    }
+}
+
+fn matmul(c: &Ctx) {
+    for (m, k, n) in [(1, 576, 1536), (7, 640, 2048), (33, 1536, 576), (130, 1024, 769), (1, 3072, 8192)] {
+        let x = bf16(&rand(m as u64, m * k, 1.0));
+        let w = bf16(&rand(n as u64, n * k, 0.05));
+        let want = c.cpu.matmul(&c.cpu_t(&x, &[m, k]), &c.cpu_t(&w, &[n, k])).unwrap();
+        let gw = c.gpu.weight(w.clone(), &[n, k]).unwrap();
+        // f32 input (cast on the device) and a bf16 one (from a norm) give the same product.
+        let out = c.gpu.matmul(&c.up(&x, &[m, k]), &gw).unwrap();
+        rows_close(&format!("matmul [{m}×{k}]·[{n}×{k}]ᵀ"), &c.down(&out), &want.data, n, 1e-4);
+    }
+}
+
+fn rope_kv(c: &Ctx) {
+    for (t, start, h, kvh, hd) in
+        [(1, 0, 9, 3, 64), (5, 100, 4, 1, 256), (17, 3000, 8, 8, 128), (3, 7, 24, 8, 128)]
+    {
+        let cap = start + t + 3;
+        let inv: Vec<f32> = scalpel::model::config::default_inv_freq(10000.0, hd);
+        let q = rand(21, t * h * hd, 1.0);
+        let k = rand(22, t * kvh * hd, 1.0);
+        let v = rand(23, t * kvh * hd, 1.0);
+        let mut cq = c.cpu_t(&q, &[t, h * hd]);
+        let mut ccache: CpuCache = c.cpu.new_cache(1, kvh, hd, cap).unwrap();
+        let cstep = c.cpu.step(&vec![0; t], start).unwrap();
+        let cinv = c.cpu_t(&inv, &[hd / 2]);
+        c.cpu
+            .rope_kv(
+                &mut cq,
+                &c.cpu_t(&k, &[t, kvh * hd]),
+                &c.cpu_t(&v, &[t, kvh * hd]),
+                &mut ccache,
+                0,
+                &cstep,
+                hd,
+                &cinv,
+            )
+            .unwrap();
+        let mut gq = c.up(&q, &[t, h * hd]);
+        let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
+        let gstep = c.gpu.step(&vec![0; t], start).unwrap();
+        let ginv = c.gpu.weight(inv.clone(), &[hd / 2]).unwrap();
+        // Gemma feeds k out of a norm (bf16) and v out of a product (f32): mixed dtypes.
+        let gk = c.up(&k, &[t, kvh * hd]);
+        let gk = if hd == 256 { c.gpu.to_bf16(&gk).unwrap() } else { gk };
+        c.gpu.rope_kv(&mut gq, &gk, &c.up(&v, &[t, kvh * hd]), &mut gcache, 0, &gstep, hd, &ginv).unwrap();
+        let what = format!("rope_kv t={t} start={start} heads {h}/{kvh} hd {hd}");
+        rows_close(&format!("{what}: q"), &c.down(&gq), &cq.data, hd, 1e-5);
+        let (gk, gv) = c.gpu.read_cache(&gcache, 0, cap).unwrap();
+        let row = kvh * hd;
+        let span = start * row..(start + t) * row;
+        rows_close(&format!("{what}: k cache"), &gk[span.clone()], &ccache.k[0][span.clone()], hd, BF16_ROW);
+        rows_close(&format!("{what}: v cache"), &gv[span.clone()], &ccache.v[0][span], hd, BF16_ROW);
+    }
+}
+
+/// (query rows, start position, heads, KV heads, head dim, window, softcap)
+type AttnCase = (usize, usize, usize, usize, usize, Option<usize>, Option<f32>);
+
+/// Both kernels (and the dispatcher) against the CPU on the same bf16 cache and queries.
+fn attention(c: &Ctx) {
+    let cases: &[AttnCase] = &[
+        (1, 0, 9, 3, 64, None, None),
+        (1, 1000, 8, 1, 128, None, None), // decode split along 1001 keys
+        (1, 700, 4, 1, 256, Some(512), None),
+        (1, 300, 6, 2, 80, None, Some(50.0)), // a head dim without a tensor-core kernel
+        (7, 0, 9, 3, 64, None, None),
+        (16, 0, 4, 4, 64, None, None),
+        (69, 0, 8, 2, 128, None, None), // past one 64-row tile
+        (130, 40, 16, 2, 64, Some(33), None),
+        (40, 0, 4, 1, 256, None, Some(30.0)),
+        (27, 0, 4, 1, 256, Some(8), None), // Gemma's head dim with a window shorter than the prompt
+        (1, 26, 4, 1, 256, Some(8), None),
+        (65, 100, 24, 8, 128, None, None),
+    ];
+    for (i, &(t, start, h, kvh, hd, window, softcap)) in cases.iter().enumerate() {
+        let s = start + t;
+        let cap = s + 5;
+        let p = AttnParams {
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window,
+            softcap,
+        };
+        let q = bf16(&rand(100 + i as u64, t * h * hd, 2.0));
+        let k = bf16(&rand(200 + i as u64, s * kvh * hd, 2.0));
+        let v = bf16(&rand(300 + i as u64, s * kvh * hd, 1.0));
+        let mut ccache = c.cpu.new_cache(1, kvh, hd, cap).unwrap();
+        ccache.k[0][..k.len()].copy_from_slice(&k);
+        ccache.v[0][..v.len()].copy_from_slice(&v);
+        let cstep = c.cpu.step(&vec![0; t], start).unwrap();
+        let (want, want_lse) = c.cpu.attention(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, &p).unwrap();
+        let want_probs =
+            c.cpu.attn_probs(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, &p, &want_lse).unwrap();
+
+        let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
+        c.gpu.write_cache(&mut gcache, 0, &k, &v).unwrap();
+        let gstep = c.gpu.step(&vec![0; t], start).unwrap();
+        let gq = c.up(&q, &[t, h * hd]);
+        let tensor_cores = matches!(hd, 64 | 128 | 256);
+        let kernels: Vec<AttnKernel> = if tensor_cores {
+            vec![AttnKernel::Auto, AttnKernel::Rows, AttnKernel::TensorCores]
+        } else {
+            vec![AttnKernel::Auto, AttnKernel::Rows]
+        };
+        for kern in kernels {
+            let what = format!(
+                "attention {kern:?} t={t} start={start} heads {h}/{kvh} hd {hd} window {window:?} softcap {softcap:?}"
+            );
+            let (out, lse) = c.gpu.attention_with(kern, &gq, &gcache, 0, &gstep, &p).unwrap();
+            rows_close(&format!("{what}: output"), &c.down(&out), &want.data, hd, BF16_ROW);
+            let got_lse = c.down(&lse);
+            for (j, (a, b)) in got_lse.iter().zip(&want_lse.data).enumerate() {
+                assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{what}: lse[{j}] {a} vs {b}");
+            }
+            if kern == AttnKernel::Auto {
+                let probs = c.gpu.attn_probs(&gq, &gcache, 0, &gstep, &p, &lse).unwrap();
+                rows_close(&format!("{what}: probabilities"), &c.down(&probs), &want_probs.data, s, 1e-3);
+            }
+        }
+    }
+}
+
+fn glu(c: &Ctx) {
+    for n in [1536usize, 2 * 2047, 8192 * 3] {
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let g = rand(31, n, 4.0);
+            let u = rand(32, n, 2.0);
+            let want = c.cpu.glu(&c.cpu_t(&g, &[1, n]), &c.cpu_t(&u, &[1, n]), act).unwrap();
+            let out = c.gpu.glu(&c.up(&g, &[1, n]), &c.up(&u, &[1, n]), act).unwrap();
+            rows_close(&format!("glu {n} {act:?}"), &c.down(&out), &want.data, 512.min(n), BF16_ROW);
+        }
+    }
+}
+
+fn small_ops(c: &Ctx) {
+    let (rows, n) = (6, 1023);
+    let x = rand(41, rows * n, 10.0);
+    let y = rand(42, rows * n, 1.0);
+    // add
+    let mut gx = c.up(&x, &[rows, n]);
+    c.gpu.add_assign(&mut gx, &c.up(&y, &[rows, n])).unwrap();
+    let mut cx = c.cpu_t(&x, &[rows, n]);
+    c.cpu.add_assign(&mut cx, &c.cpu_t(&y, &[rows, n])).unwrap();
+    rows_close("add", &c.down(&gx), &cx.data, n, 1e-7);
+    // softcap
+    let mut gs = c.up(&x, &[rows, n]);
+    c.gpu.softcap(&mut gs, 3.0).unwrap();
+    let mut cs = c.cpu_t(&x, &[rows, n]);
+    c.cpu.softcap(&mut cs, 3.0).unwrap();
+    rows_close("softcap", &c.down(&gs), &cs.data, n, 1e-6);
+    // last row
+    let last = c.gpu.last_row(&c.up(&x, &[rows, n])).unwrap();
+    rows_close("last_row", &c.down(&last), &x[(rows - 1) * n..], n, 0.0);
+    // cosine search
+    let table = bf16(&rand(43, 777 * 96, 1.0));
+    let v = rand(44, 96, 1.0);
+    let want = c.cpu.cosine_rows(&c.cpu_t(&table, &[777, 96]), &c.cpu_t(&v, &[96])).unwrap();
+    let got = c.gpu.cosine_rows(&c.gpu.weight(table.clone(), &[777, 96]).unwrap(), &c.up(&v, &[96])).unwrap();
+    rows_close("cosine_rows", &c.down(&got), &want.data, 777, 1e-5);
+}
+
+fn interventions(c: &Ctx) {
+    let (rows, n) = (5, 576);
+    let x = rand(51, rows * n, 5.0);
+    let v = rand(52, n, 1.0);
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    let u: Vec<f32> = v.iter().map(|a| a / norm).collect();
+    for sel in [vec![0, 1, 2, 3, 4], vec![1, 3]] {
+        let mut g = c.up(&x, &[rows, n]);
+        c.gpu.add_rows(&mut g, &c.up(&v, &[n]), 2.5, &sel).unwrap();
+        let mut w = c.cpu_t(&x, &[rows, n]);
+        c.cpu.add_rows(&mut w, &c.cpu_t(&v, &[n]), 2.5, &sel).unwrap();
+        rows_close(&format!("add_rows {sel:?}"), &c.down(&g), &w.data, n, 1e-7);
+
+        let mut g = c.up(&x, &[rows, n]);
+        c.gpu.ablate_rows(&mut g, &c.up(&u, &[n]), &sel).unwrap();
+        let mut w = c.cpu_t(&x, &[rows, n]);
+        c.cpu.ablate_rows(&mut w, &c.cpu_t(&u, &[n]), &sel).unwrap();
+        let got = c.down(&g);
+        for (r, (a, b)) in got.chunks(n).zip(w.data.chunks(n)).enumerate() {
+            // Near-orthogonal rows are small: compare against the row's original size.
+            let scale = x[r * n..(r + 1) * n].iter().map(|v| (v * v) as f64).sum::<f64>().sqrt();
+            let err = a.iter().zip(b).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(err <= 1e-5 * scale, "ablate_rows {sel:?} row {r}: error {err} vs row size {scale}");
+        }
+    }
+    let mut g = c.up(&x, &[rows, n]);
+    c.gpu.set_row(&mut g, 3, &c.up(&v, &[n])).unwrap();
+    let mut w = c.cpu_t(&x, &[rows, n]);
+    c.cpu.set_row(&mut w, 3, &c.cpu_t(&v, &[n])).unwrap();
+    rows_close("set_row", &c.down(&g), &w.data, n, 0.0);
+}
+
+fn sample(c: &Ctx) {
+    for vocab in [49152usize, 262144, 1000] {
+        let logits = rand(61, vocab, 6.0);
+        let t = c.up(&logits, &[1, vocab]);
+        let greedy = SamplingParams::default();
+        assert_eq!(
+            c.gpu.sample(&t, &greedy, 0.0).unwrap(),
+            Some(pick(&logits, &greedy, 0.0).unwrap()),
+            "greedy {vocab}"
+        );
+        for params in [
+            SamplingParams { temperature: 1.0, ..Default::default() },
+            SamplingParams { temperature: 0.7, top_k: Some(40), ..Default::default() },
+            SamplingParams { temperature: 1.3, top_p: Some(0.9), ..Default::default() },
+            SamplingParams {
+                temperature: 1.0,
+                top_k: Some(100),
+                top_p: Some(0.8),
+                min_p: Some(0.05),
+                ..Default::default()
+            },
+        ] {
+            // The sampler reads the whole vocabulary some 40 times per draw: on the mock, where
+            // that costs tens of milliseconds, fewer draws cover the same rule.
+            // SCALPEL_TEST_QUICK does the same on a GPU under compute-sanitizer.
+            let quick = c.gpu.is_mock() || std::env::var_os("SCALPEL_TEST_QUICK").is_some();
+            let draws = if quick { 25 } else { 200 };
+            let mut same = 0;
+            for d in 0..draws {
+                let u = (d as f64 + 0.5) / draws as f64;
+                let dev = c.gpu.sample(&t, &params, u).unwrap().expect("device sampling");
+                let host = pick(&logits, &params, u).unwrap();
+                same += (dev == host) as usize;
+            }
+            // Sums in a different order may move a boundary draw by one candidate.
+            let misses = (draws / 50).max(1);
+            assert!(
+                same + misses >= draws,
+                "sample {vocab} {params:?}: {same}/{draws} draws agree with the host"
+            );
+        }
+    }
+    let mut bad = rand(62, 1000, 1.0);
+    bad[500] = f32::NAN;
+    assert!(
+        c.gpu.sample(&c.up(&bad, &[1, 1000]), &SamplingParams::default(), 0.0).is_err(),
+        "NaN must be an error"
+    );
+}
+
+/// A launcher refusing bad arguments comes back as an error naming the kernel.
+fn launch_error(c: &Ctx) {
+    let x = c.up(&[1.0; 8], &[2, 4]);
+    let w = c.gpu.weight(vec![1.0; 3], &[3]).unwrap();
+    let e = c.gpu.rms_norm(&x, &w, 1e-5, NormKind::Plain).err().expect("8 values in groups of 3 is an error");
+    assert!(e.to_string().contains("rms_norm"), "{e}");
+}
+
+const CASES: &[devices::Case<Ctx>] = &[
+    ("embed", embed),
+    ("rms_norm", rms_norm),
+    ("add_rms_norm", add_rms_norm),
+    ("matmul", matmul),
+    ("rope_kv", rope_kv),
+    ("attention", attention),
+    ("glu", glu),
+    ("small_ops", small_ops),
+    ("interventions", interventions),
+    ("sample", sample),
+    ("a_launch_error_names_the_kernel", launch_error),
+];
+
 fn main() {
-    #[cfg(feature = "cuda")]
-    gpu::main();
-    #[cfg(not(feature = "cuda"))]
-    println!("kernels: SKIPPED — this build has no CUDA backend (--no-default-features)");
+    let seed = std::env::var("SCALPEL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    SEED.store(seed, Ordering::Relaxed);
+    println!("kernels: inputs from seed {seed} (SCALPEL_TEST_SEED={seed} repeats them)");
+    let args = devices::args(&[Schedule::Forward, Schedule::Reverse, Schedule::Random(seed)]);
+    devices::run("kernels", &args, CASES, |t: &Target| {
+        let gpu = t.open().with_poison();
+        println!("kernels on {}", gpu.describe());
+        Ctx { gpu, cpu: Cpu }
+    });
 }

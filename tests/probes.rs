@@ -1,34 +1,71 @@
 //! The probe mechanism: captures see what the forward pass computes, and the edits (add, replace,
-//! ablate) do exactly what they say, at exactly the positions asked.
+//! ablate) do exactly what they say, at exactly the positions asked — one test body, run on the CPU
+//! and on the CUDA backend (the mock device in every run; the GPU too where there is one).
 
 mod common;
 
 use common::tiny::{Lcg, Tiny};
 use scalpel::backend::Backend;
 use scalpel::backend::cpu::Cpu;
+use scalpel::backend::cuda::{Cuda, MockOptions, Schedule};
 use scalpel::forward::{Logits, Model};
 use scalpel::model::ModelFiles;
 use scalpel::probe::{Edit, Point, Positions, Probes};
 
-fn tiny() -> (tempfile::TempDir, Model<Cpu>, ModelFiles) {
+/// The tiny model on `backend` (the temporary directory holds its file).
+fn tiny<B: Backend>(backend: B) -> (tempfile::TempDir, Model<B>) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tiny.gguf");
     std::fs::write(&p, Tiny::default().gguf()).unwrap();
     let files = ModelFiles::open(Some(p.to_str().unwrap())).unwrap();
-    let model = Model::load(Cpu, &files).unwrap();
-    (dir, model, files)
+    let model = Model::load(backend, &files).unwrap();
+    (dir, model)
 }
 
-fn run(model: &Model<Cpu>, ids: &[u32], probes: &mut Probes<Cpu>) -> Vec<f32> {
+fn run<B: Backend>(model: &Model<B>, ids: &[u32], probes: &mut Probes<B>) -> Vec<f32> {
     let mut cache = model.new_cache(ids.len()).unwrap();
-    model.forward(ids, 0, &mut cache, probes, Logits::All).unwrap().data
+    let logits = model.forward(ids, 0, &mut cache, probes, Logits::All).unwrap();
+    model.backend.download(&logits).unwrap()
 }
+
+/// Each test body, once per device: `cpu`, `mock`, and `cuda` (which says it skipped without a GPU).
+macro_rules! on_every_device {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[test]
+            fn cpu() {
+                super::$name(Cpu);
+            }
+            #[test]
+            fn mock() {
+                super::$name(Cuda::mock(MockOptions { schedule: Schedule::Random(5), ..Default::default() }).unwrap());
+            }
+            #[test]
+            fn cuda() {
+                if Cuda::available() {
+                    super::$name(Cuda::new(0).unwrap());
+                } else {
+                    eprintln!("{}: no GPU here, skipped on cuda", stringify!($name));
+                }
+            }
+        }
+    )*};
+}
+
+on_every_device!(
+    every_point_is_captured_with_its_shape,
+    adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does,
+    ablation_leaves_the_residual_orthogonal_to_the_direction,
+    replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not,
+    attention_probabilities_cannot_be_edited,
+    decoding_with_the_cache_equals_one_long_forward,
+);
 
 const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
 
-#[test]
-fn every_point_is_captured_with_its_shape() {
-    let (_d, model, _) = tiny();
+fn every_point_is_captured_with_its_shape<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
     let c = model.config.clone();
     let mut probes = Probes::capturing(Point::all(c.n_layers));
     let logits = run(&model, &IDS, &mut probes);
@@ -65,9 +102,8 @@ fn every_point_is_captured_with_its_shape() {
     }
 }
 
-#[test]
-fn adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does() {
-    let (_d, model, _) = tiny();
+fn adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
     let plain = run(&model, &IDS, &mut Probes::none());
     let d = model.config.hidden_size;
     let v = Lcg(9).vec(d, 1.0);
@@ -104,9 +140,8 @@ fn adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does() {
     }
 }
 
-#[test]
-fn ablation_leaves_the_residual_orthogonal_to_the_direction() {
-    let (_d, model, _) = tiny();
+fn ablation_leaves_the_residual_orthogonal_to_the_direction<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
     let d = model.config.hidden_size;
     let mut u = Lcg(5).vec(d, 1.0);
     let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -127,9 +162,8 @@ fn ablation_leaves_the_residual_orthogonal_to_the_direction() {
     }
 }
 
-#[test]
-fn replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not() {
-    let (_d, model, _) = tiny();
+fn replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
     let d = model.config.hidden_size;
     let mut cap = Probes::capturing([Point::ResidPost(0)]);
     let plain = run(&model, &IDS, &mut cap);
@@ -147,25 +181,24 @@ fn replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not() {
     assert_ne!(patched[2 * vocab..], plain[2 * vocab..]);
 }
 
-#[test]
-fn attention_probabilities_cannot_be_edited() {
-    let (_d, model, _) = tiny();
+fn attention_probabilities_cannot_be_edited<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
     let v = model.backend.upload(&[0.0; 4], &[4]).unwrap();
-    let mut p = Probes::<Cpu>::none();
+    let mut p = Probes::<B>::none();
     assert!(
         p.edit(Point::AttnProbs(0), Edit::Add { vector: v, scale: 1.0, positions: Positions::All }).is_err()
     );
 }
 
-#[test]
-fn decoding_with_the_cache_equals_one_long_forward() {
-    let (_d, model, _) = tiny();
+fn decoding_with_the_cache_equals_one_long_forward<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
     let all = run(&model, &IDS, &mut Probes::none());
     let vocab = model.config.vocab_size;
     let mut cache = model.new_cache(IDS.len()).unwrap();
     model.forward(&IDS[..4], 0, &mut cache, &mut Probes::none(), Logits::Last).unwrap();
     for (i, &id) in IDS.iter().enumerate().skip(4) {
-        let row = model.forward(&[id], i, &mut cache, &mut Probes::none(), Logits::Last).unwrap().data;
+        let row = model.forward(&[id], i, &mut cache, &mut Probes::none(), Logits::Last).unwrap();
+        let row = model.backend.download(&row).unwrap();
         common::assert_rows_close("decode step", &row, &all[i * vocab..(i + 1) * vocab], vocab, 1e-5);
     }
 }

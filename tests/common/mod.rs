@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod devices;
 pub mod hf;
 pub mod reference;
 pub mod tiny;
