@@ -223,6 +223,9 @@ struct Worker {
     unsigned n = 0, exited = 0, at_barrier = 0;
     size_t static_shared = 0;
     bool failed = false;
+#ifdef SCALPEL_MOCK_ASAN
+    bool abandoned = false;  // a failed block left fibers mid-flight
+#endif
     std::string error;
     std::vector<unsigned> order;
     Rng rng{0};
@@ -305,6 +308,9 @@ static std::string where(const Launch &l, const Worker &w, const Thread *t, int 
 // Stops the block with an error; called on a fiber, it never returns.
 [[noreturn]] static void fail_here(Worker &w, const std::string &message) {
     w.failed = true;
+#ifdef SCALPEL_MOCK_ASAN
+    w.abandoned = true;
+#endif
     w.error = message;
     Thread *t = w.current;
 #ifdef SCALPEL_MOCK_ASAN
@@ -631,8 +637,9 @@ static void run_block(Worker &w, const Launch &l, uint64_t linear_block) {
     w.waiting.assign((w.n + 31) / 32, 0);
     w.gone.assign((w.n + 31) / 32, 0);
     for (unsigned i = 0; i < w.n; i++) {
+        // Only what a thread reads before it writes: the rest is set at each arrival.
         Thread &t = w.threads[i];
-        t = Thread();
+        t.wait = Wait::Ready;
         t.linear = i;
         t.idx = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
         t.stack = w.stack(i);
@@ -642,20 +649,28 @@ static void run_block(Worker &w, const Launch &l, uint64_t linear_block) {
             return;
         }
 #ifdef SCALPEL_MOCK_ASAN
+        t.fake_stack = nullptr;
         // A fiber abandoned by an earlier failure may have left its frames poisoned.
-        ASAN_UNPOISON_MEMORY_REGION(t.stack, STACK_BYTES);
+        if (w.abandoned) ASAN_UNPOISON_MEMORY_REGION(t.stack, STACK_BYTES);
 #endif
-        make_context(t.ctx, t.stack, STACK_BYTES, fiber_main, &t);
+        // Stacks 64 KiB apart put every fiber's hot frames in the same cache sets: a stagger of
+        // a few cache lines per fiber spreads them.
+        make_context(t.ctx, t.stack, STACK_BYTES - (i % 64) * 192, fiber_main, &t);
     }
+#ifdef SCALPEL_MOCK_ASAN
+    w.abandoned = false;
+#endif
     w.rng = Rng{l.seed ^ (linear_block * 0x2545f4914f6cdd1dull)};
     w.order.resize(w.n);
     while (w.exited < w.n) {
-        for (unsigned i = 0; i < w.n; i++) w.order[i] = l.schedule == REVERSE ? w.n - 1 - i : i;
-        if (l.schedule == RANDOM)
+        if (l.schedule == RANDOM) {
+            for (unsigned i = 0; i < w.n; i++) w.order[i] = i;
             for (unsigned i = w.n - 1; i > 0; i--) std::swap(w.order[i], w.order[w.rng.below(i + 1)]);
+        }
         bool ran = false;
         for (unsigned k = 0; k < w.n; k++) {
-            Thread &t = w.threads[w.order[k]];
+            const unsigned i = l.schedule == RANDOM ? w.order[k] : l.schedule == REVERSE ? w.n - 1 - k : k;
+            Thread &t = w.threads[i];
             if (t.wait != Wait::Ready) continue;
             resume(w, t);
             ran = true;
@@ -713,7 +728,12 @@ static void work_on(Launch &l) {
         const uint64_t i = l.next.fetch_add(1);
         if (i >= l.blocks) return;
         run_block(w, l, l.block_at(i));
-        if (w.failed) l.fail(cudaErrorLaunchFailure, w.error);
+        if (w.failed) {
+#ifdef SCALPEL_MOCK_ASAN
+            w.abandoned = true;
+#endif
+            l.fail(cudaErrorLaunchFailure, w.error);
+        }
     }
 }
 
