@@ -12,6 +12,7 @@ fn main() {
     use scalpel::backend::{Backend, Device};
     use scalpel::forward::{Logits, Model};
     use scalpel::generate::{GenerateOptions, generate};
+    use scalpel::model::stored::Stored;
     use scalpel::model::weights::{Weight, layer_weights};
     use scalpel::model::{Config, DEFAULT_MODEL, ModelFiles, models_dir};
     use scalpel::probe::Probes;
@@ -35,13 +36,14 @@ fn main() {
         let x = probe
             .rms_norm(
                 &probe.upload(&vec![0.5; n * n], &[n, n]).unwrap(),
-                &probe.weight(vec![1.0; n], &[n]).unwrap(),
+                &probe.weight(Stored::from_f32(vec![1.0; n], &[n])).unwrap(),
                 1e-5,
                 NormKind::Plain,
             )
             .unwrap();
-        let w =
-            probe.weight((0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 500.0).collect(), &[n, n]).unwrap();
+        let w = probe
+            .weight(Stored::from_f32((0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 500.0).collect(), &[n, n]))
+            .unwrap();
         let ms = probe.time_ms(10, || probe.matmul(&x, &w).map(|_| ())).unwrap();
         2.0 * (n * n * n) as f64 / (ms * 1e-3) / 1e12
     };

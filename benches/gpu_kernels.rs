@@ -7,6 +7,7 @@ fn main() {
     use scalpel::backend::cuda::{AttnKernel, Cuda};
     use scalpel::backend::{AttnParams, Backend};
     use scalpel::model::config::{Activation, NormKind};
+    use scalpel::model::stored::Stored;
     use scalpel::sample::SamplingParams;
 
     if !Cuda::available() {
@@ -24,12 +25,12 @@ fn main() {
     let x = gpu
         .rms_norm(
             &gpu.upload(&rand(m * k, 1), &[m, k]).unwrap(),
-            &gpu.weight(vec![1.0; k], &[k]).unwrap(),
+            &gpu.weight(Stored::from_f32(vec![1.0; k], &[k])).unwrap(),
             1e-5,
             NormKind::Plain,
         )
         .unwrap();
-    let w = gpu.weight(rand(n * k, 2), &[n, k]).unwrap();
+    let w = gpu.weight(Stored::from_f32(rand(n * k, 2), &[n, k])).unwrap();
     let ms = gpu.time_ms(10, || gpu.matmul(&x, &w).map(|_| ())).unwrap();
     let peak = 2.0 * (m * k * n) as f64 / (ms * 1e-3) / 1e12;
     println!("ceilings: copy {copy:.0} GB/s (read + write), cuBLAS bf16 {peak:.0} TFLOP/s ({m}×{k}×{n})");
@@ -47,7 +48,7 @@ fn main() {
     let d = 3072;
     for t in [1usize, 2048] {
         let xs = gpu.upload(&rand(t * d, 3), &[t, d]).unwrap();
-        let wn = gpu.weight(rand(d, 4), &[d]).unwrap();
+        let wn = gpu.weight(Stored::from_f32(rand(d, 4), &[d])).unwrap();
         let ms = gpu.time_ms(50, || gpu.rms_norm(&xs, &wn, 1e-5, NormKind::Plain).map(|_| ())).unwrap();
         report(&format!("rms_norm [{t}×{d}]"), ms, (t * d * 6) as f64, 0.0);
     }
@@ -55,12 +56,12 @@ fn main() {
         let xb = gpu
             .rms_norm(
                 &gpu.upload(&rand(rows * kk, 5), &[rows, kk]).unwrap(),
-                &gpu.weight(vec![1.0; kk], &[kk]).unwrap(),
+                &gpu.weight(Stored::from_f32(vec![1.0; kk], &[kk])).unwrap(),
                 1e-5,
                 NormKind::Plain,
             )
             .unwrap();
-        let wm = gpu.weight(rand(nn * kk, 6), &[nn, kk]).unwrap();
+        let wm = gpu.weight(Stored::from_f32(rand(nn * kk, 6), &[nn, kk])).unwrap();
         let ms = gpu.time_ms(50, || gpu.matmul(&xb, &wm).map(|_| ())).unwrap();
         report(&format!("matmul decode [1×{kk}]·[{nn}×{kk}]ᵀ"), ms, (nn * kk * 2) as f64, 0.0);
     }
@@ -69,12 +70,12 @@ fn main() {
         let xb = gpu
             .rms_norm(
                 &gpu.upload(&rand(t * d, 7), &[t, d]).unwrap(),
-                &gpu.weight(vec![1.0; d], &[d]).unwrap(),
+                &gpu.weight(Stored::from_f32(vec![1.0; d], &[d])).unwrap(),
                 1e-5,
                 NormKind::Plain,
             )
             .unwrap();
-        let wm = gpu.weight(rand(8192 * d, 8), &[8192, d]).unwrap();
+        let wm = gpu.weight(Stored::from_f32(rand(8192 * d, 8), &[8192, d])).unwrap();
         let ms = gpu.time_ms(20, || gpu.matmul(&xb, &wm).map(|_| ())).unwrap();
         report(&format!("matmul prefill [{t}×{d}]·[8192×{d}]ᵀ"), ms, 0.0, 2.0 * (t * d * 8192) as f64);
     }

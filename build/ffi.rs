@@ -23,6 +23,7 @@ pub enum Base {
     I64,
     U64,
     U16,
+    U8,
     Size,
     Named(String),
 }
@@ -116,6 +117,7 @@ fn base_of(word: &str, typedefs: &BTreeMap<String, ()>) -> Result<Base, String> 
         "int64_t" => Base::I64,
         "uint64_t" => Base::U64,
         "uint16_t" => Base::U16,
+        "uint8_t" => Base::U8,
         "size_t" => Base::Size,
         w if typedefs.contains_key(w) => Base::Named(w.to_string()),
         w => return Err(format!("unknown type {w:?}")),
@@ -300,6 +302,7 @@ fn rust_base(b: &Base) -> String {
         Base::I64 => "i64".into(),
         Base::U64 => "u64".into(),
         Base::U16 => "u16".into(),
+        Base::U8 => "u8".into(),
         Base::Size => "usize".into(),
         Base::Named(n) => n.clone(),
     }
@@ -324,6 +327,7 @@ fn c_type(t: &CType) -> String {
         Base::I64 => "int64_t".into(),
         Base::U64 => "uint64_t".into(),
         Base::U16 => "uint16_t".into(),
+        Base::U8 => "uint8_t".into(),
         Base::Size => "size_t".into(),
         Base::Named(n) => n.clone(),
     };
@@ -336,7 +340,7 @@ fn layout(t: &CType, h: &Header) -> Result<(usize, usize), String> {
         return Ok((8, 8));
     }
     Ok(match &t.base {
-        Base::Char => (1, 1),
+        Base::Char | Base::U8 => (1, 1),
         Base::U16 => (2, 2),
         Base::Int | Base::Float | Base::I32 | Base::U32 => (4, 4),
         Base::Double | Base::I64 | Base::U64 | Base::Size => (8, 8),

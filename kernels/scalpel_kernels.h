@@ -128,6 +128,38 @@ int scalpel_ablate_rows(ScalpelStream stream, void *x, ScalpelDType x_dtype, con
 /* out[r] = cos(table[r, :], v), table bf16 [rows, n], v f32 [n]. */
 int scalpel_cosine_rows(ScalpelStream stream, const uint16_t *table, const float *v, int rows, int n, float *out);
 
+/* The formats a weight matrix can stay in on the device, as its file stores them: GGUF's block
+ * formats (values are the GGML type ids) and f16. Each row holds whole blocks; the kernels
+ * dequantize to exactly the f32 values of the CPU's reference dequantizers (src/model/quant.rs). */
+typedef enum ScalpelQType {
+    SCALPEL_Q_F16 = 1,
+    SCALPEL_Q4_0 = 2,
+    SCALPEL_Q4_1 = 3,
+    SCALPEL_Q5_0 = 6,
+    SCALPEL_Q5_1 = 7,
+    SCALPEL_Q8_0 = 8,
+    SCALPEL_Q4_K = 12,
+    SCALPEL_Q5_K = 13,
+    SCALPEL_Q6_K = 14
+} ScalpelQType;
+
+/* out[t, r] = sum_c x[t, c] W[r, c] for t < m (1 <= m <= 8): decode's matrix products on the stored
+ * format. W [rows, cols] in `type`, rows `row_bytes` apart; x f32 or bf16 [m, cols]; out f32
+ * [m, rows]. One warp per row, each lane a group of 32 values at a time dequantized in registers,
+ * f32 sums meeting in shared memory. Twin: qmatmul::matmul (src/backend/cpu/qmatmul). */
+int scalpel_qmatvec(ScalpelStream stream, const uint8_t *w, ScalpelQType type, int rows, int cols, int row_bytes,
+                    const void *x, ScalpelDType x_dtype, int m, float *out);
+
+/* out (bf16 [n_rows, cols]) = rows first .. first + n_rows of W dequantized: a panel for cuBLAS in
+ * prefill. Twin: qmatmul::dequantize_rows, rounded to bf16. */
+int scalpel_qdequant_bf16(ScalpelStream stream, const uint8_t *w, ScalpelQType type, int cols, int row_bytes,
+                          int first, int n_rows, uint16_t *out);
+
+/* out[t, :] = W[ids[t], :] * scale (f32 [n, cols]): the embedding gather from a stored table.
+ * Ids must be < the table's rows. Twin: Cpu::embed on a packed table. */
+int scalpel_qembed(ScalpelStream stream, const uint8_t *w, ScalpelQType type, int cols, int row_bytes,
+                   const uint32_t *ids, int n, float scale, float *out);
+
 /* Sampling parameters, as the host sampler applies them (see src/sample.rs). */
 typedef struct ScalpelSampling {
     float temperature; /* 0 = greedy */

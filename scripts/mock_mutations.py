@@ -106,6 +106,27 @@ MUTATIONS = [
         "kernels", "matmul",
     ),
     (
+        "wrong scale in a stored-format kernel: Q6_K's second 128 values take the first half's scales",
+        "kernels/qmatmul.cu",
+        "v[l] = d * (float)sc[l / 16 + 2 * quarter] * (float)(q - 32);",
+        "v[l] = d * (float)sc[l / 16 + quarter] * (float)(q - 32);",
+        "kernels", "qmatmul",
+    ),
+    (
+        "swapped nibbles in a stored-format kernel: Q4_K's odd groups read the low nibbles",
+        "kernels/qmatmul.cu",
+        "for (int l = 0; l < 32; l++) v[l] = d1 * (float)((s & 1) ? q[l] >> 4 : q[l] & 0x0f) - m1;",
+        "for (int l = 0; l < 32; l++) v[l] = d1 * (float)((s & 1) ? q[l] & 0x0f : q[l] >> 4) - m1;",
+        "kernels", "qmatmul",
+    ),
+    (
+        "CPU products: the AVX2 kernels take the high nibbles first",
+        "src/backend/cpu/qmatmul/avx2.rs",
+        "[_mm256_and_si256(a, m), _mm256_and_si256(b, m), _mm256_srli_epi32(a, 4), _mm256_srli_epi32(b, 4)]",
+        "[_mm256_srli_epi32(a, 4), _mm256_srli_epi32(b, 4), _mm256_and_si256(a, m), _mm256_and_si256(b, m)]",
+        "lib", "qmatmul",
+    ),
+    (
         "missing synchronization: a decode step's tokens rewritten while a replay may still read them",
         "src/backend/cuda/mod.rs",
         "        // The previous replay may still read the staging: wait for it.\n        self.synchronize()?;\n",
@@ -113,6 +134,12 @@ MUTATIONS = [
         "cuda_model", "prefill_then_decode",
     ),
 ]
+
+
+def test_command(binary, filt):
+    """`cargo test` of one integration test binary (or the library's unit tests) with a filter."""
+    target = ["--lib"] if binary == "lib" else ["--test", binary]
+    return ["cargo", "test", *target, "--", filt]
 
 
 def run(cmd, log):
@@ -130,8 +157,8 @@ def main():
     print("baseline: building and running the unmutated tests once", flush=True)
     bins = sorted({(m[4], m[5]) for m in chosen})
     for b, f in bins:
-        if run(["cargo", "test", "--test", b, "--", f], os.path.join(logs, "baseline.log")) != 0:
-            sys.exit(f"the unmutated tree fails `cargo test --test {b} -- {f}` (see {logs}/baseline.log)")
+        if run(test_command(b, f), os.path.join(logs, "baseline.log")) != 0:
+            sys.exit(f"the unmutated tree fails `{' '.join(test_command(b, f))}` (see {logs}/baseline.log)")
     missed = 0
     for name, path, old, new, binary, filt in chosen:
         src = os.path.join(ROOT, path)
@@ -144,7 +171,7 @@ def main():
         open(dst, "w").write(text.replace(old, new))
         log = os.path.join(logs, re.sub(r"[^a-z0-9]+", "_", name.lower())[:60] + ".log")
         t0 = time.time()
-        code = run(["cargo", "test", "--test", binary, "--", filt], log)
+        code = run(test_command(binary, filt), log)
         shutil.copyfile(src, dst)
         took = time.time() - t0
         if code == 0:
@@ -152,7 +179,8 @@ def main():
             missed += 1
             continue
         lines = open(log, errors="replace").read().splitlines()
-        why = next((l.strip() for l in lines if re.search(r"relative error|panicked at|mock GPU|error\[|lse\[", l)), "")
+        why = next((l.strip() for l in lines if re.search(r"relative error|lse\[|mock GPU: |error\[|panicked at", l)
+                    and not l.startswith(("kernels on", "cuda_model on"))), "")
         failed = [l.strip() for l in lines if l.startswith("test ") and l.endswith("FAILED")]
         print(f"caught        {name} ({took:.0f} s)\n              {'; '.join(failed)[:200]}\n              {why[:220]}",
               flush=True)

@@ -5,6 +5,8 @@ use crate::backend::{AttnParams, Backend, Step, Tensor};
 use crate::error::{Error, Result};
 use crate::model::ModelFiles;
 use crate::model::config::Config;
+use crate::model::stored::Stored;
+pub use crate::model::stored::WeightMode;
 use crate::model::weights::{LayerWeight, Weight, layer_weights};
 use crate::probe::{Point, Probes};
 
@@ -46,18 +48,32 @@ pub enum Logits {
 }
 
 impl<B: Backend> Model<B> {
-    /// Loads every weight from the files onto the backend, one tensor at a time (so host memory
-    /// holds at most one dequantized tensor beyond what the backend keeps).
+    /// Loads every weight from the files onto the backend, as the files' `weight_mode` says
+    /// (stored, by default), one tensor at a time.
     pub fn load(backend: B, files: &ModelFiles) -> Result<Self> {
+        Self::load_with(backend, files, files.weight_mode)
+    }
+
+    /// Loads every weight from the files onto the backend, as stored or as f32, one tensor at a
+    /// time (so host memory holds at most one converted tensor beyond what the backend keeps).
+    pub fn load_with(backend: B, files: &ModelFiles, mode: WeightMode) -> Result<Self> {
         let c = &files.config;
-        Self::build(backend, c.clone(), |w| {
-            files.weights.load(w, c)?.map(Some).ok_or_else(|| {
+        let stored_bytes = |w: Weight| match mode {
+            WeightMode::Stored => files.weights.stored_len(w, c) as u128,
+            WeightMode::F32 => w.shape(c).iter().map(|&d| d as u128).product::<u128>() * 4,
+        };
+        Self::build(backend, c.clone(), stored_bytes, |w| {
+            let stored = files.weights.load_stored(w, c)?.ok_or_else(|| {
                 Error::format(
                     files.weights.path(),
                     files.weights.name_of(w, c),
                     "missing from the model file",
                 )
-            })
+            })?;
+            Ok(Some(match mode {
+                WeightMode::Stored => stored,
+                WeightMode::F32 => stored.to_f32_stored()?,
+            }))
         })
     }
 
@@ -65,18 +81,25 @@ impl<B: Backend> Model<B> {
     /// benchmarks at sizes nobody needs to download.
     pub fn random(backend: B, config: Config, seed: u64) -> Result<Self> {
         let c = config.clone();
-        Self::build(backend, config, |w| {
-            let shape = w.shape(&c);
+        let f32_bytes = |w: Weight| w.shape(&c).iter().map(|&d| d as u128).product::<u128>() * 4;
+        Self::build(backend, config.clone(), f32_bytes, |w| {
+            let shape = w.shape(&config);
             let n: usize = shape.iter().product();
             let salt = seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let (centre, spread) = if shape.len() == 1 { (1.0, 0.1) } else { (0.0, 0.02) };
-            Ok(Some(random_values(n, salt, centre, spread)))
+            Ok(Some(Stored::from_f32(random_values(n, salt, centre, spread), &shape)))
         })
     }
 
-    /// Loads every weight through `source` onto the backend, one tensor at a time (so host memory
-    /// holds at most one f32 tensor beyond what the backend keeps). A tied LM head is not asked for.
-    fn build(backend: B, c: Config, source: impl Fn(Weight) -> Result<Option<Vec<f32>>>) -> Result<Self> {
+    /// Loads every weight through `source` onto the backend, one tensor at a time. A tied LM
+    /// head is not asked for. `stored_bytes` says what each weight will take, for the check
+    /// before loading.
+    fn build(
+        backend: B,
+        c: Config,
+        stored_bytes: impl Fn(Weight) -> u128,
+        source: impl Fn(Weight) -> Result<Option<Stored>>,
+    ) -> Result<Self> {
         let per_layer = layer_weights(&c);
         let total = 3 + c.n_layers * per_layer.len();
         let mut weights: Vec<Weight> = vec![Weight::Embed, Weight::FinalNorm];
@@ -86,11 +109,11 @@ impl<B: Backend> Model<B> {
         weights.extend((0..c.n_layers).flat_map(|l| per_layer.iter().map(move |&w| Weight::Layer(l, w))));
         let elements: u128 =
             weights.iter().map(|w| w.shape(&c).iter().map(|&d| d as u128).product::<u128>()).sum();
-        backend.reserve_weights(elements * 4)?;
+        backend.reserve_weights(elements, weights.iter().map(|&w| stored_bytes(w)).sum())?;
         let bar = crate::progress::bar(total as u64, "loading");
         let need = |w: Weight| -> Result<B::Tensor> {
             let data = source(w)?.ok_or_else(|| Error::Invalid(format!("weight {w:?} is missing")))?;
-            let t = backend.weight(data, &w.shape(&c))?;
+            let t = backend.weight(data)?;
             bar.inc(1);
             Ok(t)
         };
@@ -126,7 +149,7 @@ impl<B: Backend> Model<B> {
         let rope = c
             .rope_inv_freq
             .iter()
-            .map(|f| backend.weight(f.clone(), &[f.len()]))
+            .map(|f| backend.weight(Stored::from_f32(f.clone(), &[f.len()])))
             .collect::<Result<Vec<_>>>()?;
         Ok(Model { config: c, backend, embed, final_norm, lm_head, layers, rope })
     }

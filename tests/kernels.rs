@@ -11,6 +11,8 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use scalpel::model::stored::Stored;
+
 use scalpel::backend::cpu::{Cpu, CpuCache, CpuTensor};
 use scalpel::backend::cuda::{AttnKernel, Cuda, CudaTensor, Schedule};
 use scalpel::backend::{AttnParams, Backend};
@@ -68,7 +70,7 @@ fn embed(c: &Ctx) {
     for (vocab, d, scale) in [(1000, 77, None), (4099, 640, Some(25.3f32)), (50, 4096, None)] {
         let table = bf16(&rand(1, vocab * d, 1.0));
         let ids: Vec<u32> = (0..13).map(|i| (i * 7919 % vocab) as u32).collect();
-        let g = c.gpu.weight(table.clone(), &[vocab, d]).unwrap();
+        let g = c.gpu.weight(Stored::from_f32(table.clone(), &[vocab, d])).unwrap();
         let out = c.gpu.embed(&g, &c.gpu.step(&ids, 0).unwrap(), scale).unwrap();
         let want = c.cpu.embed(&c.cpu_t(&table, &[vocab, d]), &c.cpu.step(&ids, 0).unwrap(), scale).unwrap();
         rows_close(&format!("embed {vocab}×{d}"), &c.down(&out), &want.data, d, 1e-6);
@@ -82,7 +84,7 @@ fn rms_norm(c: &Ctx) {
             let x = rand(rows as u64, rows * n, 3.0);
             let w: Vec<f32> = rand(7, group, 0.5).iter().map(|v| 1.0 + v).collect();
             let want = c.cpu.rms_norm(&c.cpu_t(&x, &[rows, n]), &c.cpu_t(&w, &[group]), 1e-5, kind).unwrap();
-            let gw = c.gpu.weight(w.clone(), &[group]).unwrap();
+            let gw = c.gpu.weight(Stored::from_f32(w.clone(), &[group])).unwrap();
             let out = c.gpu.rms_norm(&c.up(&x, &[rows, n]), &gw, 1e-5, kind).unwrap();
             rows_close(
                 &format!("rms_norm {rows}×{n}/{group} {kind:?}"),
@@ -106,7 +108,7 @@ fn add_rms_norm(c: &Ctx) {
             .add_rms_norm(&mut cx, &c.cpu_t(&d, &[rows, n]), &c.cpu_t(&w, &[n]), 1e-6, NormKind::OnePlus)
             .unwrap();
         let mut gx = c.up(&x, &[rows, n]);
-        let gw = c.gpu.weight(w.clone(), &[n]).unwrap();
+        let gw = c.gpu.weight(Stored::from_f32(w.clone(), &[n])).unwrap();
         let out = c.gpu.add_rms_norm(&mut gx, &c.up(&d, &[rows, n]), &gw, 1e-6, NormKind::OnePlus).unwrap();
         rows_close("add_rms_norm: the updated residual", &c.down(&gx), &cx.data, n, 1e-7);
         rows_close("add_rms_norm: the norm", &c.down(&out), &want.data, n, BF16_ROW);
@@ -118,7 +120,7 @@ fn matmul(c: &Ctx) {
         let x = bf16(&rand(m as u64, m * k, 1.0));
         let w = bf16(&rand(n as u64, n * k, 0.05));
         let want = c.cpu.matmul(&c.cpu_t(&x, &[m, k]), &c.cpu_t(&w, &[n, k])).unwrap();
-        let gw = c.gpu.weight(w.clone(), &[n, k]).unwrap();
+        let gw = c.gpu.weight(Stored::from_f32(w.clone(), &[n, k])).unwrap();
         // f32 input (cast on the device) and a bf16 one (from a norm) give the same product.
         let out = c.gpu.matmul(&c.up(&x, &[m, k]), &gw).unwrap();
         rows_close(&format!("matmul [{m}×{k}]·[{n}×{k}]ᵀ"), &c.down(&out), &want.data, n, 1e-4);
@@ -153,7 +155,7 @@ fn rope_kv(c: &Ctx) {
         let mut gq = c.up(&q, &[t, h * hd]);
         let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
         let gstep = c.gpu.step(&vec![0; t], start).unwrap();
-        let ginv = c.gpu.weight(inv.clone(), &[hd / 2]).unwrap();
+        let ginv = c.gpu.weight(Stored::from_f32(inv.clone(), &[hd / 2])).unwrap();
         // Gemma feeds k out of a norm (bf16) and v out of a product (f32): mixed dtypes.
         let gk = c.up(&k, &[t, kvh * hd]);
         let gk = if hd == 256 { c.gpu.to_bf16(&gk).unwrap() } else { gk };
@@ -272,7 +274,10 @@ fn small_ops(c: &Ctx) {
     let table = bf16(&rand(43, 777 * 96, 1.0));
     let v = rand(44, 96, 1.0);
     let want = c.cpu.cosine_rows(&c.cpu_t(&table, &[777, 96]), &c.cpu_t(&v, &[96])).unwrap();
-    let got = c.gpu.cosine_rows(&c.gpu.weight(table.clone(), &[777, 96]).unwrap(), &c.up(&v, &[96])).unwrap();
+    let got = c
+        .gpu
+        .cosine_rows(&c.gpu.weight(Stored::from_f32(table.clone(), &[777, 96])).unwrap(), &c.up(&v, &[96]))
+        .unwrap();
     rows_close("cosine_rows", &c.down(&got), &want.data, 777, 1e-5);
 }
 
@@ -361,12 +366,63 @@ fn sample(c: &Ctx) {
 /// A launcher refusing bad arguments comes back as an error naming the kernel.
 fn launch_error(c: &Ctx) {
     let x = c.up(&[1.0; 8], &[2, 4]);
-    let w = c.gpu.weight(vec![1.0; 3], &[3]).unwrap();
+    let w = c.gpu.weight(Stored::from_f32(vec![1.0; 3], &[3])).unwrap();
     let e = c.gpu.rms_norm(&x, &w, 1e-5, NormKind::Plain).err().expect("8 values in groups of 3 is an error");
     assert!(e.to_string().contains("rms_norm"), "{e}");
 }
 
+/// Weights in every stored format the device keeps packed, against the CPU's products on the same
+/// bytes: decode's matrix-vector kernel (f32 and bf16 x, up to 8 rows) within f32 summation error,
+/// the prefill path (panels dequantized to bf16 for the GEMM) within bf16 error, the embedding
+/// gather and the download bit for bit, the cosine search over a stored table.
+fn qmatmul(c: &Ctx) {
+    use common::qblocks::{PACKED, random_blocks};
+    for (f, &ty) in PACKED.iter().enumerate() {
+        let k_quant = ty.block().0 == 256;
+        let shapes: &[(usize, usize)] =
+            if k_quant { &[(7, 256), (130, 768)] } else { &[(9, 96), (33, 512), (130, 768)] };
+        for (s, &(rows, cols)) in shapes.iter().enumerate() {
+            let bytes = random_blocks(ty, rows, cols, 1 + f as u64 * 10 + s as u64);
+            let stored = || Stored::owned(ty, vec![rows, cols], bytes.clone());
+            let (gw, cw) = (c.gpu.weight(stored()).unwrap(), c.cpu.weight(stored()).unwrap());
+            let what = format!("{} [{rows}×{cols}]", ty.name());
+            for m in [1usize, 3, 8, 20] {
+                let x = rand(400 + m as u64, m * cols, 1.0);
+                let want = c.cpu.matmul(&c.cpu_t(&x, &[m, cols]), &cw).unwrap();
+                let got = c.down(&c.gpu.matmul(&c.up(&x, &[m, cols]), &gw).unwrap());
+                // Up to 8 rows the kernel reads x as given and sums in f32; past that, W and x both
+                // go through bf16 for the tensor cores: 2^-8 per product, and random data has no
+                // structure to average it out (rows reach 2.5x that).
+                let tol = if m <= 8 { 1e-5 } else { 2.5e-2 };
+                rows_close(&format!("qmatmul {what} m={m} (f32 x)"), &got, &want.data, rows, tol);
+            }
+            // Decode's x comes out of a norm as bf16.
+            let x = bf16(&rand(499, 2 * cols, 1.0));
+            let want = c.cpu.matmul(&c.cpu_t(&x, &[2, cols]), &cw).unwrap();
+            let xb = c.gpu.to_bf16(&c.up(&x, &[2, cols])).unwrap();
+            rows_close(
+                &format!("qmatmul {what} (bf16 x)"),
+                &c.down(&c.gpu.matmul(&xb, &gw).unwrap()),
+                &want.data,
+                rows,
+                1e-5,
+            );
+            // The gather and the download are the dequantized values themselves.
+            let ids: Vec<u32> = (0..5).map(|i| ((i * 37 + 3) % rows) as u32).collect();
+            let got = c.down(&c.gpu.embed(&gw, &c.gpu.step(&ids, 0).unwrap(), Some(1.5)).unwrap());
+            let want = c.cpu.embed(&cw, &c.cpu.step(&ids, 0).unwrap(), Some(1.5)).unwrap();
+            rows_close(&format!("qembed {what}"), &got, &want.data, cols, 0.0);
+            rows_close(&format!("download {what}"), &c.down(&gw), &c.cpu.download(&cw).unwrap(), cols, 0.0);
+            let v = rand(498, cols, 1.0);
+            let got = c.down(&c.gpu.cosine_rows(&gw, &c.up(&v, &[cols])).unwrap());
+            let want = c.cpu.cosine_rows(&cw, &c.cpu_t(&v, &[cols])).unwrap();
+            rows_close(&format!("cosine_rows {what}"), &got, &want.data, rows, BF16_ROW);
+        }
+    }
+}
+
 const CASES: &[devices::Case<Ctx>] = &[
+    ("qmatmul", qmatmul),
     ("embed", embed),
     ("rms_norm", rms_norm),
     ("add_rms_norm", add_rms_norm),

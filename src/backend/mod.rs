@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod timed;
 
 use crate::error::Result;
 use crate::model::config::{Activation, NormKind};
@@ -123,10 +124,10 @@ pub trait Device: Send + Sync {
         None
     }
 
-    /// Checks, before any weight is loaded, that the backend can hold `bytes_f32` of f32 weights
-    /// (its own storage may be smaller): an out-of-memory error that says how much, instead of a
-    /// crash halfway through loading.
-    fn reserve_weights(&self, _bytes_f32: u128) -> Result<()> {
+    /// Checks, before any weight is loaded, that the backend can hold weights of `elements`
+    /// values that the loader hands over as `stored_bytes` (the file's format, or f32): an
+    /// out-of-memory error that says how much, instead of a crash halfway through loading.
+    fn reserve_weights(&self, _elements: u128, _stored_bytes: u128) -> Result<()> {
         Ok(())
     }
 
@@ -178,8 +179,9 @@ pub trait Backend: Device {
         Ok(None)
     }
 
-    /// Takes a parameter (stored in the device's parameter precision).
-    fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Takes a parameter as its file stores it; the backend keeps it in that format where it
+    /// can multiply on it, else in its own parameter precision.
+    fn weight(&self, w: crate::model::stored::Stored) -> Result<Self::Tensor>;
     /// Copies activations in.
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
     /// Copies a tensor out as f32.

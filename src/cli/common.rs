@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
 use crate::error::{Error, Result};
 use crate::model::ModelFiles;
+use crate::model::stored::WeightMode;
 use crate::model::tokenizer::Tokenizer;
 
 #[derive(Args, Debug, Clone)]
@@ -15,11 +16,17 @@ pub struct ModelArgs {
     /// or a known name: smollm2-135m (the default), gemma3-270m.
     #[arg(long, short = 'm', value_name = "MODEL")]
     pub model: Option<String>,
+    /// How the weights are held: `stored` keeps them in the file's format (GGUF blocks, f16,
+    /// bf16) and multiplies on it; `f32` dequantizes them on load (the reference path: 4-8x the
+    /// memory, the same numbers up to summation order).
+    #[arg(long, value_enum, default_value_t = WeightMode::Stored)]
+    pub weights: WeightMode,
 }
 
 impl ModelArgs {
     pub fn open(&self) -> Result<ModelFiles> {
-        let files = ModelFiles::open(self.model.as_deref())?;
+        let mut files = ModelFiles::open(self.model.as_deref())?;
+        files.weight_mode = self.weights;
         if let Some(note) = files.weights.note() {
             crate::info!("note: {note}");
         }
@@ -131,7 +138,7 @@ pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> R
     use crate::backend::cuda::{Cuda, MockOptions};
     let timed = |cuda: Cuda| if profile { cuda.with_profiling() } else { cuda };
     match device {
-        Device::Cpu => task.run(Cpu),
+        Device::Cpu => run_cpu(profile, task),
         Device::Auto if Cuda::available() => match Cuda::new(0) {
             Ok(cuda) => {
                 crate::info!("GPU: {}", cuda.describe());
@@ -139,10 +146,10 @@ pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> R
             }
             Err(e) => {
                 crate::info!("note: a GPU is present but unusable ({e}); running on the CPU");
-                task.run(Cpu)
+                run_cpu(profile, task)
             }
         },
-        Device::Auto => task.run(Cpu),
+        Device::Auto => run_cpu(profile, task),
         Device::Cuda => {
             let cuda = Cuda::new(0)?;
             crate::info!("GPU: {}", cuda.describe());
@@ -154,6 +161,11 @@ pub fn on_device_with<T: OnBackend>(device: Device, profile: bool, task: T) -> R
             task.run(timed(cuda))
         }
     }
+}
+
+/// The CPU, its ops timed by wall clock when profiling.
+fn run_cpu<T: OnBackend>(profile: bool, task: T) -> Result<T::Output> {
+    if profile { task.run(crate::backend::timed::Timed::new(Cpu)) } else { task.run(Cpu) }
 }
 
 /// Steering and ablation, shared by every command that runs the model forward.

@@ -158,14 +158,14 @@ fn visible_text(files: &ModelFiles, g: &Generation) -> Result<String> {
 
 fn print_profile(times: &[crate::backend::OpTime], device: &str) {
     if times.is_empty() {
-        eprintln!("--profile: no per-op times on the {device} backend (it measures CUDA ops)");
+        eprintln!("--profile: no per-op times on the {device} backend");
         return;
     }
     let total: f64 = times.iter().map(|t| t.total_ms).sum();
-    eprintln!("{:<16} {:>8} {:>12} {:>12} {:>7}", "op", "calls", "total ms", "mean µs", "share");
+    eprintln!("{:<22} {:>8} {:>12} {:>12} {:>7}", "op", "calls", "total ms", "mean µs", "share");
     for t in times {
         eprintln!(
-            "{:<16} {:>8} {:>12.3} {:>12.2} {:>6.1}%",
+            "{:<22} {:>8} {:>12.3} {:>12.2} {:>6.1}%",
             t.op,
             t.calls,
             t.total_ms,
@@ -173,7 +173,7 @@ fn print_profile(times: &[crate::backend::OpTime], device: &str) {
             100.0 * t.total_ms / total.max(1e-12)
         );
     }
-    eprintln!("{:<16} {:>8} {:>12.3}", "all", times.iter().map(|t| t.calls).sum::<usize>(), total);
+    eprintln!("{:<22} {:>8} {:>12.3}", "all", times.iter().map(|t| t.calls).sum::<usize>(), total);
 }
 
 fn report(device: &str, g: &Generation) {

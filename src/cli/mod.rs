@@ -75,6 +75,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::progress::set_quiet(cli.quiet);
+    crate::backend::cpu::qmatmul::default_isa_from_env().map_err(|e| crate::Error::Invalid(e.to_string()))?;
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Trace(a) => trace::run(a),

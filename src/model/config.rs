@@ -270,13 +270,13 @@ impl Config {
                 return bad(field, format!("{v} is out of range"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(
                 "KV head count",
                 format!("{} query heads are not a multiple of {} KV heads", self.n_heads, self.n_kv_heads),
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head dim", format!("{} is odd; RoPE rotates pairs", self.head_dim));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {

@@ -541,7 +541,7 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub header: GgufHeader,
     index: HashMap<String, usize>,
-    bytes: Bytes,
+    bytes: std::sync::Arc<Bytes>,
 }
 
 impl GgufFile {
@@ -553,7 +553,7 @@ impl GgufFile {
     pub fn from_bytes(bytes: Bytes, path: &Path) -> Result<Self> {
         let header = GgufHeader::parse(&bytes, path)?;
         let index = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Ok(GgufFile { path: path.to_path_buf(), header, index, bytes })
+        Ok(GgufFile { path: path.to_path_buf(), header, index, bytes: std::sync::Arc::new(bytes) })
     }
 
     pub fn metadata(&self) -> &BTreeMap<String, Value> {
@@ -574,6 +574,17 @@ impl GgufFile {
 
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
         &self.bytes[t.offset as usize..(t.offset + t.n_bytes) as usize]
+    }
+
+    /// The tensor as stored: a view into the file's mapping (kept alive by the view).
+    pub fn stored(&self, t: &TensorInfo) -> super::stored::Stored {
+        super::stored::Stored::mapped(
+            t.dtype,
+            t.shape(),
+            self.bytes.clone(),
+            t.offset as usize,
+            t.n_bytes as usize,
+        )
     }
 
     /// Metadata accessors that name the key and the file when the value is missing or mistyped.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod gguf;
 pub mod hub;
 pub mod quant;
+pub mod stored;
 pub mod tokenizer;
 pub mod weights;
 
@@ -124,6 +125,8 @@ pub struct ModelFiles {
     pub weights: WeightFiles,
     /// What the user named, for messages and dumps.
     pub label: String,
+    /// How `Model::load` hands the weights to a backend: as stored (the default) or as f32.
+    pub weight_mode: stored::WeightMode,
 }
 
 impl ModelFiles {
@@ -142,7 +145,13 @@ impl ModelFiles {
                 if config.arch == Arch::Gemma3 {
                     tokenizer.set_default_chat_template(tokenizer::GEMMA_CHAT_TEMPLATE);
                 }
-                Ok(ModelFiles { config, tokenizer, weights: WeightFiles::Gguf(g), label })
+                Ok(ModelFiles {
+                    config,
+                    tokenizer,
+                    weights: WeightFiles::Gguf(g),
+                    label,
+                    weight_mode: Default::default(),
+                })
             }
             ModelSpec::Dir(dir) => Self::open_hf_dir(dir, label),
             ModelSpec::Repo(id) => {
@@ -167,6 +176,6 @@ impl ModelFiles {
         let config = Config::from_hf(&config_path, &json, generation.as_ref())?;
         let tokenizer = Tokenizer::from_hf_dir(dir)?;
         let weights = WeightFiles::Safetensors(SafetensorsFiles::open(dir)?);
-        Ok(ModelFiles { config, tokenizer, weights, label })
+        Ok(ModelFiles { config, tokenizer, weights, label, weight_mode: Default::default() })
     }
 }

@@ -1,11 +1,14 @@
 //! Where a model's parameters come from (a GGUF file or safetensors shards) and how each logical
-//! weight is named, shaped and turned into f32 in the layout the forward pass expects.
+//! weight is named, shaped and handed over in the layout the forward pass expects: as stored
+//! (a view of the mapped file where possible), or as f32.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::bytes::Bytes;
-use half::{bf16, f16};
+use super::stored::Stored;
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
@@ -163,7 +166,7 @@ struct StTensor {
 
 /// A Hugging Face checkpoint: one `model.safetensors` or shards listed by an index.
 pub struct SafetensorsFiles {
-    files: Vec<(PathBuf, Bytes)>,
+    files: Vec<(PathBuf, Arc<Bytes>)>,
     tensors: HashMap<String, StTensor>,
     order: Vec<String>,
     /// "model." for Llama-style checkpoints, "language_model.model." etc. for multimodal ones.
@@ -262,23 +265,20 @@ impl SafetensorsFiles {
             .iter()
             .filter(|n| n.contains("vision_tower") || n.contains("multi_modal_projector"))
             .count();
+        let files = files.into_iter().map(|(p, b)| (p, Arc::new(b))).collect();
         Ok(SafetensorsFiles { files, tensors, order, prefix, skipped })
     }
 
-    fn load(&self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+    /// A tensor as stored (F32, F16 or BF16: a view into the shard's mapping).
+    fn stored(&self, name: &str) -> Result<Option<Stored>> {
         let Some(t) = self.tensors.get(name) else {
             return Ok(None);
         };
         let (path, mmap) = &self.files[t.file];
-        let bytes = &mmap[t.start..t.end];
-        let data: Vec<f32> = match t.dtype {
-            Dtype::F32 => {
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-            }
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => {
-                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
+        let dtype = match t.dtype {
+            Dtype::F32 => quant::GgmlType::F32,
+            Dtype::F16 => quant::GgmlType::F16,
+            Dtype::BF16 => quant::GgmlType::BF16,
             other => {
                 return Err(Error::Unsupported(format!(
                     "{}: tensor {name} has dtype {other:?} (supported: F32, F16, BF16)",
@@ -286,7 +286,11 @@ impl SafetensorsFiles {
                 )));
             }
         };
-        Ok(Some((data, t.shape.clone())))
+        Ok(Some(Stored::mapped(dtype, t.shape.clone(), mmap.clone(), t.start, t.end - t.start)))
+    }
+
+    fn stored_len(&self, name: &str) -> Option<u64> {
+        self.tensors.get(name).map(|t| (t.end - t.start) as u64)
     }
 }
 
@@ -368,46 +372,59 @@ impl WeightFiles {
     /// Loads one weight as f32 in the forward pass's layout, or None when the file does not have
     /// it (an LM head tied to the embedding). Shapes are checked against the config.
     pub fn load(&self, w: Weight, c: &Config) -> Result<Option<Vec<f32>>> {
+        self.load_stored(w, c)?.map(Stored::into_f32).transpose()
+    }
+
+    /// One weight as the file stores it, in the forward pass's layout (a view of the mapped file
+    /// unless its rows had to be reordered), or None when the file does not have it. Shapes are
+    /// checked against the config; tensor types no reader handles are an error naming the tensor.
+    pub fn load_stored(&self, w: Weight, c: &Config) -> Result<Option<Stored>> {
         let name = self.name_of(w, c);
         let expected = w.shape(c);
-        let (data, shape) = match self {
+        let stored = match self {
             WeightFiles::Gguf(g) => match g.tensor(&name) {
                 None => return Ok(None),
                 Some(t) => {
-                    let data = quant::dequantize(t.dtype, g.tensor_bytes(t), t.n_elements() as usize)
-                        .map_err(|e| match e {
-                            Error::Unsupported(m) => {
-                                Error::Unsupported(format!("{}: tensor {name}: {m}", g.path.display()))
-                            }
-                            other => other,
-                        })?;
-                    (data, t.shape())
+                    if !t.dtype.can_dequantize() {
+                        return Err(Error::Unsupported(format!(
+                            "{}: tensor {name}: GGML tensor type {} has no dequantizer (supported: F32, F16, BF16, \
+                             Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)",
+                            g.path.display(),
+                            t.dtype.name()
+                        )));
+                    }
+                    g.stored(t)
                 }
             },
-            WeightFiles::Safetensors(s) => match s.load(&name)? {
+            WeightFiles::Safetensors(s) => match s.stored(&name)? {
                 None => return Ok(None),
                 Some(x) => x,
             },
         };
-        if shape != expected {
+        if stored.shape != expected {
             return Err(Error::format(
                 self.path(),
                 &name,
-                format!("shape {shape:?} contradicts the config, which implies {expected:?}"),
+                format!("shape {:?} contradicts the config, which implies {expected:?}", stored.shape),
             ));
         }
-        let data = match (self, w, c.arch) {
-            // llama.cpp's converter permutes Llama's q/k rows so that RoPE rotates adjacent pairs;
-            // undo it, so every source has Hugging Face's half-split layout.
-            (WeightFiles::Gguf(_), Weight::Layer(_, LayerWeight::Q), Arch::Llama) => {
-                unpermute_rows(&data, c.n_heads, c.head_dim, c.hidden_size)
-            }
-            (WeightFiles::Gguf(_), Weight::Layer(_, LayerWeight::K), Arch::Llama) => {
-                unpermute_rows(&data, c.n_kv_heads, c.head_dim, c.hidden_size)
-            }
-            _ => data,
-        };
-        Ok(Some(data))
+        // llama.cpp's converter permutes Llama's q/k rows so that RoPE rotates adjacent pairs;
+        // undo it, so every source has Hugging Face's half-split layout. Rows hold whole blocks,
+        // so quantized rows move as they are.
+        let permuted = matches!(
+            (self, w, c.arch),
+            (WeightFiles::Gguf(_), Weight::Layer(_, LayerWeight::Q | LayerWeight::K), Arch::Llama)
+        );
+        Ok(Some(if permuted { stored.with_rows(|i| unpermuted_source(i, c.head_dim))? } else { stored }))
+    }
+
+    /// Bytes the file stores for a weight (0 when it has none).
+    pub fn stored_len(&self, w: Weight, c: &Config) -> u64 {
+        let name = self.name_of(w, c);
+        match self {
+            WeightFiles::Gguf(g) => g.tensor(&name).map_or(0, |t| t.n_bytes),
+            WeightFiles::Safetensors(s) => s.stored_len(&name).unwrap_or(0),
+        }
     }
 
     /// A note about what was left out (a vision tower), for stderr.
@@ -422,18 +439,21 @@ impl WeightFiles {
     }
 }
 
-/// Inverse of llama.cpp's `permute`: within each head, GGUF row `2j + t` is HF row `t·hd/2 + j`.
-fn unpermute_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+/// Inverse of llama.cpp's `permute`: within each head, HF row `t·hd/2 + j` is GGUF row `2j + t`.
+/// Returns the GGUF row that becomes row `i`.
+fn unpermuted_source(i: usize, head_dim: usize) -> usize {
     let half = head_dim / 2;
+    let (h, r) = (i / head_dim, i % head_dim);
+    let (t, j) = (r / half, r % half);
+    h * head_dim + 2 * j + t
+}
+
+#[cfg(test)]
+fn unpermute_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; w.len()];
-    for h in 0..heads {
-        for j in 0..half {
-            for t in 0..2 {
-                let src = (h * head_dim + 2 * j + t) * cols;
-                let dst = (h * head_dim + t * half + j) * cols;
-                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
-            }
-        }
+    for i in 0..heads * head_dim {
+        let src = unpermuted_source(i, head_dim);
+        out[i * cols..(i + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
     }
     out
 }

@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod hf;
+pub mod qblocks;
 pub mod reference;
 pub mod tiny;
 

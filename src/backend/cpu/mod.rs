@@ -1,20 +1,59 @@
-//! The f32 reference backend: the oracle every device kernel is tested against, itself tested
-//! against Hugging Face transformers. Matrix products go through the `gemm` crate; the rest is
-//! plain loops, parallel over rows or heads with rayon where the work is large enough.
+//! The CPU backend, the reference every device kernel is tested against, itself tested against
+//! Hugging Face transformers: f32 activations and f32 arithmetic throughout. Weight matrices stay
+//! in the format their file stores them (GGUF blocks, f16, bf16) and are multiplied on it by
+//! [`qmatmul`], which dequantizes to exactly the f32 values of the reference dequantizers, so the
+//! products equal dequantize-then-multiply up to summation order; weights loaded as f32 (the
+//! reference path, `WeightMode::F32`) go through the `gemm` crate. The rest is plain loops,
+//! parallel over rows or heads with rayon where the work is large enough.
+
+pub mod qmatmul;
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use self::qmatmul::{QMatrix, QType};
 use super::{AttnParams, Backend, Device, Step, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
+use crate::model::stored::Stored;
 
 /// Below this many elements an op runs on one thread: rayon's fork/join costs more than it saves.
 const PAR_MIN: usize = 1 << 15;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuTensor {
+    /// The values, row-major; empty for a packed weight.
     pub data: Vec<f32>,
     pub shape: Vec<usize>,
+    packed: Option<Packed>,
+}
+
+/// A weight matrix kept as its file stores it.
+#[derive(Clone)]
+struct Packed {
+    format: QType,
+    stored: Arc<Stored>,
+}
+
+impl PartialEq for Packed {
+    fn eq(&self, other: &Self) -> bool {
+        self.format == other.format && Arc::ptr_eq(&self.stored, &other.stored)
+    }
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({} bytes of {})", self.stored.bytes().len(), self.format.name())
+    }
+}
+
+impl Packed {
+    fn matrix(&self) -> Result<QMatrix<'_>> {
+        let s = &self.stored;
+        QMatrix::new(self.format, s.shape[0], s.shape[1], s.bytes())
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
 }
 
 impl Tensor for CpuTensor {
@@ -29,8 +68,25 @@ impl CpuTensor {
         if n != data.len() {
             return Err(Error::Invalid(format!("{} values for shape {shape:?}", data.len())));
         }
-        Ok(CpuTensor { data, shape: shape.to_vec() })
+        Ok(CpuTensor { data, shape: shape.to_vec(), packed: None })
     }
+
+    /// The stored format of a weight kept packed (None: plain f32 values).
+    pub fn packed_format(&self) -> Option<&'static str> {
+        self.packed.as_ref().map(|p| p.format.name())
+    }
+
+    /// The values as f32 (a packed weight dequantized).
+    pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match &self.packed {
+            Some(p) => Ok(std::borrow::Cow::Owned(p.stored.to_f32()?)),
+            None => Ok(std::borrow::Cow::Borrowed(&self.data)),
+        }
+    }
+}
+
+fn qerr(e: qmatmul::QError) -> Error {
+    Error::Invalid(e.to_string())
 }
 
 pub struct CpuCache {
@@ -105,7 +161,7 @@ fn rms_norm_in_place(data: &mut [f32], w: &[f32], eps: f32, kind: NormKind) {
 /// once.
 pub fn rope(x: &mut CpuTensor, head_dim: usize, start: usize, inv_freq: &[f32]) -> Result<()> {
     let half = head_dim / 2;
-    check(inv_freq.len() == half && x.row_len() % head_dim == 0, || "rope: geometry".into())?;
+    check(inv_freq.len() == half && x.row_len().is_multiple_of(head_dim), || "rope: geometry".into())?;
     let row_len = x.row_len();
     let rows = x.rows();
     let mut table = Vec::with_capacity(rows * half);
@@ -169,7 +225,7 @@ fn check_attention(
     check(cache.row == p.n_kv_heads * p.head_dim, || {
         "attention: cache geometry differs from the layer's".into()
     })?;
-    check(p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0, || {
+    check(p.n_kv_heads > 0 && p.n_heads.is_multiple_of(p.n_kv_heads), || {
         "attention: heads not a multiple of KV heads".into()
     })?;
     check(layer < cache.k.len(), || format!("attention: layer {layer} past the cache"))?;
@@ -188,8 +244,8 @@ impl Device for Cpu {
         "cpu"
     }
 
-    fn reserve_weights(&self, bytes_f32: u128) -> Result<()> {
-        crate::mem::check_host_alloc(bytes_f32, "the model's weights in f32")
+    fn reserve_weights(&self, _elements: u128, stored_bytes: u128) -> Result<()> {
+        crate::mem::check_host_alloc(stored_bytes, "the model's weights")
     }
 }
 
@@ -197,8 +253,22 @@ impl Backend for Cpu {
     type Tensor = CpuTensor;
     type Cache = CpuCache;
 
-    fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CpuTensor> {
-        CpuTensor::new(data, shape)
+    /// Matrices in a format the products handle stay as stored (a view of the mapped file);
+    /// vectors and f32 matrices become f32 values.
+    fn weight(&self, w: Stored) -> Result<CpuTensor> {
+        let format = QType::from_ggml(w.dtype).filter(|&f| f != QType::F32 && w.shape.len() == 2);
+        match format {
+            Some(format) => {
+                let p = Packed { format, stored: Arc::new(w) };
+                p.matrix()?;
+                let shape = p.stored.shape.clone();
+                Ok(CpuTensor { data: Vec::new(), shape, packed: Some(p) })
+            }
+            None => {
+                let shape = w.shape.clone();
+                CpuTensor::new(w.into_f32()?, &shape)
+            }
+        }
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
@@ -206,7 +276,7 @@ impl Backend for Cpu {
     }
 
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.data.clone())
+        Ok(t.values()?.into_owned())
     }
 
     fn new_cache(
@@ -242,14 +312,16 @@ impl Backend for Cpu {
 
     fn embed(&self, table: &CpuTensor, step: &CpuStep, scale: Option<f32>) -> Result<CpuTensor> {
         let (vocab, d) = (table.shape[0], table.row_len());
-        let mut out = Vec::with_capacity(step.ids.len() * d);
-        for &id in &step.ids {
+        let mut out = vec![0f32; step.ids.len() * d];
+        for (&id, row) in step.ids.iter().zip(out.chunks_mut(d)) {
             let id = id as usize;
             check(id < vocab, || format!("token id {id} is outside the vocabulary of {vocab}"))?;
-            let row = &table.data[id * d..(id + 1) * d];
-            match scale {
-                Some(s) => out.extend(row.iter().map(|x| x * s)),
-                None => out.extend_from_slice(row),
+            match &table.packed {
+                Some(p) => qmatmul::dequantize_rows(&p.matrix()?, id, row).map_err(qerr)?,
+                None => row.copy_from_slice(&table.data[id * d..(id + 1) * d]),
+            }
+            if let Some(s) = scale {
+                row.iter_mut().for_each(|x| *x *= s);
             }
         }
         CpuTensor::new(out, &[step.ids.len(), d])
@@ -257,7 +329,7 @@ impl Backend for Cpu {
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32, kind: NormKind) -> Result<CpuTensor> {
         let n = w.data.len();
-        check(n > 0 && x.data.len() % n == 0, || {
+        check(n > 0 && x.data.len().is_multiple_of(n), || {
             format!("rms_norm: {} values in groups of {n}", x.data.len())
         })?;
         let mut out = x.clone();
@@ -270,6 +342,10 @@ impl Backend for Cpu {
         let n = w.shape[0];
         check(w.row_len() == k, || format!("matmul: [{m}, {k}] times [{n}, {}]ᵀ", w.row_len()))?;
         let mut out = vec![0f32; m * n];
+        if let Some(p) = &w.packed {
+            qmatmul::matmul(&p.matrix()?, &x.data, m, &mut out).map_err(qerr)?;
+            return CpuTensor::new(out, &[m, n]);
+        }
         // SAFETY: the pointers and strides describe the three buffers exactly: x is [m, k] row-major,
         // w is [n, k] row-major read as the [k, n] matrix wᵀ (row stride 1, column stride k), out is
         // [m, n] row-major; all are live for the duration of the call.
@@ -442,18 +518,33 @@ impl Backend for Cpu {
         let n = table.row_len();
         check(v.data.len() == n, || format!("cosine: vector of {} for rows of {n}", v.data.len()))?;
         let vv: f64 = v.data.iter().map(|&x| x as f64 * x as f64).sum();
-        let out: Vec<f32> = table
-            .data
-            .par_chunks(n)
-            .map(|row| {
-                let (mut dot, mut rr) = (0f64, 0f64);
-                for (&a, &b) in row.iter().zip(&v.data) {
-                    dot += a as f64 * b as f64;
-                    rr += a as f64 * a as f64;
-                }
-                (dot / (rr * vv).sqrt().max(1e-30)) as f32
-            })
-            .collect();
+        let cosine = |row: &[f32]| {
+            let (mut dot, mut rr) = (0f64, 0f64);
+            for (&a, &b) in row.iter().zip(&v.data) {
+                dot += a as f64 * b as f64;
+                rr += a as f64 * a as f64;
+            }
+            (dot / (rr * vv).sqrt().max(1e-30)) as f32
+        };
+        let out: Vec<f32> = match &table.packed {
+            None => table.data.par_chunks(n).map(cosine).collect(),
+            Some(p) => {
+                // Rows dequantized a few hundred at a time, never the whole table.
+                const ROWS: usize = 256;
+                let q = p.matrix()?;
+                let chunks: Vec<Result<Vec<f32>>> = (0..table.rows().div_ceil(ROWS))
+                    .into_par_iter()
+                    .map(|c| {
+                        let first = c * ROWS;
+                        let rows = ROWS.min(table.rows() - first);
+                        let mut buf = vec![0f32; rows * n];
+                        qmatmul::dequantize_rows(&q, first, &mut buf).map_err(qerr)?;
+                        Ok(buf.chunks(n).map(cosine).collect())
+                    })
+                    .collect();
+                chunks.into_iter().collect::<Result<Vec<_>>>()?.concat()
+            }
+        };
         CpuTensor::new(out, &[table.rows()])
     }
 

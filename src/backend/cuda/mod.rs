@@ -137,7 +137,7 @@ impl Cuda {
             // SAFETY: the block holds at least n * size bytes.
             unsafe { self.gpu.memset(block.ptr, 0xff, n * dtype.size())? };
         }
-        Ok(CudaTensor { block, dtype, shape: shape.to_vec() })
+        Ok(CudaTensor::dense(block, dtype, shape))
     }
 
     fn htod<T: Copy>(&self, dst: u64, src: &[T]) -> Result<()> {

@@ -5,11 +5,13 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::gpu::{DType, Gemm, Transpose};
-use super::tensor::{CudaCache, CudaStep, CudaTensor, to_f32};
+use super::tensor::{CudaCache, CudaStep, CudaTensor, Packed, to_f32};
 use super::{Cuda, ffi};
 use crate::backend::{AttnParams, Backend, Step, Tensor};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
+use crate::model::quant::GgmlType;
+use crate::model::stored::Stored;
 use crate::sample::SamplingParams;
 
 pub(super) fn check(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
@@ -92,6 +94,106 @@ impl Cuda {
         Ok(keep.insert(out))
     }
 
+    /// A product with a packed weight: up to 8 rows of x (decode) dequantize W in registers;
+    /// more (prefill) dequantize panels of W to bf16 for cuBLAS, never the whole matrix at once.
+    fn matmul_packed(&self, x: &CudaTensor, w: &CudaTensor, p: Packed) -> Result<CudaTensor> {
+        let (m, k, n) = (x.rows(), x.row_len(), w.rows());
+        let out = self.alloc(DType::F32, &[m, n], "a matrix product")?;
+        if m <= QMATVEC_MAX_ROWS {
+            let (xp, xd) = (x.cptr::<std::ffi::c_void>(), x.dtype.ffi());
+            // SAFETY: W holds n rows of row_bytes; x holds m × k values of its dtype; out m × n.
+            return self.launch_into("qmatvec", out, |kern, s, o| unsafe {
+                (kern.qmatvec)(
+                    s,
+                    w.cptr(),
+                    p.format,
+                    n as i32,
+                    k as i32,
+                    p.row_bytes as i32,
+                    xp,
+                    xd,
+                    m as i32,
+                    o.mptr(),
+                )
+            });
+        }
+        let mut keep = None;
+        let xb = self.as_bf16(x, &mut keep)?;
+        let rows = panel_rows(n, k);
+        let panel = self.alloc(DType::Bf16, &[rows, k], "a dequantized weight panel")?;
+        for first in (0..n).step_by(rows) {
+            let nr = rows.min(n - first);
+            // SAFETY: rows first..first + nr of W into the panel, which holds `rows` rows.
+            self.launch("qdequant_bf16", |kern, s| unsafe {
+                (kern.qdequant_bf16)(
+                    s,
+                    w.cptr(),
+                    p.format,
+                    k as i32,
+                    p.row_bytes as i32,
+                    first as i32,
+                    nr as i32,
+                    panel.mptr(),
+                )
+            })?;
+            // Columns first.. of the row-major out[m, n] (column-major outᵀ, ldc n).
+            let g = Gemm {
+                transa: Transpose::T,
+                transb: Transpose::N,
+                m: nr as i32,
+                n: m as i32,
+                k: k as i32,
+                alpha: 1.0,
+                a: panel.ptr(),
+                a_type: DType::Bf16,
+                lda: k as i32,
+                b: xb.ptr(),
+                b_type: DType::Bf16,
+                ldb: k as i32,
+                beta: 0.0,
+                c: out.ptr() + (first * 4) as u64,
+                c_type: DType::F32,
+                ldc: n as i32,
+            };
+            self.op("matmul", || {
+                // SAFETY: the panel, x and the columns of out the arguments describe.
+                unsafe { self.gpu.gemm(&g) }?;
+                self.launched("cuBLAS GemmEx", 0)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Cosine search over a packed table, a bf16 panel at a time.
+    fn cosine_rows_packed(&self, table: &CudaTensor, p: Packed, v: &CudaTensor) -> Result<CudaTensor> {
+        let (n, rows) = (table.row_len(), table.rows());
+        check(v.numel() == n && v.dtype == DType::F32, || "cosine_rows: shapes".into())?;
+        let out = self.alloc(DType::F32, &[rows], "cosine similarities")?;
+        let per = panel_rows(rows, n);
+        let panel = self.alloc(DType::Bf16, &[per, n], "a dequantized table panel")?;
+        for first in (0..rows).step_by(per) {
+            let nr = per.min(rows - first);
+            let dst = (out.ptr() + (first * 4) as u64) as *mut f32;
+            // SAFETY: rows first..first + nr into the panel; their cosines into out[first..].
+            self.launch("qdequant_bf16", |kern, s| unsafe {
+                (kern.qdequant_bf16)(
+                    s,
+                    table.cptr(),
+                    p.format,
+                    n as i32,
+                    p.row_bytes as i32,
+                    first as i32,
+                    nr as i32,
+                    panel.mptr(),
+                )
+            })?;
+            self.launch("cosine_rows", |kern, s| unsafe {
+                (kern.cosine_rows)(s, panel.cptr(), v.cptr(), nr as i32, n as i32, dst)
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Rows as the kernels take them: NULL for "every row", else a device list.
     fn rows_arg(&self, rows: &[usize], total: usize) -> Result<(Option<CudaTensor>, usize)> {
         if rows.len() == total && rows.iter().enumerate().all(|(i, &r)| i == r) {
@@ -103,6 +205,34 @@ impl Cuda {
         self.htod(t.ptr(), &list)?;
         Ok((Some(t), rows.len()))
     }
+}
+
+/// Up to this many rows of x, products with a packed weight dequantize it in registers.
+const QMATVEC_MAX_ROWS: usize = 8;
+/// A dequantized bf16 panel holds at most this many bytes.
+const PANEL_BYTES: usize = 64 << 20;
+
+/// Rows per bf16 panel of a [n, k] matrix: a multiple of 64, all of them when they fit.
+fn panel_rows(n: usize, k: usize) -> usize {
+    let rows = (PANEL_BYTES / (2 * k.max(1))).max(64) / 64 * 64;
+    rows.min(n).max(1)
+}
+
+/// The device's name for a stored format it keeps packed (f32 and bf16 are not packed).
+fn packed_format(t: GgmlType) -> Option<ffi::ScalpelQType> {
+    use ffi::ScalpelQType as Q;
+    Some(match t {
+        GgmlType::F16 => Q::SCALPEL_Q_F16,
+        GgmlType::Q4_0 => Q::SCALPEL_Q4_0,
+        GgmlType::Q4_1 => Q::SCALPEL_Q4_1,
+        GgmlType::Q5_0 => Q::SCALPEL_Q5_0,
+        GgmlType::Q5_1 => Q::SCALPEL_Q5_1,
+        GgmlType::Q8_0 => Q::SCALPEL_Q8_0,
+        GgmlType::Q4K => Q::SCALPEL_Q4_K,
+        GgmlType::Q5K => Q::SCALPEL_Q5_K,
+        GgmlType::Q6K => Q::SCALPEL_Q6_K,
+        _ => return None,
+    })
 }
 
 pub(super) fn geometry(p: &AttnParams, t: usize, capacity: usize) -> ffi::ScalpelAttn {
@@ -122,21 +252,41 @@ impl Backend for Cuda {
     type Tensor = CudaTensor;
     type Cache = CudaCache;
 
-    /// Matrices are stored as bf16, vectors (norm weights, RoPE frequencies) as f32.
-    fn weight(&self, data: Vec<f32>, shape: &[usize]) -> Result<CudaTensor> {
-        let n: usize = shape.iter().product();
-        check(n == data.len(), || format!("{} values for shape {shape:?}", data.len()))?;
+    /// Matrices in a GGUF block format or f16 stay as stored (packed); bf16 matrices are bf16
+    /// already; f32 matrices become bf16; vectors (norm weights, RoPE frequencies) stay f32.
+    fn weight(&self, w: Stored) -> Result<CudaTensor> {
+        let shape = w.shape.clone();
         let what = format!("a weight of shape {shape:?}");
+        if shape.len() == 2 {
+            let (rows, cols) = (shape[0], shape[1]);
+            if let Some(format) = packed_format(w.dtype)
+                && cols % 32 == 0
+                && cols % w.dtype.block().0 == 0
+                && rows > 0
+            {
+                let bytes = w.bytes();
+                let block = self.memory.alloc(bytes.len(), false, &what)?;
+                self.htod(block.ptr, bytes)?;
+                let packed = Some(Packed { format, row_bytes: bytes.len() / rows });
+                return Ok(CudaTensor { block, dtype: DType::Bf16, shape, packed });
+            }
+            if w.dtype == GgmlType::BF16 {
+                let block = self.memory.alloc(w.bytes().len(), false, &what)?;
+                self.htod(block.ptr, w.bytes())?;
+                return Ok(CudaTensor::dense(block, DType::Bf16, &shape));
+            }
+        }
+        let data = w.into_f32()?;
         if shape.len() == 1 {
-            let block = self.memory.alloc(n * 4, false, &what)?;
+            let block = self.memory.alloc(data.len() * 4, false, &what)?;
             self.htod(block.ptr, &data)?;
-            return Ok(CudaTensor { block, dtype: DType::F32, shape: shape.to_vec() });
+            return Ok(CudaTensor::dense(block, DType::F32, &shape));
         }
         let half: Vec<u16> = data.par_iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
         drop(data);
-        let block = self.memory.alloc(n * 2, false, &what)?;
+        let block = self.memory.alloc(half.len() * 2, false, &what)?;
         self.htod(block.ptr, &half)?;
-        Ok(CudaTensor { block, dtype: DType::Bf16, shape: shape.to_vec() })
+        Ok(CudaTensor::dense(block, DType::Bf16, &shape))
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
@@ -148,6 +298,12 @@ impl Backend for Cuda {
     }
 
     fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        if t.packed.is_some() {
+            // The dequantized values, exactly: every row gathered in f32.
+            let ids: Vec<u32> = (0..t.rows() as u32).collect();
+            let all = self.embed(t, &self.step(&ids, 0)?, None)?;
+            return self.download(&all);
+        }
         let mut bytes = vec![0u8; t.bytes()];
         self.dtoh(&mut bytes, t.ptr())?;
         Ok(to_f32(&bytes, t.dtype))
@@ -232,6 +388,24 @@ impl Backend for Cuda {
     }
 
     fn embed(&self, table: &CudaTensor, step: &CudaStep, scale: Option<f32>) -> Result<CudaTensor> {
+        if let Some(p) = table.packed {
+            let d = table.row_len();
+            let out = self.alloc(DType::F32, &[step.len, d], "embeddings")?;
+            // SAFETY: ids are below the table's rows (checked by the forward pass); out holds len × d.
+            return self.launch_into("qembed", out, |k, s, o| unsafe {
+                (k.qembed)(
+                    s,
+                    table.cptr(),
+                    p.format,
+                    d as i32,
+                    p.row_bytes as i32,
+                    step.ids_ptr(),
+                    step.len as i32,
+                    scale.unwrap_or(1.0),
+                    o.mptr(),
+                )
+            });
+        }
         check(table.dtype == DType::Bf16 && table.shape.len() == 2, || {
             "embed: the table must be a bf16 matrix".into()
         })?;
@@ -253,7 +427,7 @@ impl Backend for Cuda {
 
     fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32, kind: NormKind) -> Result<CudaTensor> {
         let n = w.numel();
-        check(w.dtype == DType::F32 && n > 0 && x.numel() % n == 0, || {
+        check(w.dtype == DType::F32 && n > 0 && x.numel().is_multiple_of(n), || {
             format!("rms_norm: {:?} in groups of {n}", x.shape)
         })?;
         let out = self.alloc(DType::Bf16, &x.shape, "a normed activation")?;
@@ -312,6 +486,9 @@ impl Backend for Cuda {
         check(w.dtype == DType::Bf16 && w.row_len() == k, || {
             format!("matmul: [{m}, {k}] times [{n}, {}]ᵀ", w.row_len())
         })?;
+        if let Some(p) = w.packed {
+            return self.matmul_packed(x, w, p);
+        }
         let mut keep = None;
         let xb = self.as_bf16(x, &mut keep)?;
         let out = self.alloc(DType::F32, &[m, n], "a matrix product")?;
@@ -473,6 +650,9 @@ impl Backend for Cuda {
     }
 
     fn cosine_rows(&self, table: &CudaTensor, v: &CudaTensor) -> Result<CudaTensor> {
+        if let Some(p) = table.packed {
+            return self.cosine_rows_packed(table, p, v);
+        }
         let n = table.row_len();
         check(table.dtype == DType::Bf16 && v.numel() == n && v.dtype == DType::F32, || {
             "cosine_rows: shapes".into()

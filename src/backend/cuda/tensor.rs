@@ -21,6 +21,16 @@ pub struct CudaTensor {
     pub(super) block: Arc<Block>,
     pub dtype: DType,
     pub(super) shape: Vec<usize>,
+    /// A weight matrix kept in its file's format (then `dtype` is Bf16: what its panels
+    /// dequantize to for the tensor cores).
+    pub(super) packed: Option<Packed>,
+}
+
+/// How a packed weight's rows are stored.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Packed {
+    pub format: ffi::ScalpelQType,
+    pub row_bytes: usize,
 }
 
 impl Tensor for CudaTensor {
@@ -30,6 +40,10 @@ impl Tensor for CudaTensor {
 }
 
 impl CudaTensor {
+    pub(super) fn dense(block: Arc<Block>, dtype: DType, shape: &[usize]) -> Self {
+        CudaTensor { block, dtype, shape: shape.to_vec(), packed: None }
+    }
+
     pub(super) fn ptr(&self) -> u64 {
         self.block.ptr
     }

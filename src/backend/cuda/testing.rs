@@ -35,7 +35,7 @@ impl Cuda {
     /// for tests that build a cache without running RoPE.
     pub fn write_cache(&self, cache: &mut CudaCache, layer: usize, k: &[f32], v: &[f32]) -> Result<()> {
         check(
-            k.len() == v.len() && k.len() % cache.row == 0 && k.len() / cache.row <= cache.capacity,
+            k.len() == v.len() && k.len().is_multiple_of(cache.row) && k.len() / cache.row <= cache.capacity,
             || "write_cache: rows".into(),
         )?;
         for (src, dst) in [(k, &cache.k[layer]), (v, &cache.v[layer])] {
@@ -60,7 +60,7 @@ impl Cuda {
     /// A bf16 copy of a tensor (for tests that feed kernels the dtype a norm would produce).
     pub fn to_bf16(&self, t: &CudaTensor) -> Result<CudaTensor> {
         if t.dtype == DType::Bf16 {
-            return Ok(CudaTensor { block: t.block.clone(), dtype: t.dtype, shape: t.shape.clone() });
+            return Ok(CudaTensor::dense(t.block.clone(), t.dtype, &t.shape));
         }
         let mut keep = None;
         self.as_bf16(t, &mut keep)?;

@@ -1,0 +1,369 @@
+//! AVX2 + FMA kernels (x86-64). Each 32-weight chunk is dequantized in four `__m256` registers
+//! (quant bytes widened to i32 lanes, converted, scaled) and multiplied into f32 accumulators; the
+//! weights never go through memory. Needs avx2, fma and f16c: every function here carries that
+//! `#[target_feature]`, and the dispatcher calls in only after `Isa::Avx2.is_available()`.
+//!
+//! The dequantized values equal the reference bit for bit: integer codes convert exactly, the
+//! scale products are exact (a few-bit code times an f16-precision scale), and the one rounding
+//! step of `q * d + m` / `dl * q - ml` is reproduced by a fused multiply-add, whose only rounding
+//! is on the sum.
+
+use std::arch::x86_64::*;
+
+use super::blocks::{self, CHUNK, arr, arr_mut, lanes, walk_float_row};
+use super::format::{QMatrix, QType};
+
+/// Weights `8g..8g + 8` of a chunk in register `g`.
+type Chunk = [__m256; 4];
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_u8x8(b: &[u8; 8]) -> __m128i {
+    // SAFETY: `b` is 8 readable bytes; the load has no alignment requirement.
+    unsafe { _mm_loadl_epi64(b.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_u8x16(b: &[u8; 16]) -> __m128i {
+    // SAFETY: `b` is 16 readable bytes; the load has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_f32x8(x: &[f32; 8]) -> __m256 {
+    // SAFETY: `x` is 8 readable floats; the load has no alignment requirement.
+    unsafe { _mm256_loadu_ps(x.as_ptr()) }
+}
+
+/// Eight little-endian f32 weights from possibly unaligned bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_f32x8_bytes(b: &[u8; 32]) -> __m256 {
+    // SAFETY: `b` is 32 readable bytes; the load has no alignment requirement.
+    unsafe { _mm256_loadu_ps(b.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_f32x8(o: &mut [f32; 8], v: __m256) {
+    // SAFETY: `o` is 8 writable floats; the store has no alignment requirement.
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
+}
+
+/// The two f16 values in 4 bytes (a super-block's `d` and `dmin`), converted by the F16C unit
+/// (exact, like `half`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_pair(b: &[u8; 4]) -> (f32, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*b)));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// A block's f16 scale in every lane: a broadcast load and one F16C conversion (exact). A scalar
+/// conversion compiles to a 16-bit insert into a live register (`vpinsrw`), whose false
+/// dependency cost about a fifth of the Q8_0 loop's time (measured in isolation).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_splat(b: &[u8; 2]) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(*b)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen_u8(b: &[u8; 8]) -> __m256i {
+    _mm256_cvtepu8_epi32(load_u8x8(b))
+}
+
+/// Integer codes times the scale: exact, as in the reference `code as f32 * d`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled(q: __m256i, d: __m256) -> __m256 {
+    _mm256_mul_ps(_mm256_cvtepi32_ps(q), d)
+}
+
+/// The 32 nibbles of 16 bytes in chunk order: low nibbles are weights 0..16, high ones 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles(qs: &[u8; 16]) -> [__m256i; 4] {
+    let v = load_u8x16(qs);
+    let a = _mm256_cvtepu8_epi32(v);
+    let b = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v));
+    let m = _mm256_set1_epi32(0x0f);
+    [_mm256_and_si256(a, m), _mm256_and_si256(b, m), _mm256_srli_epi32(a, 4), _mm256_srli_epi32(b, 4)]
+}
+
+/// The fifth bits of a Q5_0/Q5_1 block (bit `e` of `qh` belongs to weight `e`) as 0x10 or 0 in
+/// the chunk's lanes. Register `g` shifts `qh` so that bit `8g + i` sits at bit `4 + i`; lane `i`
+/// then shifts right by `i`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fifth_bits(qh: u32) -> [__m256i; 4] {
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let bit = _mm256_set1_epi32(0x10);
+    let base = [qh << 4, qh >> 4, qh >> 12, qh >> 20];
+    lanes!(g in 4 => _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(base[g] as i32), iota), bit))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0(b: &[u8; 18]) -> Chunk {
+    let d = f16_splat(arr(b, 0));
+    let q = nibbles(arr(b, 2));
+    let eight = _mm256_set1_epi32(8);
+    lanes!(g in 4 => scaled(_mm256_sub_epi32(q[g], eight), d))
+}
+
+/// `q * d + m`: the product is exact (4-bit by 11-bit), so the fused add rounds once, like the
+/// reference's separate multiply and add.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_1(b: &[u8; 20]) -> Chunk {
+    let (d, m) = (f16_splat(arr(b, 0)), f16_splat(arr(b, 2)));
+    let q = nibbles(arr(b, 4));
+    lanes!(g in 4 => _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[g]), d, m))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0(b: &[u8; 22]) -> Chunk {
+    let d = f16_splat(arr(b, 0));
+    let h = fifth_bits(u32::from_le_bytes(*arr(b, 2)));
+    let n = nibbles(arr(b, 6));
+    let sixteen = _mm256_set1_epi32(16);
+    lanes!(g in 4 => scaled(_mm256_sub_epi32(_mm256_or_si256(n[g], h[g]), sixteen), d))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_1(b: &[u8; 24]) -> Chunk {
+    let (d, m) = (f16_splat(arr(b, 0)), f16_splat(arr(b, 2)));
+    let h = fifth_bits(u32::from_le_bytes(*arr(b, 4)));
+    let n = nibbles(arr(b, 8));
+    lanes!(g in 4 => _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_or_si256(n[g], h[g])), d, m))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0(b: &[u8; 34]) -> Chunk {
+    let d = f16_splat(arr(b, 0));
+    lanes!(g in 4 => scaled(_mm256_cvtepi8_epi32(load_u8x8(arr(b, 2 + 8 * g))), d))
+}
+
+/// A K-quant chunk from its unsigned codes: `dl * q - ml`, one rounding as in the reference.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k_chunk(q: [__m256i; 4], dl: f32, ml: f32) -> Chunk {
+    let (d, m) = (_mm256_set1_ps(dl), _mm256_set1_ps(ml));
+    lanes!(g in 4 => _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(q[g]), m))
+}
+
+/// Q5_K: `qh4` holds the `qh` bytes of a register shifted up by 4, so bit `c` (the fifth bit of
+/// chunk `c`) sits at bit `4 + c`; a right shift by `c` brings it to 0x10.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fifth_bit_k(qh4: __m256i, c: usize) -> __m256i {
+    _mm256_and_si256(_mm256_srl_epi32(qh4, _mm_cvtsi32_si128(c as i32)), _mm256_set1_epi32(0x10))
+}
+
+/// Q6_K codes of chunk `t` (0..4) of a half super-block, from `ql[l]` (`qa`), `ql[l + 32]` (`qb`)
+/// and `qh[l]`: low bits from qa (t = 0, 2) or qb (t = 1, 3), low nibble for t < 2; bits 2t, 2t+1
+/// of qh moved to bits 4, 5.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_codes(t: usize, qa: __m256i, qb: __m256i, qh: __m256i) -> __m256i {
+    let low = _mm256_set1_epi32(0x0f);
+    let top = _mm256_set1_epi32(0x30);
+    match t {
+        0 => _mm256_or_si256(_mm256_and_si256(qa, low), _mm256_and_si256(_mm256_slli_epi32(qh, 4), top)),
+        1 => _mm256_or_si256(_mm256_and_si256(qb, low), _mm256_and_si256(_mm256_slli_epi32(qh, 2), top)),
+        2 => _mm256_or_si256(_mm256_srli_epi32(qa, 4), _mm256_and_si256(qh, top)),
+        _ => _mm256_or_si256(_mm256_srli_epi32(qb, 4), _mm256_and_si256(_mm256_srli_epi32(qh, 2), top)),
+    }
+}
+
+/// Calls `f(k, len, chunk)` for each chunk of a row (see blocks.rs for the chunk order). `f` is
+/// the caller's `#[inline(always)]` consumer; everything else here is plain calls and macros, so
+/// the whole walk compiles as one loop nest with this function's target features.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], init: S, mut f: F) -> S {
+    let mut state = init;
+    // Hands a chunk to the consumer, threading its state (the accumulators) through this
+    // function's locals, so that it stays in registers even where this function is not inlined.
+    macro_rules! emit {
+        ($k:expr, $len:expr, $chunk:expr) => {
+            state = f(state, $k, $len, &$chunk)
+        };
+    }
+    let low = _mm256_set1_epi32(0x0f);
+    match ty {
+        QType::F32 => walk_float_row!(row, 4, emit, |c| {
+            let c: &[u8; 128] = arr(c, 0);
+            lanes!(g in 4 => load_f32x8_bytes(arr(c, 32 * g)))
+        }),
+        QType::F16 => walk_float_row!(row, 2, emit, |c| {
+            let c: &[u8; 64] = arr(c, 0);
+            lanes!(g in 4 => _mm256_cvtph_ps(load_u8x16(arr(c, 16 * g))))
+        }),
+        // BF16 is the top half of an f32.
+        QType::BF16 => walk_float_row!(row, 2, emit, |c| {
+            let c: &[u8; 64] = arr(c, 0);
+            lanes!(g in 4 => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u8x16(arr(c, 16 * g))), 16)))
+        }),
+        QType::Q4_0 => {
+            for (i, b) in row.chunks_exact(18).enumerate() {
+                emit!(i * CHUNK, CHUNK, q4_0(arr(b, 0)));
+            }
+        }
+        QType::Q4_1 => {
+            for (i, b) in row.chunks_exact(20).enumerate() {
+                emit!(i * CHUNK, CHUNK, q4_1(arr(b, 0)));
+            }
+        }
+        QType::Q5_0 => {
+            for (i, b) in row.chunks_exact(22).enumerate() {
+                emit!(i * CHUNK, CHUNK, q5_0(arr(b, 0)));
+            }
+        }
+        QType::Q5_1 => {
+            for (i, b) in row.chunks_exact(24).enumerate() {
+                emit!(i * CHUNK, CHUNK, q5_1(arr(b, 0)));
+            }
+        }
+        QType::Q8_0 => {
+            for (i, b) in row.chunks_exact(34).enumerate() {
+                emit!(i * CHUNK, CHUNK, q8_0(arr(b, 0)));
+            }
+        }
+        QType::Q4K => {
+            for (s, b) in row.chunks_exact(144).enumerate() {
+                let b: &[u8; 144] = arr(b, 0);
+                let (d, dmin) = f16_pair(arr(b, 0));
+                let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
+                // Bytes 32j..32j+32 hold chunk 2j in their low nibbles and chunk 2j+1 in the high.
+                for j in 0..4 {
+                    let q: [__m256i; 4] = lanes!(g in 4 => widen_u8(arr(b, 16 + 32 * j + 8 * g)));
+                    let k = 256 * s + 64 * j;
+                    let lo = lanes!(g in 4 => _mm256_and_si256(q[g], low));
+                    emit!(k, CHUNK, k_chunk(lo, dl[2 * j], ml[2 * j]));
+                    let hi = lanes!(g in 4 => _mm256_srli_epi32(q[g], 4));
+                    emit!(k + CHUNK, CHUNK, k_chunk(hi, dl[2 * j + 1], ml[2 * j + 1]));
+                }
+            }
+        }
+        QType::Q5K => {
+            for (s, b) in row.chunks_exact(176).enumerate() {
+                let b: &[u8; 176] = arr(b, 0);
+                let (d, dmin) = f16_pair(arr(b, 0));
+                let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
+                // qh byte l carries the fifth bit of weight l of chunk c in bit c.
+                let qh4: [__m256i; 4] = lanes!(g in 4 => _mm256_slli_epi32(widen_u8(arr(b, 16 + 8 * g)), 4));
+                for j in 0..4 {
+                    let q: [__m256i; 4] = lanes!(g in 4 => widen_u8(arr(b, 48 + 32 * j + 8 * g)));
+                    let k = 256 * s + 64 * j;
+                    let (c, d) = (2 * j, 2 * j + 1);
+                    let lo = lanes!(g in 4 => _mm256_or_si256(_mm256_and_si256(q[g], low), fifth_bit_k(qh4[g], c)));
+                    emit!(k, CHUNK, k_chunk(lo, dl[c], ml[c]));
+                    let hi =
+                        lanes!(g in 4 => _mm256_or_si256(_mm256_srli_epi32(q[g], 4), fifth_bit_k(qh4[g], d)));
+                    emit!(k + CHUNK, CHUNK, k_chunk(hi, dl[d], ml[d]));
+                }
+            }
+        }
+        QType::Q6K => {
+            let off = _mm256_set1_epi32(32);
+            for (s, b) in row.chunks_exact(210).enumerate() {
+                let b: &[u8; 210] = arr(b, 0);
+                // d is the upper half of the block's last 4 bytes.
+                let ds = blocks::k6_scales(f16_pair(arr(b, 206)).1, arr(b, 192));
+                for n in 0..2 {
+                    // Register g covers weights 8g..8g+8 of each chunk: ql[l], ql[l + 32], qh[l].
+                    let qa: [__m256i; 4] = lanes!(g in 4 => widen_u8(arr(b, 64 * n + 8 * g)));
+                    let qb: [__m256i; 4] = lanes!(g in 4 => widen_u8(arr(b, 64 * n + 32 + 8 * g)));
+                    let qh: [__m256i; 4] = lanes!(g in 4 => widen_u8(arr(b, 128 + 32 * n + 8 * g)));
+                    // Weights 16..32 of a chunk (registers 2, 3) use the next 16-weight scale.
+                    // (The loop unrolls and the match in q6k_codes folds.)
+                    for t in 0..4 {
+                        let chunk = lanes!(g in 4 => scaled(
+                            _mm256_sub_epi32(q6k_codes(t, qa[g], qb[g], qh[g]), off),
+                            _mm256_set1_ps(ds[8 * n + g / 2 + 2 * t])
+                        ));
+                        emit!(256 * s + 128 * n + CHUNK * t, CHUNK, chunk);
+                    }
+                }
+            }
+        }
+    }
+    state
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(a: &[__m256; 4]) -> f32 {
+    let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+}
+
+/// `ys[i][r] = W[r0 + r] · xs[i]` for the rows `ys` covers. The caller guarantees
+/// `xs[i].len() == w.cols` and `r0 + ys[i].len() <= w.rows` (all `ys[i]` the same length).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M], ys: &mut [&mut [f32]; M]) {
+    // One x row: four independent accumulators cover the FMA latency. Several: two per x row, so
+    // that four rows' accumulators and a decoded chunk still fit in the 16 registers.
+    let chains = if M == 1 { 4 } else { 2 };
+    for r in 0..ys[0].len() {
+        let acc = walk_row(
+            w.ty,
+            w.row(r0 + r),
+            [[_mm256_setzero_ps(); 4]; M],
+            // Inlined at every chunk site of the walk; the accumulators are its fold state.
+            #[inline(always)]
+            |mut acc: [[__m256; 4]; M], k, len, c| {
+                for (a, x) in acc.iter_mut().zip(xs) {
+                    let mut pad = [0f32; CHUNK];
+                    let xc: &[f32; CHUNK] = if len == CHUNK {
+                        arr(x, k)
+                    } else {
+                        pad[..len].copy_from_slice(&x[k..k + len]);
+                        &pad
+                    };
+                    for (g, &wv) in c.iter().enumerate() {
+                        let xv = load_f32x8(arr(xc, 8 * g));
+                        a[g % chains] = _mm256_fmadd_ps(wv, xv, a[g % chains]);
+                    }
+                }
+                acc
+            },
+        );
+        for (y, a) in ys.iter_mut().zip(&acc) {
+            y[r] = hsum(a);
+        }
+    }
+}
+
+/// Dequantizes rows `r0..r0 + out.len() / cols` into `out` (row-major, `cols > 0`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dequant_rows(w: &QMatrix, r0: usize, out: &mut [f32]) {
+    for (r, o) in out.chunks_exact_mut(w.cols).enumerate() {
+        walk_row(
+            w.ty,
+            w.row(r0 + r),
+            (),
+            #[inline(always)]
+            |(), k, len, c| {
+                let mut tmp = [0f32; CHUNK];
+                let dst: &mut [f32; CHUNK] = if len == CHUNK { arr_mut(o, k) } else { &mut tmp };
+                for (g, &v) in c.iter().enumerate() {
+                    store_f32x8(arr_mut(dst, 8 * g), v);
+                }
+                if len < CHUNK {
+                    o[k..k + len].copy_from_slice(&tmp[..len]);
+                }
+            },
+        );
+    }
+}

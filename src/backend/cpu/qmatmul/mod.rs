@@ -1,0 +1,265 @@
+//! Matrix products on GGUF-stored weights, for the CPU.
+//!
+//! `matvec` (decode: batch 1) reads each stored block once and dequantizes it in registers; it
+//! never writes f32 weights. `matvec_batch` does the same for a few x rows at once, reading W once
+//! per group of four. `matmul` (prefill) dequantizes L2-sized panels of W into a reusable buffer
+//! and hands each to `gemm` (panel.rs).
+//!
+//! Numerics: every kernel dequantizes to exactly the f32 values of the reference dequantizers
+//! (`crate::model::quant`), then sums products in f32. Results differ from
+//! dequantize-then-multiply only by float summation order (and by fused multiply-adds in the
+//! sums). No activation quantization.
+//!
+//! Kernels: `Isa::Portable` everywhere, `Isa::Avx2` / `Isa::Avx512` on x86-64, `Isa::Neon` on
+//! AArch64; `default_isa()` picks the best at run time unless `set_default_isa` says otherwise,
+//! and the `*_with` functions take one explicitly.
+//!
+//! Work is split over row ranges with rayon (the current pool, so the caller chooses the threads
+//! with `ThreadPool::install`).
+
+mod blocks;
+mod format;
+mod isa;
+mod panel;
+mod portable;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+#[cfg(test)]
+mod tests;
+
+pub use format::{QError, QMatrix, QResult, QType};
+pub use isa::{Isa, default_isa, default_isa_from_env, set_default_isa};
+
+use format::invalid;
+use isa::Ready;
+use rayon::prelude::*;
+
+/// Up to this many x rows, `matmul` runs the batched matrix-vector kernels (W read once per four
+/// rows, no f32 copy of W); above it, panels of W are dequantized for `gemm`. gemm 0.19 is slow
+/// for a few rows (on the 2-core dev machine, f32 gemm with m = 2..8 took 2-4x its m = 1 time),
+/// and the batched kernels measured as fast or faster up to about 16 rows.
+pub const MATMUL_SMALL_M: usize = 16;
+
+/// At most this many x rows share one pass over W in `matvec_batch`: their accumulators must fit
+/// in registers alongside a decoded chunk.
+const BATCH_GROUP: usize = 4;
+
+/// A task below this many weight bytes is not worth a rayon hand-off (a few microseconds of work).
+const MIN_TASK_BYTES: usize = 64 << 10;
+
+/// y = W x: `x` has `cols` elements, `y` has `rows`.
+pub fn matvec(w: &QMatrix, x: &[f32], y: &mut [f32]) -> QResult<()> {
+    matvec_with(default_isa(), w, x, y)
+}
+
+/// `matvec` with the kernels of `isa` (an error if this CPU cannot run them).
+pub fn matvec_with(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) -> QResult<()> {
+    let ready = isa.ready()?;
+    w.validate()?;
+    check_len("x", x.len(), w.cols, "cols")?;
+    check_len("y", y.len(), w.rows, "rows")?;
+    batch_group::<1>(ready, w, &[x], [y]);
+    Ok(())
+}
+
+/// out = X Wᵀ for a few x rows: `x` is [m, cols] row-major, `out` is [m, rows]. W is read once per
+/// group of up to four x rows, dequantized in registers.
+pub fn matvec_batch(w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
+    matvec_batch_with(default_isa(), w, x, m, out)
+}
+
+/// `matvec_batch` with the kernels of `isa`.
+pub fn matvec_batch_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
+    let ready = isa.ready()?;
+    check_batch(w, x, m, out)?;
+    batch(ready, w, x, m, out);
+    Ok(())
+}
+
+/// out = X Wᵀ: `x` is [m, cols] row-major, `out` is [m, rows] row-major. Up to
+/// `MATMUL_SMALL_M` rows go through `matvec_batch`; more go through panel dequantization + gemm.
+pub fn matmul(w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
+    matmul_with(default_isa(), w, x, m, out)
+}
+
+/// `matmul` with the kernels of `isa` (for the dequantization; `gemm` picks its own).
+pub fn matmul_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
+    let ready = isa.ready()?;
+    check_batch(w, x, m, out)?;
+    if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
+        batch(ready, w, x, m, out);
+    } else {
+        panel::matmul(ready, w, x, m, out);
+    }
+    Ok(())
+}
+
+/// Dequantizes rows `first..first + out.len() / cols` of W into `out` (row-major f32), with the
+/// same values as the reference dequantizers. `out.len()` must be a whole number of rows.
+pub fn dequantize_rows(w: &QMatrix, first: usize, out: &mut [f32]) -> QResult<()> {
+    dequantize_rows_with(default_isa(), w, first, out)
+}
+
+/// `dequantize_rows` with the kernels of `isa`.
+pub fn dequantize_rows_with(isa: Isa, w: &QMatrix, first: usize, out: &mut [f32]) -> QResult<()> {
+    let ready = isa.ready()?;
+    w.validate()?;
+    if w.cols == 0 {
+        return if out.is_empty() { Ok(()) } else { invalid("dequantize_rows: W has no columns".into()) };
+    }
+    let n = out.len() / w.cols;
+    if !out.len().is_multiple_of(w.cols) || first.checked_add(n).is_none_or(|end| end > w.rows) {
+        return invalid(format!(
+            "dequantize_rows: {} values from row {first} of a [{}, {}] matrix",
+            out.len(),
+            w.rows,
+            w.cols
+        ));
+    }
+    dequant_rows(ready, w, first, out);
+    Ok(())
+}
+
+fn check_len(what: &str, got: usize, want: usize, of: &str) -> QResult<()> {
+    if got == want { Ok(()) } else { invalid(format!("{what} has {got} elements, W has {want} {of}")) }
+}
+
+fn check_batch(w: &QMatrix, x: &[f32], m: usize, out: &[f32]) -> QResult<()> {
+    w.validate()?;
+    let xn = m.checked_mul(w.cols);
+    let on = m.checked_mul(w.rows);
+    if xn != Some(x.len()) || on != Some(out.len()) {
+        return invalid(format!(
+            "X with {} values and out with {} for {m} rows times a [{}, {}] W: need {m}x{} and {m}x{}",
+            x.len(),
+            out.len(),
+            w.rows,
+            w.cols,
+            w.cols,
+            w.rows
+        ));
+    }
+    Ok(())
+}
+
+/// All x rows, in groups of up to `BATCH_GROUP` that each read W once. Sizes are checked.
+fn batch(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    if w.rows == 0 {
+        return;
+    }
+    let mut i = 0;
+    while i < m {
+        let g = (m - i).min(BATCH_GROUP);
+        let xs = &x[i * w.cols..(i + g) * w.cols];
+        let ys = &mut out[i * w.rows..(i + g) * w.rows];
+        match g {
+            1 => batch_group::<1>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
+            2 => batch_group::<2>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
+            3 => batch_group::<3>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
+            _ => batch_group::<4>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
+        }
+        i += g;
+    }
+}
+
+/// The M rows of `len` elements of `v` (which holds exactly M of them).
+fn rows_of<const M: usize>(v: &[f32], len: usize) -> [&[f32]; M] {
+    std::array::from_fn(|i| &v[i * len..(i + 1) * len])
+}
+
+fn rows_of_mut<const M: usize>(v: &mut [f32], len: usize) -> [&mut [f32]; M] {
+    let mut rest = v;
+    std::array::from_fn(|_| {
+        let (row, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        row
+    })
+}
+
+/// ys[i] = W xs[i] for M x rows: the rows of W are cut into ranges, one rayon task each.
+fn batch_group<const M: usize>(ready: Ready, w: &QMatrix, xs: &[&[f32]; M], ys: [&mut [f32]; M]) {
+    if w.rows == 0 {
+        return;
+    }
+    if w.cols == 0 {
+        ys.into_iter().for_each(|y| y.fill(0.0));
+        return;
+    }
+    let tasks = row_tasks(w.rows, w.row_bytes());
+    if tasks == 1 {
+        let mut ys = ys;
+        dot_rows(ready, w, 0, xs, &mut ys);
+        return;
+    }
+    let chunk = w.rows.div_ceil(tasks);
+    // Cut every y into the same row ranges: task t gets rows t*chunk.. of each.
+    let mut rest = ys;
+    let mut parts = Vec::with_capacity(tasks);
+    let mut r0 = 0;
+    while r0 < w.rows {
+        let len = chunk.min(w.rows - r0);
+        let part: [&mut [f32]; M] = std::array::from_fn(|i| {
+            let (head, tail) = std::mem::take(&mut rest[i]).split_at_mut(len);
+            rest[i] = tail;
+            head
+        });
+        parts.push((r0, part));
+        r0 += len;
+    }
+    parts.into_par_iter().for_each(|(r0, mut ys)| dot_rows(ready, w, r0, xs, &mut ys));
+}
+
+/// How many rayon tasks a pass over `rows` rows of `row_bytes` should use: none below
+/// `MIN_TASK_BYTES` each, up to four per thread for balance, a multiple of the thread count so
+/// the last wave is full.
+fn row_tasks(rows: usize, row_bytes: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_size = rows.saturating_mul(row_bytes) / MIN_TASK_BYTES;
+    let n = by_size.clamp(1, 4 * threads);
+    if n == 1 { 1 } else { n.next_multiple_of(threads).min(rows) }
+}
+
+/// Dispatch of the row dot products. `Ready` proves the CPU runs the family.
+fn dot_rows<const M: usize>(
+    ready: Ready,
+    w: &QMatrix,
+    r0: usize,
+    xs: &[&[f32]; M],
+    ys: &mut [&mut [f32]; M],
+) {
+    match ready.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Ready` exists only for families whose CPU features were detected.
+        Isa::Avx2 => unsafe { avx2::dot_rows(w, r0, xs, ys) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { avx512::dot_rows(w, r0, xs, ys) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Isa::Neon => unsafe { neon::dot_rows(w, r0, xs, ys) },
+        // Portable, and the families this build lacks (which never become `Ready`).
+        _ => portable::dot_rows(w, r0, xs, ys),
+    }
+}
+
+/// Dispatch of row dequantization (`out` whole rows, `cols > 0`).
+fn dequant_rows(ready: Ready, w: &QMatrix, r0: usize, out: &mut [f32]) {
+    match ready.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Ready` exists only for families whose CPU features were detected.
+        Isa::Avx2 => unsafe { avx2::dequant_rows(w, r0, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { avx512::dequant_rows(w, r0, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Isa::Neon => unsafe { neon::dequant_rows(w, r0, out) },
+        _ => portable::dequant_rows(w, r0, out),
+    }
+}
