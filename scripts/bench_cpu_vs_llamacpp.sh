@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# scalpel's CPU engine and llama.cpp side by side on this machine, on the same GGUF files, token ids
+# and thread count: prefill and decode tok/s and peak resident memory, one engine at a time.
+#
+#   scripts/bench_cpu_vs_llamacpp.sh [THREADS]     (default 2)
+#
+# Models: the default model (SmolLM2-135M-Instruct Q4_1) and a random-weight GGUF of
+# Llama-3.2-3B's shapes in the Q4_K_M mix (scripts/bench/random_gguf.py, written once into the
+# models directory, ~2 GB). llama.cpp comes from the llama-cpp-python package, built from source
+# into .venv-llamacpp (git-ignored) on first use (about ten minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${1:-2}
+prompt=64
+decode=64
+python=$(command -v python3)
+venv=.venv-llamacpp
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp, gguf' 2>/dev/null; then
+  echo "bench: installing llama-cpp-python 0.3.36 and gguf into $venv (builds llama.cpp)" >&2
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check llama-cpp-python==0.3.36 gguf==0.19.0 numpy
+fi
+models="${SCALPEL_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/scalpel/models}"
+smol="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+big="$models/random-llama-3.2-3b-q4_k_m.gguf"
+[ -f "$smol" ] || { echo "bench: $smol missing (run scripts/setup.sh)" >&2; exit 1; }
+if [ ! -f "$big" ]; then
+  echo "bench: writing $big" >&2
+  "$venv/bin/python" scripts/bench/random_gguf.py "$big.partial" && mv "$big.partial" "$big"
+fi
+bench_bin=$(cargo bench -q --bench cpu_generate --no-run --message-format=json \
+  | "$python" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+results=()
+for model in "$smol" "$big"; do
+  ours=$(RAYON_NUM_THREADS=$threads "$bench_bin" --model "$model" --prompt-tokens $prompt --decode $decode --json | tail -n 1)
+  theirs=$("$venv/bin/python" scripts/bench/llamacpp_run.py "$model" $prompt $decode "$threads" | tail -n 1)
+  results+=("$ours" "$theirs")
+done
+"$python" - "${results[@]}" <<'PY'
+import json, os, sys
+rows = [json.loads(a) for a in sys.argv[1:]]
+print(f"{'model':38}{'engine':34}{'prefill tok/s':>14}{'decode tok/s':>14}{'peak RSS MiB':>14}")
+for ours, theirs in zip(rows[::2], rows[1::2]):
+    name = os.path.basename(ours["model"])
+    for r in (ours, theirs):
+        print(f"{name:38}{r['engine'][:33]:34}{r['prefill_tokens_per_second']:>14.1f}{r['decode_tokens_per_second']:>14.1f}"
+              f"{r['peak_rss_bytes'] / 2**20:>14.0f}")
+    bound = 1.15 * (ours["file_bytes"] + ours["kv_cache_bytes"]) + 64 * 2**20
+    print(f"{'':38}{'scalpel / llama.cpp':34}{ours['prefill_tokens_per_second'] / theirs['prefill_tokens_per_second']:>13.2f}x"
+          f"{ours['decode_tokens_per_second'] / theirs['decode_tokens_per_second']:>13.2f}x"
+          f"   scalpel RSS {ours['peak_rss_bytes'] / bound:.2f} of the bound 1.15 x (file + KV) + 64 MiB = {bound / 2**20:.0f} MiB")
+print(f"{rows[0]['threads']} threads, {rows[0]['prompt_tokens']} prompt tokens, {rows[0]['decode_tokens']} decoded")
+PY
