@@ -151,8 +151,10 @@ def main():
     words = sys.argv[1:]
     chosen = [m for m in MUTATIONS if not words or any(w in m[0] for w in words)]
     os.makedirs(WORK, exist_ok=True)
-    skip = {os.path.join(ROOT, p) for p in ("target", ".git", "fuzz/target", ".gpu", ".device")}
-    shutil.copytree(ROOT, WORK, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if os.path.join(d, n) in skip])
+    skip = {os.path.join(ROOT, p) for p in ("target", ".git", "fuzz/target", ".gpu", ".device", ".venv-llamacpp")}
+    # Plain copies (fresh mtimes): with copied mtimes, cargo can take a stale build of an older
+    # tree in the mutants target directory for fresh.
+    shutil.copytree(ROOT, WORK, dirs_exist_ok=True, copy_function=shutil.copy, ignore=lambda d, names: [n for n in names if os.path.join(d, n) in skip])
     logs = os.path.join(ROOT, "target", "mutants")
     print("baseline: building and running the unmutated tests once", flush=True)
     bins = sorted({(m[4], m[5]) for m in chosen})
