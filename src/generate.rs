@@ -92,6 +92,17 @@ pub fn generate<B: Backend>(
 
     let t0 = Instant::now();
     let mut logits = model.forward(prompt_ids, 0, &mut cache, probes, Logits::Last)?;
+    if opts.max_tokens == 0 {
+        // The prompt alone (its probes still see it): no token is chosen, so none is emitted.
+        return Ok(Generation {
+            prompt_ids: prompt_ids.to_vec(),
+            generated_ids: Vec::new(),
+            stop: StopReason::MaxTokens,
+            prefill_seconds: t0.elapsed().as_secs_f64(),
+            decode_seconds: 0.0,
+            decode_steps: 0,
+        });
+    }
     let mut next = choose(&logits, &history)?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
 

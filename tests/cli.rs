@@ -66,6 +66,25 @@ fn generate_json_reports_ids_text_speed_and_memory() {
     assert!(rss <= bound, "peak RSS {:.0} MiB over the bound {:.0} MiB", rss / 1048576.0, bound / 1048576.0);
 }
 
+/// `--max-tokens 0` runs the prompt and emits nothing, on every device (it used to emit one token).
+#[test]
+fn generate_max_tokens_zero_emits_no_token() {
+    for device in ["cpu", "mock"] {
+        let args =
+            ["generate", "-m", &model_arg(), "-p", "The capital of France is", "-n", "0", "--device", device];
+        let o = scalpel(&args);
+        assert!(o.status.success(), "{device}: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "", "{device}: no text");
+        assert!(stderr(&o).contains("decode 0 tokens"), "{device}: {}", stderr(&o));
+        let o = scalpel(&[&args[..], &["--json", "-q"]].concat());
+        assert!(o.status.success(), "{device}: {}", stderr(&o));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+        assert_eq!(v["generated_ids"], serde_json::json!([]), "{device}");
+        assert_eq!(v["text"], "", "{device}");
+        assert_eq!(v["stop"], "max_tokens", "{device}");
+    }
+}
+
 /// `--weights f32` is the reference path: the same tokens, with the f32 weights in memory.
 #[test]
 fn f32_weights_give_the_same_tokens() {
