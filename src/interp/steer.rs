@@ -148,11 +148,20 @@ impl std::str::FromStr for VectorSpec {
             }
             _ => (s, None),
         };
+        // After the last ':' comes a scale, unless the whole is a file that exists or the tail is
+        // visibly part of a path (a '/' in it): `happy.gguf:abc` is a bad scale, not a file name.
         let (path, scale) = match rest.rsplit_once(':') {
-            Some((p, sc)) if !p.is_empty() => match sc.parse::<f32>() {
-                Ok(v) if v.is_finite() => (p, v),
-                _ => (rest, 1.0),
-            },
+            Some((p, sc)) if !p.is_empty() && !sc.contains('/') && !Path::new(rest).exists() => {
+                match sc.parse::<f32>() {
+                    Ok(v) if v.is_finite() => (p, v),
+                    Ok(_) => return Err(format!("{s:?}: the scale {sc:?} is not a finite number")),
+                    Err(_) => {
+                        return Err(format!(
+                            "{s:?}: the scale {sc:?} is not a number (FILE[:SCALE][@LAYERS])"
+                        ));
+                    }
+                }
+            }
             _ => (rest, 1.0),
         };
         if path.is_empty() {
@@ -346,6 +355,16 @@ mod tests {
         let s: VectorSpec = "a@b.gguf".parse().unwrap();
         assert_eq!(s.path.to_str().unwrap(), "a@b.gguf");
         assert!("".parse::<VectorSpec>().is_err());
+        let e = "happy.gguf:abc".parse::<VectorSpec>().unwrap_err();
+        assert!(e.contains("the scale \"abc\" is not a number"), "{e}");
+        assert!("happy.gguf:".parse::<VectorSpec>().is_err());
+        assert!("happy.gguf:inf@3".parse::<VectorSpec>().unwrap_err().contains("not a finite number"));
+        // A file whose name has a colon is still a file when it exists.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("v.gguf:abc");
+        std::fs::write(&odd, b"").unwrap();
+        let s: VectorSpec = odd.to_str().unwrap().parse().unwrap();
+        assert_eq!((s.path, s.scale), (odd, 1.0));
     }
 
     #[test]
