@@ -122,7 +122,25 @@ fn build_mock(out: &Path, kernels: &[PathBuf]) {
             .flag("-fsanitize=address,alignment")
             .flag("-fno-sanitize-recover=all")
             .flag("-fno-omit-frame-pointer");
-        println!("cargo:rustc-link-arg=-fsanitize=address,alignment");
+        // rustc links with -nodefaultlibs, so the compiler's -fsanitize link step adds no runtime:
+        // name the compiler's own ASan and UBSan libraries (scripts/mock_asan.sh then lets ASan
+        // run without being first in the library list).
+        let compiler = build.get_compiler();
+        for lib in ["asan", "ubsan"] {
+            let out = std::process::Command::new(compiler.path())
+                .arg(format!("-print-file-name=lib{lib}.so"))
+                .output()
+                .unwrap_or_else(|e| panic!("SCALPEL_MOCK_SANITIZE: running {}: {e}", compiler.path().display()));
+            let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            assert!(
+                path.is_absolute() && path.exists(),
+                "SCALPEL_MOCK_SANITIZE: {} has no lib{lib}.so (GCC's sanitizer runtimes are needed: \
+                 Debian's libasan8 and libubsan1 come with g++)",
+                compiler.path().display()
+            );
+            println!("cargo:rustc-link-search=native={}", path.parent().expect("a directory").display());
+            println!("cargo:rustc-link-lib=dylib={lib}");
+        }
         println!("cargo:rustc-cfg=scalpel_mock_asan");
     }
     println!("cargo:rustc-check-cfg=cfg(scalpel_mock_asan)");

@@ -6,6 +6,7 @@
 //!                         gives llama.cpp) instead of the printing-press text
 //!   --decode N            decode steps (default 64)
 //!   --weights stored|f32  how the weights are held (default stored)
+//!   --activations f32|int8  the decode products' activations (default f32, exact)
 //!   --json                one JSON line
 //!
 //! scripts/bench_cpu_vs_hf.sh puts transformers beside it, scripts/bench_cpu_vs_llamacpp.sh
@@ -14,6 +15,7 @@
 use std::time::Instant;
 
 use scalpel::backend::cpu::Cpu;
+use scalpel::backend::cpu::qmatmul::{Activations, set_activations};
 use scalpel::forward::{Logits, Model, WeightMode};
 use scalpel::generate::{GenerateOptions, generate};
 use scalpel::model::{DEFAULT_MODEL, ModelFiles, models_dir};
@@ -48,6 +50,12 @@ fn main() {
         Some("f32") => WeightMode::F32,
         Some(other) => panic!("--weights {other}: stored or f32"),
     };
+    let activations = match arg("--activations").as_deref() {
+        None | Some("f32") => Activations::F32,
+        Some("int8") => Activations::Int8,
+        Some(other) => panic!("--activations {other}: f32 or int8"),
+    };
+    set_activations(activations);
     let model = Model::load(Cpu, &files).expect("loads");
     let ids: Vec<u32> = match arg("--prompt-tokens") {
         Some(n) => {
@@ -91,6 +99,7 @@ fn main() {
             serde_json::json!({
                 "engine": "scalpel", "device": "cpu", "threads": threads, "model": label,
                 "weights": format!("{:?}", files.weight_mode).to_lowercase(),
+                "activations": format!("{activations:?}").to_lowercase(),
                 "prompt_tokens": ids.len(), "decode_tokens": decode_tokens,
                 "prefill_tokens_per_second": p, "decode_tokens_per_second": d,
                 "weights_bytes": model.parameter_count() * 4, "file_bytes": file_bytes, "kv_cache_bytes": kv_bytes,
@@ -98,7 +107,10 @@ fn main() {
             })
         );
     } else {
-        println!("scalpel cpu ({threads} threads), {label}, weights {:?}:", files.weight_mode);
+        println!(
+            "scalpel cpu ({threads} threads), {label}, weights {:?}, activations {activations:?}:",
+            files.weight_mode
+        );
         println!("  prefill {:>4} tokens: {p:8.1} tok/s (median of 5)", ids.len());
         println!("  decode  {decode_tokens:>4} tokens: {d:8.1} tok/s (median of 3)");
         println!(

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 export SCALPEL_MOCK_SANITIZE=address
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/asan}
 # Leaks: the fiber pool and the worker threads live for the process on purpose.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1:abort_on_error=1}
+# The runtime is linked as a library of the test binary, not first in its list (rustc decides
+# the order), which ASan accepts once told so.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1:abort_on_error=1:verify_asan_link_order=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 cargo test --test kernels --test mock_device -- "$@"

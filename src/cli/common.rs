@@ -4,6 +4,7 @@ use clap::{Args, ValueEnum};
 
 use crate::backend::Backend;
 use crate::backend::cpu::Cpu;
+use crate::backend::cpu::qmatmul::Activations;
 use crate::error::{Error, Result};
 use crate::model::ModelFiles;
 use crate::model::stored::WeightMode;
@@ -21,12 +22,19 @@ pub struct ModelArgs {
     /// memory, the same numbers up to summation order).
     #[arg(long, value_enum, default_value_t = WeightMode::Stored)]
     pub weights: WeightMode,
+    /// The CPU's decode products on stored weights: `f32` multiplies the f32 activations exactly;
+    /// `int8` quantizes them to 8 bits per 32 values first, as llama.cpp does (Q4_0, Q4_1, Q8_0,
+    /// Q4_K, Q6_K weights; faster decode, each product moved by at most Σ|w|·max|x|/254 —
+    /// BENCHMARKS.md has the measured speed and error). Prefill and other formats stay exact.
+    #[arg(long, value_enum, default_value_t = Activations::F32)]
+    pub activations: Activations,
 }
 
 impl ModelArgs {
     pub fn open(&self) -> Result<ModelFiles> {
         let mut files = ModelFiles::open(self.model.as_deref())?;
         files.weight_mode = self.weights;
+        crate::backend::cpu::qmatmul::set_activations(self.activations);
         if let Some(note) = files.weights.note() {
             crate::info!("note: {note}");
         }

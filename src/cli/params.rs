@@ -73,7 +73,7 @@ pub fn human(n: usize) -> String {
 pub fn run(args: ParamsArgs) -> anyhow::Result<()> {
     let files = args.model.open()?;
     if let Some(other) = &args.compare {
-        let other = ModelArgs { model: Some(other.clone()), weights: args.model.weights }.open()?;
+        let other = ModelArgs { model: Some(other.clone()), ..args.model.clone() }.open()?;
         compare(&files, &other, args.json);
         return Ok(());
     }

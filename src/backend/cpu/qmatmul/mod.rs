@@ -22,9 +22,12 @@ mod format;
 mod isa;
 mod panel;
 mod portable;
+mod q8;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_q8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "aarch64")]
@@ -35,6 +38,7 @@ mod tests;
 
 pub use format::{QError, QMatrix, QResult, QType};
 pub use isa::{Isa, default_isa, default_isa_from_env, set_default_isa};
+pub use q8::{Activations, activations, int8_supported, set_activations};
 
 use format::invalid;
 use isa::Ready;
@@ -64,7 +68,7 @@ pub fn matvec_with(isa: Isa, w: &QMatrix, x: &[f32], y: &mut [f32]) -> QResult<(
     w.validate()?;
     check_len("x", x.len(), w.cols, "cols")?;
     check_len("y", y.len(), w.rows, "rows")?;
-    batch_group::<1>(ready, w, &[x], [y]);
+    batch(ready, activations(), w, x, 1, y);
     Ok(())
 }
 
@@ -78,7 +82,16 @@ pub fn matvec_batch(w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResul
 pub fn matvec_batch_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
     let ready = isa.ready()?;
     check_batch(w, x, m, out)?;
-    batch(ready, w, x, m, out);
+    batch(ready, activations(), w, x, m, out);
+    Ok(())
+}
+
+/// `matvec_batch` with int8 activations (q8.rs) where `int8_supported(w.ty)`, exact otherwise,
+/// whatever the process-wide choice.
+pub fn matvec_batch_int8_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
+    let ready = isa.ready()?;
+    check_batch(w, x, m, out)?;
+    batch(ready, Activations::Int8, w, x, m, out);
     Ok(())
 }
 
@@ -93,7 +106,7 @@ pub fn matmul_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) 
     let ready = isa.ready()?;
     check_batch(w, x, m, out)?;
     if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
-        batch(ready, w, x, m, out);
+        batch(ready, activations(), w, x, m, out);
     } else {
         panel::matmul(ready, w, x, m, out);
     }
@@ -149,20 +162,36 @@ fn check_batch(w: &QMatrix, x: &[f32], m: usize, out: &[f32]) -> QResult<()> {
 }
 
 /// All x rows, in groups of up to `BATCH_GROUP` that each read W once. Sizes are checked.
-fn batch(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+fn batch(ready: Ready, act: Activations, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     if w.rows == 0 {
         return;
     }
+    let int8 = act == Activations::Int8 && int8_supported(w.ty) && w.cols > 0;
+    let q8: Vec<q8::Q8Row> =
+        if int8 { x.chunks_exact(w.cols).map(q8::Q8Row::quantize).collect() } else { Vec::new() };
     let mut i = 0;
     while i < m {
         let g = (m - i).min(BATCH_GROUP);
         let xs = &x[i * w.cols..(i + g) * w.cols];
         let ys = &mut out[i * w.rows..(i + g) * w.rows];
+        macro_rules! group {
+            ($n:literal) => {
+                if int8 {
+                    let qs: [&q8::Q8Row; $n] = std::array::from_fn(|j| &q8[i + j]);
+                    split_rows(w, rows_of_mut::<$n>(ys, w.rows), |r0, ys| {
+                        dot_rows_int8(ready, w, r0, &qs, ys)
+                    })
+                } else {
+                    let xs = rows_of::<$n>(xs, w.cols);
+                    batch_group::<$n>(ready, w, &xs, rows_of_mut(ys, w.rows))
+                }
+            };
+        }
         match g {
-            1 => batch_group::<1>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
-            2 => batch_group::<2>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
-            3 => batch_group::<3>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
-            _ => batch_group::<4>(ready, w, &rows_of(xs, w.cols), rows_of_mut(ys, w.rows)),
+            1 => group!(1),
+            2 => group!(2),
+            3 => group!(3),
+            _ => group!(4),
         }
         i += g;
     }
@@ -182,19 +211,29 @@ fn rows_of_mut<const M: usize>(v: &mut [f32], len: usize) -> [&mut [f32]; M] {
     })
 }
 
-/// ys[i] = W xs[i] for M x rows: the rows of W are cut into ranges, one rayon task each.
+/// ys[i] = W xs[i] for M x rows.
 fn batch_group<const M: usize>(ready: Ready, w: &QMatrix, xs: &[&[f32]; M], ys: [&mut [f32]; M]) {
-    if w.rows == 0 {
-        return;
-    }
     if w.cols == 0 {
         ys.into_iter().for_each(|y| y.fill(0.0));
+        return;
+    }
+    split_rows(w, ys, |r0, ys| dot_rows(ready, w, r0, xs, ys));
+}
+
+/// Cuts the rows of W into ranges, one rayon task each, and calls `f(r0, ys)` with every y cut to
+/// the range's rows.
+fn split_rows<const M: usize>(
+    w: &QMatrix,
+    ys: [&mut [f32]; M],
+    f: impl Fn(usize, &mut [&mut [f32]; M]) + Sync,
+) {
+    if w.rows == 0 {
         return;
     }
     let tasks = row_tasks(w.rows, w.row_bytes());
     if tasks == 1 {
         let mut ys = ys;
-        dot_rows(ready, w, 0, xs, &mut ys);
+        f(0, &mut ys);
         return;
     }
     let chunk = w.rows.div_ceil(tasks);
@@ -212,7 +251,7 @@ fn batch_group<const M: usize>(ready: Ready, w: &QMatrix, xs: &[&[f32]; M], ys: 
         parts.push((r0, part));
         r0 += len;
     }
-    parts.into_par_iter().for_each(|(r0, mut ys)| dot_rows(ready, w, r0, xs, &mut ys));
+    parts.into_par_iter().for_each(|(r0, mut ys)| f(r0, &mut ys));
 }
 
 /// How many rayon tasks a pass over `rows` rows of `row_bytes` should use: none below
@@ -245,6 +284,23 @@ fn dot_rows<const M: usize>(
         Isa::Neon => unsafe { neon::dot_rows(w, r0, xs, ys) },
         // Portable, and the families this build lacks (which never become `Ready`).
         _ => portable::dot_rows(w, r0, xs, ys),
+    }
+}
+
+/// Dispatch of the int8-activation row products (AVX2 where ready, portable otherwise: the
+/// AVX-512 family runs the AVX2 kernels, which every AVX-512 CPU has).
+fn dot_rows_int8<const M: usize>(
+    ready: Ready,
+    w: &QMatrix,
+    r0: usize,
+    xs: &[&q8::Q8Row; M],
+    ys: &mut [&mut [f32]; M],
+) {
+    match ready.isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Ready` for AVX2 or AVX-512 means AVX2, FMA and F16C were detected.
+        Isa::Avx2 | Isa::Avx512 => unsafe { avx2_q8::dot_rows(w, r0, xs, ys) },
+        _ => q8::dot_rows_portable(w, r0, xs, ys),
     }
 }
 

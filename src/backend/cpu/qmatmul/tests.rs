@@ -10,6 +10,9 @@ use super::*;
 /// to sum |w| |x| over the row.
 const REL_TOL: f64 = 1e-5;
 
+/// Values per x block of the int8-activation path (and per chunk of every kernel).
+const CHUNK_ELEMS: usize = 32;
+
 /// splitmix64: small, deterministic, good enough for test data.
 struct Rng(u64);
 
@@ -397,4 +400,99 @@ fn bad_sizes_are_errors() {
     let mut out = vec![f32::NAN; 21];
     matmul(&no_cols, &[], 7, &mut out).unwrap();
     assert!(out.iter().all(|&v| v == 0.0));
+}
+
+/// The int8-activation path: for the types it takes, the product of the dequantized weights with
+/// the quantized x (`d · q`) within float error, and within the stated rounding bound of the exact
+/// product; for the others, exactly the f32 path's products. Every family this CPU runs, 1 to 5
+/// x rows (the groups of four and a remainder), x blocks of very different sizes and an all-zero
+/// block (scale 0).
+#[test]
+fn int8_activations_multiply_the_quantized_x() {
+    let mut rng = Rng(9);
+    let mut int8_cases = 0;
+    for ty in QType::ALL {
+        for (rows, cols) in shapes(ty).into_iter().filter(|&(_, c)| c % CHUNK_ELEMS == 0).take(6) {
+            let data = random_matrix(ty, rows, cols, Scales::Realistic, &mut rng);
+            let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+            let deq = reference_weights(&w);
+            for m in 1..=5 {
+                let mut x = random_x(m * cols, &mut rng);
+                for (b, xb) in x.chunks_mut(CHUNK_ELEMS).enumerate() {
+                    let f = [1.0, 30.0, 0.01, 0.0][b % 4];
+                    xb.iter_mut().for_each(|v| *v *= f);
+                }
+                let xq: Vec<f32> = if int8_supported(ty) {
+                    x.chunks(cols).flat_map(|r| q8::Q8Row::quantize(r).dequantized()).collect()
+                } else {
+                    x.clone()
+                };
+                for isa in isas() {
+                    let mut out = vec![f32::NAN; m * rows];
+                    matvec_batch_int8_with(isa, &w, &x, m, &mut out).unwrap();
+                    let what = format!("int8 {} m={m}", isa.name());
+                    check_product(&what, &w, &deq, &xq, m, &out);
+                    if !int8_supported(ty) {
+                        continue;
+                    }
+                    int8_cases += 1;
+                    // The rounding bound against the exact product: |x - d q| ≤ max|x|_block / 254.
+                    for i in 0..m {
+                        let xi = &x[i * cols..(i + 1) * cols];
+                        let amax: Vec<f64> = xi
+                            .chunks(CHUNK_ELEMS)
+                            .map(|b| b.iter().fold(0f64, |a, v| a.max(v.abs() as f64)))
+                            .collect();
+                        for r in 0..rows {
+                            let wr = &deq[r * cols..(r + 1) * cols];
+                            let exact: f64 = wr.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            let bound: f64 = wr
+                                .iter()
+                                .enumerate()
+                                .map(|(k, &a)| (a as f64).abs() * amax[k / CHUNK_ELEMS] / 254.0)
+                                .sum::<f64>();
+                            let scale: f64 =
+                                wr.iter().zip(xi).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                            let got = out[i * rows + r] as f64;
+                            assert!(
+                                (got - exact).abs() <= bound * 1.0001 + REL_TOL * scale,
+                                "{what} {}: row {r}: {got} vs exact {exact}, bound {bound}",
+                                ty.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(int8_cases >= 5 * 5 * 3, "{int8_cases} int8 cases");
+}
+
+/// The activation quantizer: every value within half a step of `d · q`, the block's largest value
+/// on ±127, an all-zero block all zeros with scale 0, and the block sums as the products use them.
+#[test]
+fn int8_quantizer_rounds_to_the_nearest_step() {
+    let mut rng = Rng(10);
+    let mut x = random_x(4 * CHUNK_ELEMS, &mut rng);
+    x[CHUNK_ELEMS..2 * CHUNK_ELEMS].iter_mut().for_each(|v| *v = 0.0);
+    x[2 * CHUNK_ELEMS..3 * CHUNK_ELEMS].iter_mut().for_each(|v| *v *= 1e-3);
+    let q = q8::Q8Row::quantize(&x);
+    let back = q.dequantized();
+    for (b, xb) in x.chunks(CHUNK_ELEMS).enumerate() {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let qb = &q.q[b * CHUNK_ELEMS..(b + 1) * CHUNK_ELEMS];
+        let blk = q.blocks[b];
+        assert_eq!(blk.d, amax / 127.0);
+        if amax > 0.0 {
+            assert_eq!(qb.iter().map(|v| v.unsigned_abs()).max(), Some(127), "block {b}");
+        } else {
+            assert!(qb.iter().all(|&v| v == 0));
+        }
+        for (i, (&v, &r)) in xb.iter().zip(&back[b * CHUNK_ELEMS..]).enumerate() {
+            assert!((v - r).abs() <= blk.d * (0.5 + 1e-6), "block {b} value {i}: {v} vs {r}");
+        }
+        let lo: i32 = qb[..CHUNK_ELEMS / 2].iter().map(|&v| v as i32).sum();
+        let hi: i32 = qb[CHUNK_ELEMS / 2..].iter().map(|&v| v as i32).sum();
+        assert_eq!((blk.dsum_lo, blk.dsum_hi), (blk.d * lo as f32, blk.d * hi as f32));
+    }
 }
