@@ -33,21 +33,24 @@ bench_bin=$(cargo bench -q --bench cpu_generate --no-run --message-format=json \
 results=()
 for model in "$smol" "$big"; do
   ours=$(RAYON_NUM_THREADS=$threads "$bench_bin" --model "$model" --prompt-tokens $prompt --decode $decode --json | tail -n 1)
+  int8=$(RAYON_NUM_THREADS=$threads "$bench_bin" --model "$model" --prompt-tokens $prompt --decode $decode --activations int8 --json | tail -n 1)
   theirs=$("$venv/bin/python" scripts/bench/llamacpp_run.py "$model" $prompt $decode "$threads" | tail -n 1)
-  results+=("$ours" "$theirs")
+  results+=("$ours" "$int8" "$theirs")
 done
 "$python" - "${results[@]}" <<'PY'
 import json, os, sys
 rows = [json.loads(a) for a in sys.argv[1:]]
 print(f"{'model':38}{'engine':34}{'prefill tok/s':>14}{'decode tok/s':>14}{'peak RSS MiB':>14}")
-for ours, theirs in zip(rows[::2], rows[1::2]):
+for ours, int8, theirs in zip(rows[::3], rows[1::3], rows[2::3]):
     name = os.path.basename(ours["model"])
-    for r in (ours, theirs):
-        print(f"{name:38}{r['engine'][:33]:34}{r['prefill_tokens_per_second']:>14.1f}{r['decode_tokens_per_second']:>14.1f}"
+    for r in (ours, int8, theirs):
+        engine = r["engine"] + (" (int8 activations)" if r.get("activations") == "int8" else "")
+        print(f"{name:38}{engine[:33]:34}{r['prefill_tokens_per_second']:>14.1f}{r['decode_tokens_per_second']:>14.1f}"
               f"{r['peak_rss_bytes'] / 2**20:>14.0f}")
     bound = 1.15 * (ours["file_bytes"] + ours["kv_cache_bytes"]) + 64 * 2**20
-    print(f"{'':38}{'scalpel / llama.cpp':34}{ours['prefill_tokens_per_second'] / theirs['prefill_tokens_per_second']:>13.2f}x"
-          f"{ours['decode_tokens_per_second'] / theirs['decode_tokens_per_second']:>13.2f}x"
-          f"   scalpel RSS {ours['peak_rss_bytes'] / bound:.2f} of the bound 1.15 x (file + KV) + 64 MiB = {bound / 2**20:.0f} MiB")
+    for r, label in ((ours, "scalpel / llama.cpp"), (int8, "scalpel int8 / llama.cpp")):
+        print(f"{'':38}{label:34}{r['prefill_tokens_per_second'] / theirs['prefill_tokens_per_second']:>13.2f}x"
+              f"{r['decode_tokens_per_second'] / theirs['decode_tokens_per_second']:>13.2f}x"
+              f"   RSS {r['peak_rss_bytes'] / bound:.2f} of the bound 1.15 x (file + KV) + 64 MiB = {bound / 2**20:.0f} MiB")
 print(f"{rows[0]['threads']} threads, {rows[0]['prompt_tokens']} prompt tokens, {rows[0]['decode_tokens']} decoded")
 PY

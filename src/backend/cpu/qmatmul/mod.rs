@@ -8,7 +8,9 @@
 //! Numerics: every kernel dequantizes to exactly the f32 values of the reference dequantizers
 //! (`crate::model::quant`), then sums products in f32. Results differ from
 //! dequantize-then-multiply only by float summation order (and by fused multiply-adds in the
-//! sums). No activation quantization.
+//! sums). No activation quantization by default; `set_activations(Activations::Int8)` opts the
+//! products of up to `MATMUL_SMALL_M` rows into int8 activations (q8.rs: llama.cpp's scheme, its
+//! error bound stated there).
 //!
 //! Kernels: `Isa::Portable` everywhere, `Isa::Avx2` / `Isa::Avx512` on x86-64, `Isa::Neon` on
 //! AArch64; `default_isa()` picks the best at run time unless `set_default_isa` says otherwise,

@@ -8,7 +8,7 @@
 //! check exactly that bound). The default stays `Activations::F32` (exact products); this path is
 //! chosen with `set_activations` (the CLI's `--activations int8`). Block formats whose codes fit a
 //! byte with one offset per 16 weights take it (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K); the others, the
-//! float formats, and prefill (many rows: panels + gemm) stay exact.
+//! float formats, and products of more than `MATMUL_SMALL_M` rows (panels + gemm) stay exact.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
