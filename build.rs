@@ -130,7 +130,9 @@ fn build_mock(out: &Path, kernels: &[PathBuf]) {
             let out = std::process::Command::new(compiler.path())
                 .arg(format!("-print-file-name=lib{lib}.so"))
                 .output()
-                .unwrap_or_else(|e| panic!("SCALPEL_MOCK_SANITIZE: running {}: {e}", compiler.path().display()));
+                .unwrap_or_else(|e| {
+                    panic!("SCALPEL_MOCK_SANITIZE: running {}: {e}", compiler.path().display())
+                });
             let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             assert!(
                 path.is_absolute() && path.exists(),

@@ -106,9 +106,9 @@ pub(super) fn walk_int_row(ty: QType, row: &[u8], mut f: impl FnMut(usize, &IntC
             for (i, b) in row.chunks_exact(bytes).enumerate() {
                 let d = blocks::f16_at(b, 0);
                 let qs: &[u8; 16] = arr(b, at);
-                for j in 0..16 {
-                    ch.code[j] = (qs[j] & 0x0f) as i16;
-                    ch.code[j + 16] = (qs[j] >> 4) as i16;
+                for (j, &q) in qs.iter().enumerate() {
+                    ch.code[j] = (q & 0x0f) as i16;
+                    ch.code[j + 16] = (q >> 4) as i16;
                 }
                 let off = if ty == QType::Q4_0 { -8.0 * d } else { blocks::f16_at(b, 2) };
                 (ch.s, ch.off) = ([d; 2], [off; 2]);
