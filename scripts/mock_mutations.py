@@ -57,10 +57,8 @@ MUTATIONS = [
     (
         "wrong GQA head mapping in the row kernel: query head h reads KV head h % n_kv",
         "kernels/attention.cu",
-        "    const int kvh = h / (g.n_heads / g.n_kv_heads);\n    const int pos = *start_p + row;\n"
-        "    const size_t qoff = ((size_t)row * g.n_heads + h) * hd;\n    for (int i",
-        "    const int kvh = h % g.n_kv_heads;\n    const int pos = *start_p + row;\n"
-        "    const size_t qoff = ((size_t)row * g.n_heads + h) * hd;\n    for (int i",
+        "lane = threadIdx.x & 31;\n    const int kvh = h / (g.n_heads / g.n_kv_heads);\n",
+        "lane = threadIdx.x & 31;\n    const int kvh = h % g.n_kv_heads;\n",
         "kernels", "attention",
     ),
     (
@@ -94,15 +92,15 @@ MUTATIONS = [
     (
         "wrong leading dimension in the GEMM call: ldc = m",
         "src/backend/cuda/ops.rs",
-        "            ldc: n as i32,",
-        "            ldc: m as i32,",
+        "\n            ldc: n as i32,",
+        "\n            ldc: m as i32,",
         "kernels", "matmul",
     ),
     (
         "wrong leading dimension in the GEMM call: ldb = n",
         "src/backend/cuda/ops.rs",
-        "            ldb: k as i32,",
-        "            ldb: n as i32,",
+        "\n            ldb: k as i32,",
+        "\n            ldb: n as i32,",
         "kernels", "matmul",
     ),
     (

@@ -302,6 +302,29 @@ fn prefill_then_decode_with_and_without_graphs(c: &Ctx) {
             RESID_TOL,
         );
     }
+    // Two replays queued back to back with no read between them: the second set_step must not
+    // rewrite the staging the first, still queued, reads (decode in generate always reads back
+    // between steps; this is the backend's own contract).
+    let be = &model.backend;
+    let (mut gc, mut cc) =
+        (model.new_cache(ids.len() + 2).unwrap(), cpu(alias).new_cache(ids.len() + 2).unwrap());
+    model.forward(&ids, 0, &mut gc, &mut Probes::none(), Logits::Last).unwrap();
+    cpu(alias).forward(&ids, 0, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
+    let pos = ids.len();
+    let mut step = be.fixed_step(1).unwrap();
+    be.set_step(&mut step, &[with[0]], pos).unwrap();
+    be.begin_capture().unwrap();
+    let out = be
+        .upload_step(&step)
+        .and_then(|_| model.forward_step(&step, &mut gc, &mut Probes::none(), Logits::Last));
+    let graph = be.end_capture().unwrap();
+    let out = out.unwrap();
+    be.replay(&graph).unwrap();
+    be.set_step(&mut step, &[with[1]], pos + 1).unwrap();
+    be.replay(&graph).unwrap();
+    cpu(alias).forward(&[with[0]], pos, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
+    let h = cpu(alias).forward(&[with[1]], pos + 1, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
+    rows("two replays queued back to back", &be.download(&out).unwrap(), &h.data, vocab, RESID_TOL);
 }
 
 /// Add, replace and ablate on the device do what they do on the CPU, at the positions asked.

@@ -110,6 +110,11 @@ static void trampoline_ucontext(unsigned eh, unsigned el, unsigned ah, unsigned 
 
 // Prepares `c` to run entry(arg) on the stack [lo, lo + size).
 static void make_context(Context &c, char *lo, size_t size, void (*entry)(void *), void *arg) {
+#ifdef SCALPEL_MOCK_ASAN
+    // A fiber never returns from its first frames (it exits by switching away, or is abandoned by
+    // a failure mid-kernel), so their redzones stay poisoned: the stack is fresh for its next one.
+    __asan_unpoison_memory_region(lo, size);
+#endif
 #if defined(__x86_64__)
     uintptr_t top = ((uintptr_t)(lo + size)) & ~(uintptr_t)15;
     uint64_t *s = reinterpret_cast<uint64_t *>(top);
@@ -223,9 +228,6 @@ struct Worker {
     unsigned n = 0, exited = 0, at_barrier = 0;
     size_t static_shared = 0;
     bool failed = false;
-#ifdef SCALPEL_MOCK_ASAN
-    bool abandoned = false;  // a failed block left fibers mid-flight
-#endif
     std::string error;
     std::vector<unsigned> order;
     Rng rng{0};
@@ -308,9 +310,6 @@ static std::string where(const Launch &l, const Worker &w, const Thread *t, int 
 // Stops the block with an error; called on a fiber, it never returns.
 [[noreturn]] static void fail_here(Worker &w, const std::string &message) {
     w.failed = true;
-#ifdef SCALPEL_MOCK_ASAN
-    w.abandoned = true;
-#endif
     w.error = message;
     Thread *t = w.current;
 #ifdef SCALPEL_MOCK_ASAN
@@ -650,47 +649,65 @@ static void run_block(Worker &w, const Launch &l, uint64_t linear_block) {
         }
 #ifdef SCALPEL_MOCK_ASAN
         t.fake_stack = nullptr;
-        // A fiber abandoned by an earlier failure may have left its frames poisoned.
-        if (w.abandoned) ASAN_UNPOISON_MEMORY_REGION(t.stack, STACK_BYTES);
 #endif
         // Stacks 64 KiB apart put every fiber's hot frames in the same cache sets: a stagger of
         // a few cache lines per fiber spreads them.
         make_context(t.ctx, t.stack, STACK_BYTES - (i % 64) * 192, fiber_main, &t);
     }
-#ifdef SCALPEL_MOCK_ASAN
-    w.abandoned = false;
-#endif
     w.rng = Rng{l.seed ^ (linear_block * 0x2545f4914f6cdd1dull)};
     w.order.resize(w.n);
-    while (w.exited < w.n) {
-        if (l.schedule == RANDOM) {
-            for (unsigned i = 0; i < w.n; i++) w.order[i] = i;
-            for (unsigned i = w.n - 1; i > 0; i--) std::swap(w.order[i], w.order[w.rng.below(i + 1)]);
+    // Runs thread t until it waits or exits; false when the block failed.
+    auto step = [&](Thread &t) {
+        resume(w, t);
+        if (w.failed) return false;
+        // An exit can complete a barrier the others wait at (or make it divergent), and strands
+        // any collective whose mask names the lane that left.
+        if (t.wait == Wait::Exited) {
+            const unsigned warp = t.linear / 32, lane = t.linear % 32;
+            for (uint32_t waiting = w.waiting[warp]; waiting; waiting &= waiting - 1) {
+                const Thread &o = w.threads[warp * 32 + __builtin_ctz(waiting)];
+                if (o.mask >> lane & 1) {
+                    w.failed = true;
+                    w.error = std::string("in ") + where(l, w, &o, o.line) + ": " + collective_name(o.kind, o.sub) +
+                              " with mask " + std::to_string(o.mask) + " names lane " + std::to_string(lane) +
+                              ", which has exited";
+                    return false;
+                }
+            }
+            try_release_barrier(w);
+            if (w.failed) return false;
         }
+        return true;
+    };
+    const unsigned warps = (w.n + 31) / 32;
+    while (w.exited < w.n) {
         bool ran = false;
-        for (unsigned k = 0; k < w.n; k++) {
-            const unsigned i = l.schedule == RANDOM ? w.order[k] : l.schedule == REVERSE ? w.n - 1 - k : k;
-            Thread &t = w.threads[i];
-            if (t.wait != Wait::Ready) continue;
-            resume(w, t);
-            ran = true;
-            if (w.failed) return;
-            // An exit can complete a barrier the others wait at (or make it divergent), and
-            // strands any collective whose mask names the lane that left.
-            if (t.wait == Wait::Exited) {
-                const unsigned warp = t.linear / 32, lane = t.linear % 32;
-                for (uint32_t waiting = w.waiting[warp]; waiting; waiting &= waiting - 1) {
-                    const Thread &o = w.threads[warp * 32 + __builtin_ctz(waiting)];
-                    if (o.mask >> lane & 1) {
-                        w.failed = true;
-                        w.error = std::string("in ") + where(l, w, &o, o.line) + ": " + collective_name(o.kind, o.sub) +
-                                  " with mask " + std::to_string(o.mask) + " names lane " + std::to_string(lane) +
-                                  ", which has exited";
-                        return;
+        if (l.schedule == RANDOM) {
+            // Whole warps in a random order, each run as far as it can go (to a barrier, its
+            // exit, or a collective some lane never joins) before the next starts: warps drift as
+            // far apart as a GPU lets them, which is where a missing barrier shows. Lanes take
+            // turns from a random one.
+            for (unsigned i = 0; i < warps; i++) w.order[i] = i;
+            for (unsigned i = warps - 1; i > 0; i--) std::swap(w.order[i], w.order[w.rng.below(i + 1)]);
+            for (unsigned k = 0; k < warps; k++) {
+                const unsigned base = w.order[k] * 32, lanes = std::min(32u, w.n - base);
+                for (bool again = true; again;) {
+                    again = false;
+                    const unsigned rot = w.rng.below(lanes);
+                    for (unsigned j = 0; j < lanes; j++) {
+                        Thread &t = w.threads[base + (j + rot) % lanes];
+                        if (t.wait != Wait::Ready) continue;
+                        if (!step(t)) return;
+                        ran = again = true;
                     }
                 }
-                try_release_barrier(w);
-                if (w.failed) return;
+            }
+        } else {
+            for (unsigned k = 0; k < w.n; k++) {
+                Thread &t = w.threads[l.schedule == REVERSE ? w.n - 1 - k : k];
+                if (t.wait != Wait::Ready) continue;
+                if (!step(t)) return;
+                ran = true;
             }
         }
         if (!ran && w.exited < w.n) {
@@ -729,9 +746,6 @@ static void work_on(Launch &l) {
         if (i >= l.blocks) return;
         run_block(w, l, l.block_at(i));
         if (w.failed) {
-#ifdef SCALPEL_MOCK_ASAN
-            w.abandoned = true;
-#endif
             l.fail(cudaErrorLaunchFailure, w.error);
         }
     }
