@@ -29,7 +29,7 @@ if [ ! -f "$big" ]; then
   "$venv/bin/python" scripts/bench/random_gguf.py "$big.partial" && mv "$big.partial" "$big"
 fi
 bench_bin=$(cargo bench -q --bench cpu_generate --no-run --message-format=json \
-  | "$python" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  | "$python" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "cpu_generate"][-1])')
 results=()
 for model in "$smol" "$big"; do
   ours=$(RAYON_NUM_THREADS=$threads "$bench_bin" --model "$model" --prompt-tokens $prompt --decode $decode --json | tail -n 1)
