@@ -25,7 +25,7 @@ fn load_u8x8(b: &[u8; 8]) -> __m128i {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x16(b: &[u8; 16]) -> __m128i {
+pub(super) fn load_u8x16(b: &[u8; 16]) -> __m128i {
     // SAFETY: `b` is 16 readable bytes; the load has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
@@ -56,7 +56,7 @@ fn store_f32x8(o: &mut [f32; 8], v: __m256) {
 /// (exact, like `half`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn f16_pair(b: &[u8; 4]) -> (f32, f32) {
+pub(super) fn f16_pair(b: &[u8; 4]) -> (f32, f32) {
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*b)));
     (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
 }
@@ -302,7 +302,13 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn hsum(a: &[__m256; 4]) -> f32 {
-    let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])))
+}
+
+/// The sum of a register's eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum8(s: __m256) -> f32 {
     let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))

@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::{f16_pair, hsum8, load_u8x16};
 use super::blocks::{self, CHUNK, arr};
 use super::format::{QMatrix, QType};
 use super::q8::{Q8Row, XBlock};
@@ -28,18 +29,9 @@ fn load_x(q: &[i8], c: usize) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn nibble_bytes(qs: &[u8; 16]) -> __m256i {
-    // SAFETY: `qs` is 16 readable bytes; the load has no alignment requirement.
-    let v = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let v = load_u8x16(qs);
     let m = _mm_set1_epi8(0x0f);
     _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m))
-}
-
-/// The f16 at bytes 0..2 and the one at 2..4, by the F16C unit (exact).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn f16_pair(b: &[u8; 4]) -> (f32, f32) {
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*b)));
-    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
 }
 
 #[inline]
@@ -139,14 +131,6 @@ fn walk<S, F: FnMut(S, usize, __m256i, [f32; 2], [f32; 2]) -> S>(
     state
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(s: __m256) -> f32 {
-    let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
-}
-
 /// `ys[i][r] = W[r0 + r] · xs[i]` (the x rows quantized) for the rows `ys` covers.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M], ys: &mut [&mut [f32]; M]) {
@@ -181,7 +165,7 @@ pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M],
             },
         );
         for i in 0..M {
-            ys[i][r] = hsum(acc[i]) + off[i];
+            ys[i][r] = hsum8(acc[i]) + off[i];
         }
     }
 }
