@@ -169,38 +169,80 @@ struct Q6_K {
 constexpr int MAX_M = 8;
 constexpr int ROWS_PER_BLOCK = 8;  // one warp per row
 
-// Each warp walks one row, a lane taking every 32nd group; the lanes' partial sums meet in shared
-// memory, summed by one thread per (row, x row): one barrier per block rather than a butterfly of
-// shuffles per row and x row.
 // x[i] as f32, for an x of element type X (float or __nv_bfloat16).
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+// The bytes of 32 consecutive groups of a row: what a warp decodes per step.
+template <class F>
+constexpr int span_bytes() {
+    return 32 * 32 / F::ELEMS * F::BYTES;
+}
+
+// Copies bytes [lo, hi) of the weights to `dst` (16-byte aligned) with 128-bit loads: the warp
+// reads the 16-byte-aligned lines covering the range, coalesced, lane c taking lines c, c + 32, ...;
+// `dst[lo % 16]` receives byte `lo`. A line reaching outside [w_lo, w_hi), the weights' bytes, is
+// read a byte at a time so nothing outside them is touched (the blocks of most formats, 18 to 210
+// bytes, do not keep rows on 16-byte boundaries).
+__device__ __forceinline__ void stage_bytes(const uint8_t *w_lo, const uint8_t *w_hi, const uint8_t *lo,
+                                            const uint8_t *hi, uint8_t *dst, int lane) {
+    const uint8_t *first = reinterpret_cast<const uint8_t *>(reinterpret_cast<uintptr_t>(lo) & ~(uintptr_t)15);
+    const int lines = (int)((hi - first + 15) / 16);
+    for (int c = lane; c < lines; c += 32) {
+        const uint8_t *p = first + 16 * c;
+        if (p >= w_lo && p + 16 <= w_hi) {
+            *reinterpret_cast<uint4 *>(dst + 16 * c) = *reinterpret_cast<const uint4 *>(p);
+        } else {
+            for (int k = 0; k < 16; k++) dst[16 * c + k] = (p + k >= w_lo && p + k < w_hi) ? p[k] : 0;
+        }
+    }
+}
+
+// Each warp walks one row, 32 groups per step: the step's bytes come in through shared memory with
+// 128-bit loads (stage_bytes), then lane l decodes group l of the step from there and multiplies
+// it with x. The lanes' partial sums meet in shared memory, summed by one thread per (row, x row):
+// one barrier per block rather than a butterfly of shuffles per row and x row.
 template <class F, class X>
 __global__ void __launch_bounds__(256) qmatvec_kernel(const uint8_t *__restrict__ w, int rows, int cols,
                                                       int row_bytes, const X *__restrict__ x, int m,
                                                       float *__restrict__ out) {
+    // The span, its misalignment and the last line, in whole lines: every warp's stage 16-aligned.
+    constexpr int STAGE = (span_bytes<F>() + 15) / 16 * 16 + 32;
+    __shared__ __align__(16) uint8_t stage[ROWS_PER_BLOCK][STAGE];
     __shared__ float part[MAX_M][ROWS_PER_BLOCK * 32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row = blockIdx.x * ROWS_PER_BLOCK + warp;
+    const int groups = cols / 32;
     float acc[MAX_M];
 #pragma unroll
     for (int t = 0; t < MAX_M; t++) acc[t] = 0.0f;
-    if (row < rows) {
+    if (row < rows) {  // the same for the whole warp: its __syncwarp calls match
+        const uint8_t *w_hi = w + (size_t)rows * row_bytes;
         const uint8_t *r = w + (size_t)row * row_bytes;
-        for (int g = lane; g < cols / 32; g += 32) {
-            float v[32];
-            F::group(r, g, v);
+        for (int g0 = 0; g0 < groups; g0 += 32) {
+            const int n = min(32, groups - g0);
+            // Groups are whole blocks or whole sub-blocks, and g0 a multiple of 32 (of 8 blocks'
+            // sub-blocks for the 256-value formats): the step starts on a block boundary.
+            const uint8_t *lo = r + (size_t)g0 * 32 / F::ELEMS * F::BYTES;
+            const uint8_t *hi = lo + (size_t)n * 32 / F::ELEMS * F::BYTES;
+            stage_bytes(w, w_hi, lo, hi, stage[warp], lane);
+            __syncwarp();
+            if (lane < n) {
+                const int g = g0 + lane;
+                float v[32];
+                F::group(stage[warp] + (reinterpret_cast<uintptr_t>(lo) & 15), lane, v);
 #pragma unroll
-            for (int t = 0; t < MAX_M; t++) {
-                if (t >= m) break;
-                const X *xg = x + (size_t)t * cols + (size_t)g * 32;
-                // Eight independent sums: instruction-level parallelism instead of one long chain.
-                float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+                for (int t = 0; t < MAX_M; t++) {
+                    if (t >= m) break;
+                    const X *xg = x + (size_t)t * cols + (size_t)g * 32;
+                    // Eight independent sums: instruction-level parallelism instead of one long chain.
+                    float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-                for (int i = 0; i < 32; i++) s[i & 7] += v[i] * to_f32(xg[i]);
-                acc[t] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+                    for (int i = 0; i < 32; i++) s[i & 7] += v[i] * to_f32(xg[i]);
+                    acc[t] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+                }
             }
+            __syncwarp();  // every lane has decoded before the next step overwrites the stage
         }
     }
 #pragma unroll

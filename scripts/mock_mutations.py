@@ -118,6 +118,13 @@ MUTATIONS = [
         "kernels", "qmatmul",
     ),
     (
+        "missing __syncwarp: the decode kernel stages a row's next 32 groups while lanes still decode",
+        "kernels/qmatmul.cu",
+        "            __syncwarp();  // every lane has decoded before the next step overwrites the stage\n",
+        "",
+        "kernels", "qmatmul",
+    ),
+    (
         "CPU products: the AVX2 kernels take the high nibbles first",
         "src/backend/cpu/qmatmul/avx2.rs",
         "[_mm256_and_si256(a, m), _mm256_and_si256(b, m), _mm256_srli_epi32(a, 4), _mm256_srli_epi32(b, 4)]",
