@@ -44,14 +44,19 @@ pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes(*arr(b, i)))
 }
 
-/// The 6-bit scale and min of sub-block `j` of a Q4_K/Q5_K super-block, packed in 12 bytes.
+/// The 6-bit scales and mins of the eight sub-blocks of a Q4_K/Q5_K super-block, packed in 12
+/// bytes, as eight bytes each (byte `j` of the first word is sub-block `j`'s scale): sub-blocks
+/// 0-3 keep their low six bits in bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 take four low
+/// bits from bytes 8-11 (scale low nibble, min high nibble) and two high bits from the top of
+/// bytes 0-3 and 4-7. Word operations unpack all eight at once (the SIMD kernels widen the bytes).
 #[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
+pub(super) fn k4_scale_bytes(q: &[u8; 12]) -> (u64, u64) {
+    let w = |i: usize| u32::from_le_bytes(*arr(q, 4 * i));
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    let (low6, low4, top2) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
+    let sc_hi = (w2 & low4) | (((w0 >> 6) & top2) << 4);
+    let m_hi = ((w2 >> 4) & low4) | (((w1 >> 6) & top2) << 4);
+    ((w0 & low6) as u64 | (sc_hi as u64) << 32, (w1 & low6) as u64 | (m_hi as u64) << 32)
 }
 
 /// Multipliers of the eight 32-weight sub-blocks of a Q4_K/Q5_K super-block, as the reference
@@ -59,12 +64,13 @@ fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 /// so the weight `dl * q - ml` has one rounding, which an FMA reproduces.
 #[inline(always)]
 pub(super) fn k4_scales(d: f32, dmin: f32, packed: &[u8; 12]) -> ([f32; 8], [f32; 8]) {
+    let (sc, m) = k4_scale_bytes(packed);
+    let (sc, m) = (sc.to_le_bytes(), m.to_le_bytes());
     let mut dl = [0f32; 8];
     let mut ml = [0f32; 8];
     for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, packed);
-        dl[j] = d * sc as f32;
-        ml[j] = dmin * m as f32;
+        dl[j] = d * sc[j] as f32;
+        ml[j] = dmin * m[j] as f32;
     }
     (dl, ml)
 }

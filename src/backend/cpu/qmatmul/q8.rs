@@ -43,48 +43,48 @@ pub fn int8_supported(ty: QType) -> bool {
     matches!(ty, QType::Q4_0 | QType::Q4_1 | QType::Q8_0 | QType::Q4K | QType::Q6K)
 }
 
-/// An x row quantized per 32 values: `q` the bytes, and per chunk its `XBlock`.
+/// An x row quantized per 32 values: the bytes `q`, and per chunk its scale `d` and the sums of
+/// its bytes times `d` (for the weight formats' offsets), over the whole chunk (`sum`) and over
+/// each 16-value half (`half_sum`, two per chunk). One array per quantity, so that the kernels
+/// load eight chunks' values into one register.
 pub(super) struct Q8Row {
     pub q: Vec<i8>,
-    pub blocks: Vec<XBlock>,
-}
-
-/// A quantized x chunk's scale `d` and the sums of its bytes times `d` over its two halves (for
-/// the weight formats' offsets): what a product needs besides the bytes, in one place.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(super) struct XBlock {
-    pub d: f32,
-    pub dsum_lo: f32,
-    pub dsum_hi: f32,
+    pub d: Vec<f32>,
+    pub sum: Vec<f32>,
+    pub half_sum: Vec<f32>,
 }
 
 impl Q8Row {
     /// `x.len()` must be a multiple of 32 (every supported format's rows are).
     pub fn quantize(x: &[f32]) -> Q8Row {
-        let mut q = vec![0i8; x.len()];
-        let blocks = x
-            .chunks_exact(CHUNK)
-            .zip(q.chunks_exact_mut(CHUNK))
-            .map(|(xc, qc)| {
-                let amax = xc.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-                let mut sum = [0i32; 2];
-                for (i, (&v, q)) in xc.iter().zip(qc.iter_mut()).enumerate() {
-                    // |v · id| ≤ 127 up to rounding; the clamp keeps a last-bit overshoot in range.
-                    *q = (v * id).round().clamp(-127.0, 127.0) as i8;
-                    sum[i / 16] += *q as i32;
-                }
-                XBlock { d, dsum_lo: d * sum[0] as f32, dsum_hi: d * sum[1] as f32 }
-            })
-            .collect();
-        Q8Row { q, blocks }
+        let chunks = x.len() / CHUNK;
+        let mut row = Q8Row {
+            q: vec![0i8; x.len()],
+            d: Vec::with_capacity(chunks),
+            sum: Vec::with_capacity(chunks),
+            half_sum: Vec::with_capacity(2 * chunks),
+        };
+        for (xc, qc) in x.chunks_exact(CHUNK).zip(row.q.chunks_exact_mut(CHUNK)) {
+            let amax = xc.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = [0i32; 2];
+            for (i, (&v, q)) in xc.iter().zip(qc.iter_mut()).enumerate() {
+                // |v · id| ≤ 127 up to rounding; the clamp keeps a last-bit overshoot in range.
+                *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+                sum[i / 16] += *q as i32;
+            }
+            row.d.push(d);
+            row.sum.push(d * (sum[0] + sum[1]) as f32);
+            row.half_sum.extend([d * sum[0] as f32, d * sum[1] as f32]);
+        }
+        row
     }
 
     /// The values the products see: `d · q` (for the tests' references).
     #[cfg(test)]
     pub fn dequantized(&self) -> Vec<f32> {
-        self.q.iter().enumerate().map(|(i, &q)| self.blocks[i / CHUNK].d * q as f32).collect()
+        self.q.iter().enumerate().map(|(i, &q)| self.d[i / CHUNK] * q as f32).collect()
     }
 }
 
@@ -176,10 +176,9 @@ pub(super) fn dot_rows_portable<const M: usize>(
                 for (i, (&code, &v)) in ch.code.iter().zip(q).enumerate() {
                     h[i / 16] += code as i32 * v as i32;
                 }
-                let xb = x.blocks[c];
-                *a += xb.d * (ch.s[0] * h[0] as f32 + ch.s[1] * h[1] as f32)
-                    + ch.off[0] * xb.dsum_lo
-                    + ch.off[1] * xb.dsum_hi;
+                *a += x.d[c] * (ch.s[0] * h[0] as f32 + ch.s[1] * h[1] as f32)
+                    + ch.off[0] * x.half_sum[2 * c]
+                    + ch.off[1] * x.half_sum[2 * c + 1];
             }
         });
         for (y, a) in ys.iter_mut().zip(acc) {

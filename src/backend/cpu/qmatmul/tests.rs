@@ -481,18 +481,19 @@ fn int8_quantizer_rounds_to_the_nearest_step() {
     for (b, xb) in x.chunks(CHUNK_ELEMS).enumerate() {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         let qb = &q.q[b * CHUNK_ELEMS..(b + 1) * CHUNK_ELEMS];
-        let blk = q.blocks[b];
-        assert_eq!(blk.d, amax / 127.0);
+        let d = q.d[b];
+        assert_eq!(d, amax / 127.0);
         if amax > 0.0 {
             assert_eq!(qb.iter().map(|v| v.unsigned_abs()).max(), Some(127), "block {b}");
         } else {
             assert!(qb.iter().all(|&v| v == 0));
         }
         for (i, (&v, &r)) in xb.iter().zip(&back[b * CHUNK_ELEMS..]).enumerate() {
-            assert!((v - r).abs() <= blk.d * (0.5 + 1e-6), "block {b} value {i}: {v} vs {r}");
+            assert!((v - r).abs() <= d * (0.5 + 1e-6), "block {b} value {i}: {v} vs {r}");
         }
         let lo: i32 = qb[..CHUNK_ELEMS / 2].iter().map(|&v| v as i32).sum();
         let hi: i32 = qb[CHUNK_ELEMS / 2..].iter().map(|&v| v as i32).sum();
-        assert_eq!((blk.dsum_lo, blk.dsum_hi), (blk.d * lo as f32, blk.d * hi as f32));
+        assert_eq!((q.half_sum[2 * b], q.half_sum[2 * b + 1]), (d * lo as f32, d * hi as f32));
+        assert_eq!(q.sum[b], d * (lo + hi) as f32);
     }
 }
