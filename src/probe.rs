@@ -202,6 +202,11 @@ pub enum Edit<T> {
     Ablate { unit: T, positions: Positions },
 }
 
+/// A function run at a point with its values (row-major, rows = positions `start..`, `shape` as
+/// captured); it may change them in place and says whether it did. The bindings' hooks
+/// (`run_with_hooks` in Python) are these: arbitrary code, so the values go through the host.
+pub type Hook = Box<dyn FnMut(Point, usize, &[usize], &mut [f32]) -> Result<bool> + Send>;
+
 /// One forward call's capture at one point.
 #[derive(Clone, Debug)]
 pub struct Captured {
@@ -216,6 +221,7 @@ pub struct Probes<B: Backend> {
     check_finite: bool,
     capture: HashSet<Point>,
     edits: HashMap<Point, Vec<Edit<B::Tensor>>>,
+    hooks: HashMap<Point, Vec<Hook>>,
     captured: BTreeMap<Point, Vec<Captured>>,
 }
 
@@ -225,6 +231,7 @@ impl<B: Backend> Default for Probes<B> {
             check_finite: false,
             capture: HashSet::new(),
             edits: HashMap::new(),
+            hooks: HashMap::new(),
             captured: BTreeMap::new(),
         }
     }
@@ -253,6 +260,12 @@ impl<B: Backend> Probes<B> {
         Ok(())
     }
 
+    /// Runs `hook` at `point` in every forward call, after the edits and before the capture. At
+    /// `attn_probs` (observed, never edited) a hook that changes the values is an error.
+    pub fn hook(&mut self, point: Point, hook: Hook) {
+        self.hooks.entry(point).or_default().push(hook);
+    }
+
     /// Checks every point of every forward pass for NaN or infinity, so the error names where
     /// they first appeared (this copies every point to the host: slow, for debugging).
     pub fn check_finite(&mut self, on: bool) {
@@ -260,18 +273,22 @@ impl<B: Backend> Probes<B> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.capture.is_empty() && self.edits.is_empty() && !self.check_finite
+        self.capture.is_empty() && self.edits.is_empty() && self.hooks.is_empty() && !self.check_finite
     }
 
     /// Whether anyone asked for this point.
     pub fn wants(&self, point: Point) -> bool {
-        self.check_finite || self.capture.contains(&point) || self.edits.contains_key(&point)
+        self.check_finite
+            || self.capture.contains(&point)
+            || self.edits.contains_key(&point)
+            || self.hooks.contains_key(&point)
     }
 
     /// Whether a decode step with these probes can be recorded once and replayed: nothing to
     /// copy out, and no edit whose rows depend on the position.
     pub fn replayable(&self) -> bool {
         self.capture.is_empty()
+            && self.hooks.is_empty()
             && !self.check_finite
             && self.edits.values().flatten().all(|e| match e {
                 Edit::Add { positions, .. } | Edit::Ablate { positions, .. } => *positions == Positions::All,
@@ -279,8 +296,10 @@ impl<B: Backend> Probes<B> {
             })
     }
 
-    pub fn wants_capture(&self, point: Point) -> bool {
-        self.capture.contains(&point)
+    /// Whether anyone reads the point without editing it (a capture or a hook): what an
+    /// observed-only point (`attn_probs`) is computed for.
+    pub fn observes(&self, point: Point) -> bool {
+        self.capture.contains(&point) || self.hooks.contains_key(&point)
     }
 
     /// Applies the edits at `point` to x (rows = positions start..), then captures it if asked.
@@ -303,6 +322,17 @@ impl<B: Backend> Probes<B> {
                 }
             }
         }
+        if let Some(hooks) = self.hooks.get_mut(&point) {
+            let shape = x.shape().to_vec();
+            let mut data = backend.download(x)?;
+            let mut changed = false;
+            for h in hooks.iter_mut() {
+                changed |= h(point, start, &shape, &mut data)?;
+            }
+            if changed {
+                *x = backend.upload(&data, &shape)?;
+            }
+        }
         if self.check_finite {
             let data = backend.download(x)?;
             if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -314,11 +344,25 @@ impl<B: Backend> Probes<B> {
                 )));
             }
         }
-        self.record(backend, point, x, start)
+        self.keep(backend, point, x, start)
     }
 
     /// Captures a tensor that is only observed, never edited (attention probabilities).
     pub fn record(&mut self, backend: &B, point: Point, x: &B::Tensor, start: usize) -> Result<()> {
+        if let Some(hooks) = self.hooks.get_mut(&point) {
+            let shape = x.shape().to_vec();
+            let mut data = backend.download(x)?;
+            for h in hooks.iter_mut() {
+                if h(point, start, &shape, &mut data)? {
+                    return Err(Error::Invalid(format!("{point} can be observed by a hook but not changed")));
+                }
+            }
+        }
+        self.keep(backend, point, x, start)
+    }
+
+    /// Copies the point out if it is captured.
+    fn keep(&mut self, backend: &B, point: Point, x: &B::Tensor, start: usize) -> Result<()> {
         if self.capture.contains(&point) {
             let data = backend.download(x)?;
             self.captured.entry(point).or_default().push(Captured { start, shape: x.shape().to_vec(), data });

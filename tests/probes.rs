@@ -60,6 +60,7 @@ on_every_device!(
     replacing_a_row_with_its_own_value_is_the_identity_and_another_row_is_not,
     attention_probabilities_cannot_be_edited,
     decoding_with_the_cache_equals_one_long_forward,
+    hooks_see_each_point_once_and_their_changes_flow_on,
 );
 
 const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
@@ -201,4 +202,71 @@ fn decoding_with_the_cache_equals_one_long_forward<B: Backend>(backend: B) {
         let row = model.backend.download(&row).unwrap();
         common::assert_rows_close("decode step", &row, &all[i * vocab..(i + 1) * vocab], vocab, 1e-5);
     }
+}
+
+/// A hook sees the values a capture sees, once per forward call, with the point's shape; a hook
+/// that changes nothing leaves the pass bit for bit alone; one that zeroes an attention output
+/// makes the next residual equal the previous one; one that changes `attn_probs` is an error.
+fn hooks_see_each_point_once_and_their_changes_flow_on<B: Backend>(backend: B) {
+    use std::sync::{Arc, Mutex};
+    let (_d, model) = tiny(backend);
+    let mut cap = Probes::capturing([Point::ResidPost(0), Point::AttnProbs(1)]);
+    let plain = run(&model, &IDS, &mut cap);
+    type Seen = Vec<(Point, Vec<usize>, Vec<f32>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let mut watch = Probes::none();
+    for p in [Point::ResidPost(0), Point::AttnProbs(1)] {
+        let seen = seen.clone();
+        watch.hook(
+            p,
+            Box::new(move |point, start, shape, data| {
+                assert_eq!(start, 0);
+                seen.lock().unwrap().push((point, shape.to_vec(), data.to_vec()));
+                Ok(false)
+            }),
+        );
+    }
+    assert_eq!(run(&model, &IDS, &mut watch), plain);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "each hooked point once");
+    for (point, shape, data) in seen.iter() {
+        let c = &cap.captured()[point][0];
+        assert_eq!((shape, data), (&c.shape, &c.data), "{point}");
+    }
+
+    let kept: Arc<Mutex<Vec<Vec<f32>>>> = Arc::default();
+    let mut zero = Probes::none();
+    zero.hook(
+        Point::AttnOut(1),
+        Box::new(|_, _, _, data| {
+            data.fill(0.0);
+            Ok(true)
+        }),
+    );
+    for p in [Point::ResidPre(1), Point::ResidMid(1)] {
+        let kept = kept.clone();
+        zero.hook(
+            p,
+            Box::new(move |_, _, _, data| {
+                kept.lock().unwrap().push(data.to_vec());
+                Ok(false)
+            }),
+        );
+    }
+    assert_ne!(run(&model, &IDS, &mut zero), plain);
+    let kept = kept.lock().unwrap();
+    assert_eq!(kept[0], kept[1], "resid_mid = resid_pre once attn_out is zero");
+
+    let mut bad = Probes::none();
+    bad.hook(
+        Point::AttnProbs(0),
+        Box::new(|_, _, _, data| {
+            data[0] += 1.0;
+            Ok(true)
+        }),
+    );
+    let mut cache = model.new_cache(IDS.len()).unwrap();
+    let e =
+        model.forward(&IDS, 0, &mut cache, &mut bad, Logits::All).err().expect("attn_probs is observed only");
+    assert!(e.to_string().contains("not changed"), "{e}");
 }

@@ -1,7 +1,7 @@
 //! The command line: one file per subcommand, this one for the parser and the exit report.
 
 mod attention;
-mod common;
+pub mod common;
 mod embeddings;
 mod generate;
 mod lens;

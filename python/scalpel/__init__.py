@@ -1,0 +1,274 @@
+"""scalpel: a CUDA-native LLM inference engine that is also a microscope for the model it runs.
+
+The engine is Rust (the ``scalpel`` crate); this package drives it from Python with names that
+TransformerLens users know::
+
+    import scalpel
+    model = scalpel.Model()                      # the default model (SmolLM2-135M-Instruct)
+    print(model.generate("The capital of France is", max_tokens=8))
+    logits, cache = model.run_with_cache("the apple is green")
+    cache["blocks.3.resid_post"].shape           # (tokens, d_model)
+
+Probe names are those of ``scalpel trace`` (the dump format in docs/DESIGN.md): ``embed``,
+``blocks.{l}.{resid_pre,attn_probs,attn_out,resid_mid,mlp_post,mlp_out,resid_post}``,
+``final_norm``, ``logits``; patterns take ``*``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _scalpel
+
+__all__ = ["Model", "ActivationCache", "__version__"]
+__version__: str = _scalpel.__version__
+
+Hook = Callable[[np.ndarray, str], Optional[np.ndarray]]
+Prompt = Union[str, Sequence[int], np.ndarray]
+
+
+class ActivationCache(dict):
+    """The probe points of one forward pass: probe name -> numpy array (float32).
+
+    Shapes: residual-stream points (``embed``, ``resid_*``, ``attn_out``, ``mlp_out``,
+    ``final_norm``) are ``[tokens, d_model]``; ``mlp_post`` is ``[tokens, d_mlp]``;
+    ``attn_probs`` is ``[n_heads, tokens, tokens]`` (query, key); ``logits`` is
+    ``[tokens, d_vocab]``. ``str_tokens`` holds the tokens as text.
+    """
+
+    def __init__(self, arrays: Dict[str, np.ndarray], n_layers: int, str_tokens: List[str]):
+        super().__init__(arrays)
+        self.n_layers = n_layers
+        self.str_tokens = str_tokens
+
+    def __missing__(self, name: str) -> np.ndarray:
+        raise KeyError(
+            f"{name!r} was not captured (captured: {', '.join(self) or 'nothing'}); "
+            "pass names= to run_with_cache to choose what is kept"
+        )
+
+    def stack_activation(self, kind: str) -> np.ndarray:
+        """``blocks.{l}.{kind}`` of every layer stacked: ``[n_layers, ...]``."""
+        return np.stack([self[f"blocks.{l}.{kind}"] for l in range(self.n_layers)])
+
+    def accumulated_resid(self) -> np.ndarray:
+        """The residual stream before each layer and after the last: ``[n_layers + 1, tokens,
+        d_model]`` (``resid_pre`` of layers 0..L-1, then ``resid_post`` of layer L-1), the
+        rows the logit lens reads."""
+        rows = [self[f"blocks.{l}.resid_pre"] for l in range(self.n_layers)]
+        rows.append(self[f"blocks.{self.n_layers - 1}.resid_post"])
+        return np.stack(rows)
+
+
+_DONE = object()
+
+
+class Model:
+    """A model loaded onto a device, with its tokenizer.
+
+    ``model``: a .gguf file, a Hugging Face model directory or repo id, or a known name
+    (``smollm2-135m``, the default when None; ``gemma3-270m``) — the CLI's ``--model``.
+    ``device``: ``"auto"`` (a usable GPU, else the CPU; never the mock), ``"cpu"``, ``"cuda"``,
+    or ``"mock"`` (the CUDA kernels run on the CPU, slowly: for checking, not for speed).
+    ``weights``: ``"stored"`` keeps the file's format (the default), ``"f32"`` dequantizes on
+    load. ``activations``: ``"f32"`` (exact) or ``"int8"`` (the CLI's ``--activations``; applies
+    to the whole process).
+    """
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        device: str = "auto",
+        *,
+        weights: str = "stored",
+        activations: str = "f32",
+    ):
+        for arg, value in (("model", model), ("device", device), ("weights", weights), ("activations", activations)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{arg} must be a string, not {type(value).__name__}")
+        self._engine = _scalpel.Engine(model, device, weights, activations)
+        self.config: dict = json.loads(self._engine.config_json())
+        c = self.config
+        self.name: str = self._engine.label
+        self.device: str = self._engine.device
+        self.n_layers: int = c["n_layers"]
+        self.d_model: int = c["hidden_size"]
+        self.n_heads: int = c["n_heads"]
+        self.n_kv_heads: int = c["n_kv_heads"]
+        self.d_head: int = c["head_dim"]
+        self.d_mlp: int = c["intermediate_size"]
+        self.d_vocab: int = c["vocab_size"]
+        self.n_ctx: int = c["context_length"]
+
+    def __repr__(self) -> str:
+        return f"scalpel.Model({self.name!r}, device={self.device!r}, n_layers={self.n_layers}, d_model={self.d_model})"
+
+    # Tokens ------------------------------------------------------------------------------------
+
+    def to_tokens(self, text: Union[str, Sequence[str]], chat: bool = False) -> Union[np.ndarray, List[np.ndarray]]:
+        """Token ids (int64) of ``text``, with the BOS token where the model adds one; ``chat``
+        wraps it in the model's chat template. A list of texts gives a list of arrays."""
+        if isinstance(text, str):
+            return np.asarray(self._engine.encode(text, chat), dtype=np.int64)
+        if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+            return [self.to_tokens(t, chat) for t in text]
+        raise TypeError(f"to_tokens takes a string or a list of strings, not {type(text).__name__}")
+
+    def to_string(self, ids: Union[int, Sequence[int], np.ndarray]) -> str:
+        """The text of token ids."""
+        return self._engine.decode(self._ids(ids))
+
+    def to_str_tokens(self, prompt: Prompt, chat: bool = False) -> List[str]:
+        """Each token of a text (or of ids) as its own string."""
+        return self._engine.pieces(self._prompt_ids(prompt, chat))
+
+    def _ids(self, ids: Union[int, Sequence[int], np.ndarray]) -> List[int]:
+        if isinstance(ids, (int, np.integer)):
+            ids = [ids]
+        a = np.asarray(ids)
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"token ids must be a 1-D sequence of integers, got an array of shape {a.shape} and type {a.dtype}")
+        if a.size and a.min() < 0:
+            raise ValueError(f"token id {int(a.min())} is negative")
+        return [int(i) for i in a]
+
+    def _prompt_ids(self, prompt: Prompt, chat: bool = False) -> List[int]:
+        if isinstance(prompt, str):
+            return self._engine.encode(prompt, chat)
+        ids = self._ids(prompt)
+        if not ids:
+            raise ValueError("the prompt has no tokens")
+        return ids
+
+    @staticmethod
+    def _is_batch(prompt) -> bool:
+        return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
+            isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt
+        )
+
+    # Forward passes ----------------------------------------------------------------------------
+
+    def __call__(self, prompt: Prompt) -> np.ndarray:
+        """The logits ``[tokens, d_vocab]`` of one forward pass."""
+        logits, _ = self._engine.run(self._prompt_ids(prompt))
+        return logits
+
+    def run_with_cache(
+        self,
+        prompt: Union[Prompt, Sequence[Prompt]],
+        names: Union[None, str, Sequence[str], Callable[[str], bool]] = None,
+    ):
+        """One forward pass keeping the activations: ``(logits, cache)``.
+
+        ``names``: None keeps every probe point; a name or pattern (``"blocks.*.resid_post"``),
+        a list of them, or a function of the name (TransformerLens's ``names_filter``). A list
+        of prompts returns a list of ``(logits, cache)``, one per prompt.
+        """
+        if self._is_batch(prompt):
+            return [self.run_with_cache(p, names) for p in prompt]
+        ids = self._prompt_ids(prompt)
+        if names is None:
+            patterns = ["*"]
+        elif isinstance(names, str):
+            patterns = [names]
+        elif callable(names):
+            patterns = [n for n in self._engine.select_points("*") if names(n)]
+        else:
+            patterns = list(names)
+            if not all(isinstance(n, str) for n in patterns):
+                raise TypeError("names must be strings (probe names or patterns)")
+        logits, arrays = self._engine.run(ids, patterns) if patterns else self._engine.run(ids)
+        return logits, ActivationCache(arrays, self.n_layers, self._engine.pieces(ids))
+
+    def run_with_hooks(self, prompt: Prompt, hooks: Iterable[Tuple[str, Hook]] = ()) -> np.ndarray:
+        """One forward pass with Python functions at probe points: returns the logits.
+
+        Each hook is ``(name_or_pattern, fn)``; ``fn(activation, name)`` receives the values at
+        that point as a writable float32 array and returns a replacement of the same shape, or
+        None to keep the array it was given (changed in place or not). ``attn_probs`` can be
+        read, not changed. Works on every device (the values are copied to and from it).
+        """
+        wrapped = []
+        for item in hooks:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise TypeError("hooks must be (name_or_pattern, function) pairs")
+            pattern, fn = item
+            if not callable(fn):
+                raise TypeError(f"the hook for {pattern!r} is not callable")
+            wrapped.append((pattern, _as_float32(fn)))
+        logits, _ = self._engine.run(self._prompt_ids(prompt), [], wrapped)
+        return logits
+
+    # Generation --------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        min_p: Optional[float] = None,
+        repetition_penalty: Optional[float] = None,
+        seed: int = 0,
+        chat: bool = False,
+        stream: bool = False,
+    ) -> Union[str, Iterator[str]]:
+        """A continuation of ``prompt``, as ``scalpel generate`` makes it (the same tokens for the
+        same arguments and seed; greedy at temperature 0). ``stream=True`` returns an iterator
+        of text pieces as they are decoded. Ctrl-C (KeyboardInterrupt) stops it cleanly."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+        args = (prompt, max_tokens, float(temperature), top_k, top_p, min_p, repetition_penalty, seed, chat)
+        if stream:
+            return self._stream(args)
+        return json.loads(self._engine.generate(*args))["text"]
+
+    def _stream(self, args) -> Iterator[str]:
+        pieces: "queue.Queue[object]" = queue.Queue()
+        stop = threading.Event()
+        outcome: dict = {}
+
+        def on_piece(piece: str) -> bool:
+            pieces.put(piece)
+            return not stop.is_set()
+
+        def work() -> None:
+            try:
+                outcome["result"] = self._engine.generate(*args, on_piece=on_piece)
+            except BaseException as e:  # handed to the consumer below
+                outcome["error"] = e
+            finally:
+                pieces.put(_DONE)
+
+        worker = threading.Thread(target=work, name="scalpel-generate", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = pieces.get()
+                if item is _DONE:
+                    break
+                yield item
+        finally:
+            # Stopped early (break, Ctrl-C): the engine ends after its current token.
+            stop.set()
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+
+
+def _as_float32(fn: Hook) -> Hook:
+    def hook(activation: np.ndarray, name: str) -> Optional[np.ndarray]:
+        out = fn(activation, name)
+        if out is None:
+            return None
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    return hook

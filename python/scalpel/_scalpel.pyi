@@ -1,0 +1,43 @@
+"""Type stubs of the Rust extension module (python/src/lib.rs). Use the ``scalpel`` package's
+``Model``; these are its building blocks."""
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+__version__: str
+
+class Engine:
+    """A loaded model on one backend (the engine behind ``scalpel.Model``)."""
+
+    def __init__(
+        self, model: Optional[str] = None, device: str = "auto", weights: str = "stored", activations: str = "f32"
+    ) -> None: ...
+    def config_json(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    def encode(self, text: str, chat: bool = False) -> List[int]: ...
+    def decode(self, ids: List[int]) -> str: ...
+    def pieces(self, ids: List[int]) -> List[str]: ...
+    def select_points(self, patterns: str) -> List[str]: ...
+    def run(
+        self,
+        ids: List[int],
+        capture: List[str] = ...,
+        hooks: List[Tuple[str, Callable[[np.ndarray, str], Optional[np.ndarray]]]] = ...,
+    ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]: ...
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int,
+        temperature: float,
+        top_k: Optional[int],
+        top_p: Optional[float],
+        min_p: Optional[float],
+        repetition_penalty: Optional[float],
+        seed: int,
+        chat: bool,
+        on_piece: Optional[Callable[[str], Optional[bool]]] = None,
+    ) -> str: ...

@@ -1,0 +1,388 @@
+//! scalpel's engine as the Python extension module `scalpel._scalpel`: a thin layer over the
+//! library. The Python package (python/scalpel/) wraps this in the documented API (`Model`,
+//! `ActivationCache`, ...); everything here takes plain arguments and returns plain values, numpy
+//! arrays or JSON text, so that the API's shape is written once, in Python.
+//!
+//! The GIL is released for every forward pass and generation; Python code (hooks, streaming
+//! callbacks, signal checks) runs with it taken back for that call only.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use scalpel::backend::cpu::Cpu;
+use scalpel::backend::cpu::qmatmul::{Activations, set_activations};
+use scalpel::backend::cuda::{Cuda, MockOptions};
+use scalpel::backend::{Backend, Device as _, Tensor as _};
+use scalpel::cli::common::PromptArgs;
+use scalpel::forward::{Logits, Model};
+use scalpel::generate::{GenerateOptions, StopReason, generate};
+use scalpel::model::ModelFiles;
+use scalpel::model::stored::WeightMode;
+use scalpel::probe::{self, Captured, Hook, Point, Probes};
+use scalpel::sample::SamplingParams;
+
+/// The engine's error as the matching Python exception, with the engine's own message.
+fn py_err(e: scalpel::Error) -> PyErr {
+    use scalpel::Error as E;
+    let msg = e.to_string();
+    match &e {
+        E::Invalid(_) => PyValueError::new_err(msg),
+        E::NotFound(_) => PyFileNotFoundError::new_err(msg),
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(msg)
+        }
+        E::Interrupted(_) => PyKeyboardInterrupt::new_err(msg),
+        E::OutOfMemory(_) => PyMemoryError::new_err(msg),
+        _ => PyRuntimeError::new_err(msg),
+    }
+}
+
+/// A Python exception raised inside engine work (a hook, a callback, Ctrl-C): kept here while
+/// the engine unwinds with a plain error, then raised as it was.
+#[derive(Clone, Default)]
+struct Raised(Arc<Mutex<Option<PyErr>>>);
+
+impl Raised {
+    fn keep(&self, e: PyErr, what: &str) -> scalpel::Error {
+        *self.0.lock().expect("not poisoned") = Some(e);
+        scalpel::Error::Interrupted(format!("{what} raised an exception"))
+    }
+
+    /// The kept exception if there is one, else the engine's error.
+    fn or(&self, e: scalpel::Error) -> PyErr {
+        self.0.lock().expect("not poisoned").take().unwrap_or_else(|| py_err(e))
+    }
+
+    fn take(&self) -> Option<PyErr> {
+        self.0.lock().expect("not poisoned").take()
+    }
+}
+
+/// A loaded model on one of the backends.
+enum Loaded {
+    Cpu(Model<Cpu>),
+    Cuda(Model<Cuda>),
+}
+
+/// Runs `$body` with `$m` bound to the model, whatever its backend.
+macro_rules! with_model {
+    ($loaded:expr, $m:ident => $body:expr) => {
+        match $loaded {
+            Loaded::Cpu($m) => $body,
+            Loaded::Cuda($m) => $body,
+        }
+    };
+}
+
+fn parse_device(device: &str) -> PyResult<&'static str> {
+    match device {
+        "auto" => Ok("auto"),
+        "cpu" => Ok("cpu"),
+        "cuda" => Ok("cuda"),
+        "mock" => Ok("mock"),
+        other => Err(PyValueError::new_err(format!("device {other:?}: expected auto, cpu, cuda or mock"))),
+    }
+}
+
+/// The engine behind `scalpel.Model`.
+#[pyclass(module = "scalpel._scalpel", frozen)]
+struct Engine {
+    files: ModelFiles,
+    model: Loaded,
+}
+
+/// One forward pass's outputs: the logits and the captured points.
+type RunOutput = (Vec<f32>, Vec<usize>, BTreeMap<Point, Vec<Captured>>);
+
+fn forward_once<B: Backend>(
+    m: &Model<B>,
+    ids: &[u32],
+    capture: &[Point],
+    hooks: Vec<(Point, Hook)>,
+) -> scalpel::Result<RunOutput> {
+    let capacity = scalpel::generate::cache_size(ids.len(), 0, m.config.context_length)?;
+    let mut probes = Probes::none();
+    for &p in capture {
+        probes.capture(p);
+    }
+    for (p, h) in hooks {
+        probes.hook(p, h);
+    }
+    let mut cache = m.new_cache(capacity)?;
+    let logits = m.forward(ids, 0, &mut cache, &mut probes, Logits::All)?;
+    let shape = logits.shape().to_vec();
+    Ok((m.backend.download(&logits)?, shape, probes.take_captured()))
+}
+
+/// A float array of `shape` for Python.
+fn array<'py>(py: Python<'py>, data: Vec<f32>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    data.into_pyarray(py).reshape(shape.to_vec())
+}
+
+#[pymethods]
+impl Engine {
+    /// Opens and loads a model (the CLI's names, paths and repo ids; None = the default model).
+    #[new]
+    #[pyo3(signature = (model=None, device="auto", weights="stored", activations="f32"))]
+    fn new(
+        py: Python<'_>,
+        model: Option<String>,
+        device: &str,
+        weights: &str,
+        activations: &str,
+    ) -> PyResult<Self> {
+        let device = parse_device(device)?;
+        let mode = match weights {
+            "stored" => WeightMode::Stored,
+            "f32" => WeightMode::F32,
+            other => return Err(PyValueError::new_err(format!("weights {other:?}: expected stored or f32"))),
+        };
+        let act = match activations {
+            "f32" => Activations::F32,
+            "int8" => Activations::Int8,
+            other => {
+                return Err(PyValueError::new_err(format!("activations {other:?}: expected f32 or int8")));
+            }
+        };
+        py.detach(move || -> scalpel::Result<Engine> {
+            let mut files = ModelFiles::open(model.as_deref())?;
+            files.weight_mode = mode;
+            set_activations(act);
+            let model = match device {
+                "cpu" => Loaded::Cpu(Model::load(Cpu, &files)?),
+                "cuda" => Loaded::Cuda(Model::load(Cuda::new(0)?, &files)?),
+                "mock" => Loaded::Cuda(Model::load(Cuda::mock(MockOptions::from_env()?)?, &files)?),
+                // As the CLI's auto: the GPU when one is usable, else the CPU; never the mock.
+                _ => match Cuda::available().then(|| Cuda::new(0)) {
+                    Some(Ok(cuda)) => Loaded::Cuda(Model::load(cuda, &files)?),
+                    _ => Loaded::Cpu(Model::load(Cpu, &files)?),
+                },
+            };
+            Ok(Engine { files, model })
+        })
+        .map_err(py_err)
+    }
+
+    /// The model's configuration as JSON.
+    fn config_json(&self) -> String {
+        serde_json::to_string(&self.files.config).expect("the config serializes")
+    }
+
+    /// What the user named (or the default model's name).
+    #[getter]
+    fn label(&self) -> String {
+        self.files.label.clone()
+    }
+
+    /// The backend: "cpu", "cuda" or "mock".
+    #[getter]
+    fn device(&self) -> String {
+        with_model!(&self.model, m => m.backend.name().to_string())
+    }
+
+    /// Token ids of `text` (with the model's BOS where it adds one; `chat` applies its template).
+    #[pyo3(signature = (text, chat=false))]
+    fn encode(&self, text: String, chat: bool) -> PyResult<Vec<u32>> {
+        PromptArgs::new(text, chat).encode(&self.files.tokenizer).map(|(_, ids)| ids).map_err(py_err)
+    }
+
+    fn decode(&self, ids: Vec<u32>) -> PyResult<String> {
+        self.check_ids(&ids)?;
+        self.files.tokenizer.decode(&ids).map_err(py_err)
+    }
+
+    /// Each id decoded alone (as `trace` names tokens).
+    fn pieces(&self, ids: Vec<u32>) -> PyResult<Vec<String>> {
+        self.check_ids(&ids)?;
+        ids.iter().map(|&i| self.files.tokenizer.decode(&[i])).collect::<scalpel::Result<_>>().map_err(py_err)
+    }
+
+    /// Probe names matching comma-separated patterns, in forward order.
+    fn select_points(&self, patterns: &str) -> PyResult<Vec<String>> {
+        Ok(probe::select(patterns, self.files.config.n_layers)
+            .map_err(py_err)?
+            .iter()
+            .map(|p| p.to_string())
+            .collect())
+    }
+
+    /// One forward pass over `ids`: (logits [T, vocab], {name: array}) for the points named by
+    /// `capture` (patterns), with `hooks` — (pattern, callable(array, name) -> array | None) —
+    /// run at their points.
+    #[pyo3(signature = (ids, capture=Vec::new(), hooks=Vec::new()))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<u32>,
+        capture: Vec<String>,
+        hooks: Vec<(String, Py<PyAny>)>,
+    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyDict>)> {
+        self.check_ids(&ids)?;
+        let n_layers = self.files.config.n_layers;
+        let mut points = Vec::new();
+        for pat in &capture {
+            points.extend(probe::select(pat, n_layers).map_err(py_err)?);
+        }
+        points.sort();
+        points.dedup();
+        let raised = Raised::default();
+        let mut rust_hooks: Vec<(Point, Hook)> = Vec::new();
+        for (pat, f) in hooks {
+            if !f.bind(py).is_callable() {
+                return Err(PyValueError::new_err(format!("the hook for {pat:?} is not callable")));
+            }
+            for p in probe::select(&pat, n_layers).map_err(py_err)? {
+                rust_hooks.push((p, python_hook(f.clone_ref(py), raised.clone())));
+            }
+        }
+        let out = py.detach(|| with_model!(&self.model, m => forward_once(m, &ids, &points, rust_hooks)));
+        let (logits, shape, captured) = out.map_err(|e| raised.or(e))?;
+        let cache = PyDict::new(py);
+        for (p, mut chunks) in captured {
+            let c = chunks.pop().expect("one capture per point");
+            cache.set_item(p.to_string(), array(py, c.data, &c.shape)?)?;
+        }
+        Ok((array(py, logits, &shape)?, cache))
+    }
+
+    /// Generates from `prompt` as `scalpel generate` does (same tokens for the same arguments
+    /// and seed). `on_piece(text) -> bool | None` gets each piece of text as it is decoded;
+    /// returning False stops. Returns a JSON object: text, ids, stop reason, speeds.
+    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, chat, on_piece=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: String,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        min_p: Option<f32>,
+        repetition_penalty: Option<f32>,
+        seed: u64,
+        chat: bool,
+        on_piece: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
+        let sampling = SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty, seed };
+        sampling.validate().map_err(py_err)?;
+        let context = self.files.config.context_length;
+        let tok = &self.files.tokenizer;
+        let (_, ids) = PromptArgs::new(prompt, chat)
+            .encode_fitted(tok, context, max_tokens.min(context / 2))
+            .map_err(py_err)?;
+        scalpel::generate::cache_size(ids.len(), max_tokens, context).map_err(py_err)?;
+        let opts = GenerateOptions { max_tokens, sampling, stop_at_eos: true };
+        let raised = Raised::default();
+        let eos = &self.files.config.eos_token_ids;
+        let mut text = String::new();
+        let mut stream = tok.stream();
+        let result = py.detach(|| {
+            with_model!(&self.model, m => generate(m, &ids, &opts, &mut Probes::none(), |id| {
+                let piece = if eos.contains(&id) { String::new() } else { stream.push(id)? };
+                text.push_str(&piece);
+                Python::attach(|py| -> scalpel::Result<bool> {
+                    // Ctrl-C (KeyboardInterrupt) and a callback's exception end the generation
+                    // after this token; they are raised once it has stopped.
+                    py.check_signals().map_err(|e| raised.keep(e, "a signal handler"))?;
+                    match (&on_piece, piece.is_empty()) {
+                        (Some(f), false) => {
+                            let r = f.call1(py, (piece,)).map_err(|e| raised.keep(e, "on_piece"))?;
+                            Ok(!r.bind(py).is(&*pyo3::types::PyBool::new(py, false)))
+                        }
+                        _ => Ok(true),
+                    }
+                })
+            }))
+        });
+        let g = result.map_err(|e| raised.or(e))?;
+        if let Some(e) = raised.take() {
+            return Err(e);
+        }
+        let rest = stream.finish().map_err(py_err)?;
+        if !rest.is_empty() {
+            if let Some(f) = &on_piece {
+                f.call1(py, (rest.clone(),))?;
+            }
+            text.push_str(&rest);
+        }
+        let stop = match g.stop {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ContextFull => "context_full",
+            StopReason::Interrupted => "stopped",
+        };
+        Ok(serde_json::json!({
+            "text": text,
+            "prompt_ids": g.prompt_ids,
+            "generated_ids": g.generated_ids,
+            "stop": stop,
+            "prefill_tokens_per_second": g.prefill_tokens_per_second(),
+            "decode_tokens_per_second": g.decode_tokens_per_second(),
+        })
+        .to_string())
+    }
+}
+
+impl Engine {
+    fn check_ids(&self, ids: &[u32]) -> PyResult<()> {
+        let vocab = self.files.config.vocab_size;
+        match ids.iter().find(|&&i| i as usize >= vocab) {
+            Some(bad) => {
+                Err(PyValueError::new_err(format!("token id {bad} is outside the vocabulary (0..{vocab})")))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// A Python callable as a probe hook: called with a writable array of the values and the point's
+/// name; a returned array (same shape) replaces the values, None keeps the array it was given
+/// (changed in place or not).
+fn python_hook(f: Py<PyAny>, raised: Raised) -> Hook {
+    Box::new(move |point, _start, shape, data| {
+        Python::attach(|py| -> scalpel::Result<bool> {
+            let name = point.to_string();
+            let arr = array(py, data.to_vec(), shape).map_err(|e| raised.keep(e, "a hook"))?;
+            let ret = f
+                .call1(py, (arr.clone(), name.clone()))
+                .map_err(|e| raised.keep(e, &format!("the hook at {name}")))?;
+            let ret = ret.bind(py);
+            let new: PyReadonlyArrayDyn<f32> = if ret.is_none() {
+                arr.readonly()
+            } else {
+                ret.extract::<PyReadonlyArrayDyn<f32>>()
+                    .map_err(|e| raised.keep(PyErr::from(e), &format!("the hook at {name}")))?
+            };
+            if new.shape() != shape {
+                let e = PyValueError::new_err(format!(
+                    "the hook at {name} returned an array of shape {:?}; the point's shape is {shape:?}",
+                    new.shape()
+                ));
+                return Err(raised.keep(e, "a hook"));
+            }
+            let new = new.as_array();
+            let mut changed = false;
+            for (d, &v) in data.iter_mut().zip(new.iter()) {
+                if d.to_bits() != v.to_bits() {
+                    *d = v;
+                    changed = true;
+                }
+            }
+            Ok(changed)
+        })
+    })
+}
+
+#[pymodule]
+fn _scalpel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+"""The Python package against the engine itself: the CLI's own outputs (``scalpel trace`` dumps,
+``scalpel generate --json``) on the default model, hooks and their errors, and the exceptions of
+bad input. Run by scripts/test_python.sh (the README's test command)."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+import scalpel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = os.environ.get("SCALPEL_CLI", os.path.join(ROOT, "target", "release", "scalpel"))
+PROMPT = "the apple is green. what color is the apple?"
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return scalpel.Model(device="cpu")
+
+
+def cli(*args):
+    if not os.path.exists(CLI):
+        pytest.fail(f"{CLI} is missing: scripts/test_python.sh builds it (SCALPEL_CLI names another)")
+    out = subprocess.run([CLI, *args, "--quiet"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        body = f.read()
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = {"F32": np.float32, "I64": np.int64}[t["dtype"]]
+        lo, hi = t["data_offsets"]
+        out[name] = np.frombuffer(body[lo:hi], dtype=dtype).reshape(t["shape"])
+    return out, header.get("__metadata__", {})
+
+
+def test_config_and_tokens(model):
+    assert model.n_layers == model.config["n_layers"] == 30
+    assert (model.d_model, model.n_heads, model.d_vocab) == (576, 9, 49152)
+    ids = model.to_tokens(PROMPT)
+    assert ids.dtype == np.int64 and ids.ndim == 1
+    assert model.to_string(ids) == PROMPT
+    pieces = model.to_str_tokens(PROMPT)
+    assert len(pieces) == len(ids) and "".join(pieces) == PROMPT
+    assert model.to_str_tokens(ids) == pieces
+    assert [list(t) for t in model.to_tokens(["a b", "c"])] == [list(model.to_tokens("a b")), list(model.to_tokens("c"))]
+
+
+def test_run_with_cache_equals_the_trace_dump(model, tmp_path):
+    """The same forward pass as `scalpel trace`: every point bit for bit (same engine, same
+    device, same order of operations)."""
+    points = "embed,blocks.*.resid_post,blocks.3.attn_probs,blocks.7.mlp_post,final_norm,logits"
+    out = tmp_path / "t.safetensors"
+    cli("trace", "-p", PROMPT, "-o", str(out), "--points", points, "--device", "cpu")
+    dump, meta = read_safetensors(out)
+    logits, cache = model.run_with_cache(PROMPT, names=points.split(","))
+    assert sorted(cache) == sorted(n for n in dump if n != "tokens")
+    for name, arr in cache.items():
+        assert arr.shape == dump[name].shape, name
+        assert np.array_equal(arr, dump[name]), f"{name}: relative difference {rel(arr, dump[name])}"
+    assert np.array_equal(logits, dump["logits"])
+    assert cache.str_tokens == json.loads(meta["token_strs"])
+    assert cache["blocks.3.attn_probs"].shape == (model.n_heads, len(cache.str_tokens), len(cache.str_tokens))
+
+
+def test_cache_names_patterns_and_stacks(model):
+    _, everything = model.run_with_cache("hello world")
+    assert len(everything) == 3 + 7 * model.n_layers
+    _, some = model.run_with_cache("hello world", names=lambda n: n.endswith("resid_pre") or n.endswith("resid_post"))
+    stack = some.stack_activation("resid_post")
+    assert stack.shape == (model.n_layers, 3, model.d_model) or stack.shape[0] == model.n_layers
+    acc = some.accumulated_resid()
+    assert acc.shape[0] == model.n_layers + 1
+    assert np.array_equal(acc[-1], some[f"blocks.{model.n_layers - 1}.resid_post"])
+    assert np.array_equal(acc[1], some["blocks.0.resid_post"]) or rel(acc[1], some["blocks.0.resid_post"]) < 1e-6
+    with pytest.raises(KeyError, match="not captured"):
+        some["blocks.0.attn_out"]
+    batch = model.run_with_cache(["hello world", "the apple"], names="logits")
+    assert len(batch) == 2 and np.array_equal(batch[0][0], model("hello world"))
+
+
+def test_hooks_edit_and_observe(model):
+    """A hook that zeroes a layer's attention output equals the same edit done by hand: run to
+    that point, then check the next residual is resid_mid = resid_pre. A hook returning None
+    leaves the pass unchanged; in-place changes count."""
+    base = model("the apple is green")
+    seen = []
+    same = model.run_with_hooks("the apple is green", [("blocks.*.attn_probs", lambda a, n: seen.append((n, a.shape)))])
+    assert np.array_equal(same, base)
+    assert len(seen) == model.n_layers and seen[0][0] == "blocks.0.attn_probs"
+
+    def zero(a, name):
+        a[:] = 0.0
+
+    edited = model.run_with_hooks("the apple is green", [("blocks.5.attn_out", zero)])
+    assert not np.array_equal(edited, base)
+    mids = {}
+    model.run_with_hooks(
+        "the apple is green",
+        [
+            ("blocks.5.attn_out", lambda a, n: np.zeros_like(a)),
+            ("blocks.5.resid_pre", lambda a, n: mids.__setitem__("pre", a.copy())),
+            ("blocks.5.resid_mid", lambda a, n: mids.__setitem__("mid", a.copy())),
+        ],
+    )
+    assert np.array_equal(mids["pre"], mids["mid"])
+    # Doubling the final norm's output doubles the logits (the LM head is linear).
+    doubled = model.run_with_hooks("the apple is green", [("final_norm", lambda a, n: a * 2)])
+    assert rel(doubled, 2 * base) < 1e-5
+
+
+def test_hook_errors_reach_python(model):
+    class Boom(Exception):
+        pass
+
+    def boom(a, n):
+        raise Boom(n)
+
+    with pytest.raises(Boom, match="blocks.2.resid_post"):
+        model.run_with_hooks("hello", [("blocks.2.resid_post", boom)])
+    with pytest.raises(ValueError, match="shape"):
+        model.run_with_hooks("hello world", [("embed", lambda a, n: a[:1])])
+    with pytest.raises(ValueError, match="not changed|observed"):
+        model.run_with_hooks("hello", [("blocks.0.attn_probs", lambda a, n: a * 0)])
+    with pytest.raises(ValueError, match="matches no point"):
+        model.run_with_hooks("hello", [("blocks.*.resid", lambda a, n: None)])
+    with pytest.raises(TypeError):
+        model.run_with_hooks("hello", [("embed", 3)])
+    # The model still works after every failure.
+    assert model("hello").shape[0] == len(model.to_tokens("hello"))
+
+
+def test_generate_matches_the_cli(model):
+    for extra in ([], ["-t", "0.8", "--top-p", "0.9", "--seed", "3"]):
+        out = json.loads(cli("generate", "-p", "The capital of France is", "-n", "12", "--device", "cpu", "--json", *extra))
+        kw = dict(temperature=0.8, top_p=0.9, seed=3) if extra else {}
+        text = model.generate("The capital of France is", max_tokens=12, **kw)
+        assert text == out["text"]
+        streamed = "".join(model.generate("The capital of France is", max_tokens=12, stream=True, **kw))
+        assert streamed == text
+
+
+def test_stream_stops_when_abandoned(model):
+    it = model.generate("Once upon a time", max_tokens=200, stream=True)
+    first = next(it)
+    it.close()  # the worker thread ends after its current token
+    assert isinstance(first, str)
+    assert threading.active_count() < 5
+
+
+def test_keyboard_interrupt_stops_generation(model):
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.generate("Once upon a time", max_tokens=100000 if False else 4000)
+    finally:
+        timer.cancel()
+    assert model.generate("The capital of France is", max_tokens=2)
+
+
+def test_bad_arguments_raise_python_errors(model):
+    with pytest.raises(FileNotFoundError):
+        scalpel.Model("/nonexistent/model.gguf", device="cpu")
+    with pytest.raises(ValueError, match="device"):
+        scalpel.Model(device="tpu")
+    with pytest.raises(TypeError):
+        scalpel.Model(device=3)
+    with pytest.raises(ValueError, match="top.p"):
+        model.generate("hi", top_p=1.5, temperature=1.0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        model.generate("hi", max_tokens=-1)
+    with pytest.raises(ValueError, match="vocabulary"):
+        model([1, 2, 10**6])
+    with pytest.raises(ValueError, match="empty"):
+        model.to_tokens("") if len(model.to_tokens("")) else model("")
+    with pytest.raises(ValueError, match="context"):
+        model(list(range(1, 10)) * 1000)
+
+
+def test_mock_device_runs_the_same_pass():
+    """The CUDA backend on the mock device (the kernels on the CPU): the same points as the CPU
+    within the CUDA backend's bf16 tolerance (tests/cuda_model.rs)."""
+    mock = scalpel.Model(device="mock")
+    assert mock.device == "mock"
+    cpu = scalpel.Model(device="cpu")
+    lm, cm = mock.run_with_cache("the apple is green", names="blocks.*.resid_post")
+    lc, cc = cpu.run_with_cache("the apple is green", names="blocks.*.resid_post")
+    for name in cc:
+        for r, (a, b) in enumerate(zip(cm[name], cc[name])):
+            assert rel(a, b) < 5e-2, (name, r, rel(a, b))
+    assert rel(lm, lc) < 5e-2
+    got = mock.run_with_hooks("the apple is green", [("final_norm", lambda a, n: a * 2)])
+    assert rel(got, 2 * lm) < 1e-2
