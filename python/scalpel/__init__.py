@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _scalpel
 
-__all__ = ["Model", "ActivationCache", "__version__"]
+__all__ = ["Model", "ActivationCache", "ControlVector", "Intervention", "__version__"]
 __version__: str = _scalpel.__version__
 
 Hook = Callable[[np.ndarray, str], Optional[np.ndarray]]
@@ -65,6 +65,58 @@ class ActivationCache(dict):
         return np.stack(rows)
 
 
+class ControlVector:
+    """Directions per layer, as llama.cpp's control vectors hold them: ``directions[l]`` is added
+    to ``blocks.{l}.resid_post`` (0-based; llama.cpp's ``direction.l``). ``load``/``save`` read
+    and write the GGUF files that ``scalpel steer build`` and llama.cpp use."""
+
+    def __init__(self, directions: Dict[int, np.ndarray], model_hint: str = ""):
+        if not directions:
+            raise ValueError("a control vector needs at least one layer's direction")
+        self.directions = {}
+        for layer, v in directions.items():
+            if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+                raise ValueError(f"layer {layer!r} is not a layer index")
+            a = np.ascontiguousarray(v, dtype=np.float32)
+            if a.ndim != 1 or not np.all(np.isfinite(a)):
+                raise ValueError(f"the direction for layer {layer} must be a 1-D array of finite numbers")
+            self.directions[int(layer)] = a
+        self.model_hint = model_hint
+
+    @classmethod
+    def load(cls, path: str) -> "ControlVector":
+        directions, hint = _scalpel.read_control_vector(str(path))
+        return cls(directions, hint)
+
+    def save(self, path: str, force: bool = False) -> None:
+        """Writes the GGUF file; an existing file is kept unless ``force``."""
+        _scalpel.write_control_vector(str(path), {l: v.tolist() for l, v in self.directions.items()}, self.model_hint, force)
+
+    def __repr__(self) -> str:
+        return f"ControlVector(layers={sorted(self.directions)}, width={len(next(iter(self.directions.values())))})"
+
+
+class Intervention:
+    """A steering vector added (``Model.steer``) or a direction ablated (``Model.ablate``), with
+    the CLI's ``--steer`` / ``--ablate`` semantics. Pass it to a call (``interventions=[...]``)
+    or use it as a context manager: every call on its model inside the ``with`` applies it."""
+
+    def __init__(self, model: "Model", kind: str, vector: ControlVector, scale: float, layers: Optional[str], source: str):
+        self._model = model
+        self._arg = (kind, {l: v.tolist() for l, v in vector.directions.items()}, float(scale), layers, source)
+        self.kind, self.vector, self.scale, self.layers = kind, vector, scale, layers
+
+    def __enter__(self) -> "Intervention":
+        self._model._active.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._model._active.remove(self)
+
+    def __repr__(self) -> str:
+        return f"Intervention({self.kind}, {self._arg[4]}, scale={self.scale}, layers={self.layers})"
+
+
 _DONE = object()
 
 
@@ -92,6 +144,7 @@ class Model:
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{arg} must be a string, not {type(value).__name__}")
         self._engine = _scalpel.Engine(model, device, weights, activations)
+        self._active: List[Intervention] = []
         self.config: dict = json.loads(self._engine.config_json())
         c = self.config
         self.name: str = self._engine.label
@@ -151,17 +204,75 @@ class Model:
             isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt
         )
 
+    # Interventions -----------------------------------------------------------------------------
+
+    def steer(
+        self,
+        vector: Union[str, ControlVector, np.ndarray],
+        scale: float = 1.0,
+        layers: Union[None, int, str, Sequence[int]] = None,
+    ) -> Intervention:
+        """Adds ``scale`` × the vector to ``blocks.{l}.resid_post`` at every position (generated
+        tokens included), for each layer it has (or ``layers``: ``12``, ``"10-14"``, ``[3, 5]``).
+        ``vector``: a control-vector file, a ``ControlVector``, or one direction (then ``layers``
+        says where)."""
+        cv, source = self._vector(vector, layers)
+        return Intervention(self, "steer", cv, scale, _layer_spec(layers), source)
+
+    def ablate(
+        self,
+        vector: Union[str, ControlVector, np.ndarray],
+        layers: Union[None, int, str, Sequence[int]] = None,
+    ) -> Intervention:
+        """Projects the direction out of the residual stream after every sublayer of every layer
+        (or of ``layers``); one direction serves every layer, a file of several gives each layer
+        its own."""
+        cv, source = self._vector(vector, None)
+        return Intervention(self, "ablate", cv, 1.0, _layer_spec(layers), source)
+
+    def _vector(self, vector, layers) -> Tuple[ControlVector, str]:
+        if isinstance(vector, ControlVector):
+            return vector, "the control vector"
+        if isinstance(vector, (str, bytes)) or hasattr(vector, "__fspath__"):
+            path = str(vector)
+            return ControlVector.load(path), path
+        a = np.asarray(vector, dtype=np.float32)
+        if a.ndim != 1:
+            raise ValueError(f"a direction must be 1-D ({self.d_model} values), got shape {a.shape}")
+        if layers is None:
+            at = list(range(self.n_layers))
+        elif isinstance(layers, (int, np.integer)):
+            at = [int(layers)]
+        elif isinstance(layers, str):
+            at = list(range(self.n_layers))  # the engine selects from the spec
+        else:
+            at = [int(l) for l in layers]
+        bad = [l for l in at if not 0 <= l < self.n_layers]
+        if bad:
+            raise ValueError(f"layer {bad[0]} is outside the model's layers 0..{self.n_layers - 1}")
+        return ControlVector({l: a for l in at}), "the direction"
+
+    def _edits(self, interventions: Sequence[Intervention]) -> list:
+        extra = list(interventions)
+        for i in extra:
+            if not isinstance(i, Intervention):
+                raise TypeError(f"interventions must come from model.steer() or model.ablate(), not {type(i).__name__}")
+            if i._model is not self:
+                raise ValueError("an intervention made for another model")
+        return [i._arg for i in self._active + extra]
+
     # Forward passes ----------------------------------------------------------------------------
 
-    def __call__(self, prompt: Prompt) -> np.ndarray:
+    def __call__(self, prompt: Prompt, interventions: Sequence[Intervention] = ()) -> np.ndarray:
         """The logits ``[tokens, d_vocab]`` of one forward pass."""
-        logits, _ = self._engine.run(self._prompt_ids(prompt))
+        logits, _ = self._engine.run(self._prompt_ids(prompt), [], [], self._edits(interventions))
         return logits
 
     def run_with_cache(
         self,
         prompt: Union[Prompt, Sequence[Prompt]],
         names: Union[None, str, Sequence[str], Callable[[str], bool]] = None,
+        interventions: Sequence[Intervention] = (),
     ):
         """One forward pass keeping the activations: ``(logits, cache)``.
 
@@ -170,7 +281,7 @@ class Model:
         of prompts returns a list of ``(logits, cache)``, one per prompt.
         """
         if self._is_batch(prompt):
-            return [self.run_with_cache(p, names) for p in prompt]
+            return [self.run_with_cache(p, names, interventions) for p in prompt]
         ids = self._prompt_ids(prompt)
         if names is None:
             patterns = ["*"]
@@ -182,10 +293,12 @@ class Model:
             patterns = list(names)
             if not all(isinstance(n, str) for n in patterns):
                 raise TypeError("names must be strings (probe names or patterns)")
-        logits, arrays = self._engine.run(ids, patterns) if patterns else self._engine.run(ids)
+        logits, arrays = self._engine.run(ids, patterns, [], self._edits(interventions))
         return logits, ActivationCache(arrays, self.n_layers, self._engine.pieces(ids))
 
-    def run_with_hooks(self, prompt: Prompt, hooks: Iterable[Tuple[str, Hook]] = ()) -> np.ndarray:
+    def run_with_hooks(
+        self, prompt: Prompt, hooks: Iterable[Tuple[str, Hook]] = (), interventions: Sequence[Intervention] = ()
+    ) -> np.ndarray:
         """One forward pass with Python functions at probe points: returns the logits.
 
         Each hook is ``(name_or_pattern, fn)``; ``fn(activation, name)`` receives the values at
@@ -201,7 +314,7 @@ class Model:
             if not callable(fn):
                 raise TypeError(f"the hook for {pattern!r} is not callable")
             wrapped.append((pattern, _as_float32(fn)))
-        logits, _ = self._engine.run(self._prompt_ids(prompt), [], wrapped)
+        logits, _ = self._engine.run(self._prompt_ids(prompt), [], wrapped, self._edits(interventions))
         return logits
 
     # Generation --------------------------------------------------------------------------------
@@ -218,6 +331,7 @@ class Model:
         seed: int = 0,
         chat: bool = False,
         stream: bool = False,
+        interventions: Sequence[Intervention] = (),
     ) -> Union[str, Iterator[str]]:
         """A continuation of ``prompt``, as ``scalpel generate`` makes it (the same tokens for the
         same arguments and seed; greedy at temperature 0). ``stream=True`` returns an iterator
@@ -227,11 +341,12 @@ class Model:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
             raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
         args = (prompt, max_tokens, float(temperature), top_k, top_p, min_p, repetition_penalty, seed, chat)
+        edits = self._edits(interventions)
         if stream:
-            return self._stream(args)
-        return json.loads(self._engine.generate(*args))["text"]
+            return self._stream(args, edits)
+        return json.loads(self._engine.generate(*args, edits=edits))["text"]
 
-    def _stream(self, args) -> Iterator[str]:
+    def _stream(self, args, edits) -> Iterator[str]:
         pieces: "queue.Queue[object]" = queue.Queue()
         stop = threading.Event()
         outcome: dict = {}
@@ -242,7 +357,7 @@ class Model:
 
         def work() -> None:
             try:
-                outcome["result"] = self._engine.generate(*args, on_piece=on_piece)
+                outcome["result"] = self._engine.generate(*args, on_piece=on_piece, edits=edits)
             except BaseException as e:  # handed to the consumer below
                 outcome["error"] = e
             finally:
@@ -262,6 +377,17 @@ class Model:
             worker.join()
         if "error" in outcome:
             raise outcome["error"]
+
+
+def _layer_spec(layers) -> Optional[str]:
+    """Layers as the CLI writes them (``12``, ``10-14``, ``3,5``)."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        return layers
+    if isinstance(layers, (int, np.integer)):
+        return str(int(layers))
+    return ",".join(str(int(l)) for l in layers)
 
 
 def _as_float32(fn: Hook) -> Hook:

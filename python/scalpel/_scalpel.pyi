@@ -7,6 +7,9 @@ import numpy as np
 
 __version__: str
 
+# ("steer" | "ablate", {layer: direction}, scale, layers spec or None, source name)
+Edit = Tuple[str, Dict[int, List[float]], float, Optional[str], str]
+
 class Engine:
     """A loaded model on one backend (the engine behind ``scalpel.Model``)."""
 
@@ -27,6 +30,7 @@ class Engine:
         ids: List[int],
         capture: List[str] = ...,
         hooks: List[Tuple[str, Callable[[np.ndarray, str], Optional[np.ndarray]]]] = ...,
+        edits: List[Edit] = ...,
     ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]: ...
     def generate(
         self,
@@ -40,4 +44,8 @@ class Engine:
         seed: int,
         chat: bool,
         on_piece: Optional[Callable[[str], Optional[bool]]] = None,
+        edits: List[Edit] = ...,
     ) -> str: ...
+
+def read_control_vector(path: str) -> Tuple[Dict[int, np.ndarray], str]: ...
+def write_control_vector(path: str, directions: Dict[int, List[float]], model_hint: str = "", force: bool = False) -> None: ...

@@ -22,10 +22,12 @@ use scalpel::backend::{Backend, Device as _, Tensor as _};
 use scalpel::cli::common::PromptArgs;
 use scalpel::forward::{Logits, Model};
 use scalpel::generate::{GenerateOptions, StopReason, generate};
+use scalpel::interp::steer::{ControlVector, ablate_with, steer_with};
 use scalpel::model::ModelFiles;
 use scalpel::model::stored::WeightMode;
 use scalpel::probe::{self, Captured, Hook, Point, Probes};
 use scalpel::sample::SamplingParams;
+use std::path::{Path, PathBuf};
 
 /// The engine's error as the matching Python exception, with the engine's own message.
 fn py_err(e: scalpel::Error) -> PyErr {
@@ -97,6 +99,52 @@ struct Engine {
     model: Loaded,
 }
 
+/// A steering vector added, or a direction ablated, with the CLI's semantics (`--steer`,
+/// `--ablate`): from Python as (kind, {layer: vector}, scale, layers, source).
+struct Intervention {
+    ablate: bool,
+    vector: ControlVector,
+    scale: f32,
+    layers: Option<String>,
+    source: PathBuf,
+}
+
+type InterventionArg = (String, BTreeMap<usize, Vec<f32>>, f32, Option<String>, String);
+
+fn interventions(args: Vec<InterventionArg>) -> PyResult<Vec<Intervention>> {
+    args.into_iter()
+        .map(|(kind, directions, scale, layers, source)| {
+            let ablate = match kind.as_str() {
+                "steer" => false,
+                "ablate" => true,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "intervention {other:?}: expected steer or ablate"
+                    )));
+                }
+            };
+            if !scale.is_finite() {
+                return Err(PyValueError::new_err(format!("{source}: the scale {scale} is not finite")));
+            }
+            let vector = ControlVector { directions, model_hint: String::new() };
+            Ok(Intervention { ablate, vector, scale, layers, source: PathBuf::from(source) })
+        })
+        .collect()
+}
+
+/// Probes holding the interventions' edits.
+fn probes_with<B: Backend>(m: &Model<B>, edits: &[Intervention]) -> scalpel::Result<Probes<B>> {
+    let mut probes = Probes::none();
+    for e in edits {
+        if e.ablate {
+            ablate_with(m, &mut probes, &e.vector, e.layers.as_deref(), &e.source)?;
+        } else {
+            steer_with(m, &mut probes, &e.vector, e.scale, e.layers.as_deref(), &e.source)?;
+        }
+    }
+    Ok(probes)
+}
+
 /// One forward pass's outputs: the logits and the captured points.
 type RunOutput = (Vec<f32>, Vec<usize>, BTreeMap<Point, Vec<Captured>>);
 
@@ -105,9 +153,10 @@ fn forward_once<B: Backend>(
     ids: &[u32],
     capture: &[Point],
     hooks: Vec<(Point, Hook)>,
+    edits: &[Intervention],
 ) -> scalpel::Result<RunOutput> {
     let capacity = scalpel::generate::cache_size(ids.len(), 0, m.config.context_length)?;
-    let mut probes = Probes::none();
+    let mut probes = probes_with(m, edits)?;
     for &p in capture {
         probes.capture(p);
     }
@@ -215,15 +264,17 @@ impl Engine {
     /// One forward pass over `ids`: (logits [T, vocab], {name: array}) for the points named by
     /// `capture` (patterns), with `hooks` — (pattern, callable(array, name) -> array | None) —
     /// run at their points.
-    #[pyo3(signature = (ids, capture=Vec::new(), hooks=Vec::new()))]
+    #[pyo3(signature = (ids, capture=Vec::new(), hooks=Vec::new(), edits=Vec::new()))]
     fn run<'py>(
         &self,
         py: Python<'py>,
         ids: Vec<u32>,
         capture: Vec<String>,
         hooks: Vec<(String, Py<PyAny>)>,
+        edits: Vec<InterventionArg>,
     ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyDict>)> {
         self.check_ids(&ids)?;
+        let edits = interventions(edits)?;
         let n_layers = self.files.config.n_layers;
         let mut points = Vec::new();
         for pat in &capture {
@@ -241,7 +292,8 @@ impl Engine {
                 rust_hooks.push((p, python_hook(f.clone_ref(py), raised.clone())));
             }
         }
-        let out = py.detach(|| with_model!(&self.model, m => forward_once(m, &ids, &points, rust_hooks)));
+        let out =
+            py.detach(|| with_model!(&self.model, m => forward_once(m, &ids, &points, rust_hooks, &edits)));
         let (logits, shape, captured) = out.map_err(|e| raised.or(e))?;
         let cache = PyDict::new(py);
         for (p, mut chunks) in captured {
@@ -254,7 +306,7 @@ impl Engine {
     /// Generates from `prompt` as `scalpel generate` does (same tokens for the same arguments
     /// and seed). `on_piece(text) -> bool | None` gets each piece of text as it is decoded;
     /// returning False stops. Returns a JSON object: text, ids, stop reason, speeds.
-    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, chat, on_piece=None))]
+    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, chat, on_piece=None, edits=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -269,7 +321,9 @@ impl Engine {
         seed: u64,
         chat: bool,
         on_piece: Option<Py<PyAny>>,
+        edits: Vec<InterventionArg>,
     ) -> PyResult<String> {
+        let edits = interventions(edits)?;
         let sampling = SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty, seed };
         sampling.validate().map_err(py_err)?;
         let context = self.files.config.context_length;
@@ -284,7 +338,7 @@ impl Engine {
         let mut text = String::new();
         let mut stream = tok.stream();
         let result = py.detach(|| {
-            with_model!(&self.model, m => generate(m, &ids, &opts, &mut Probes::none(), |id| {
+            with_model!(&self.model, m => generate(m, &ids, &opts, &mut probes_with(m, &edits)?, |id| {
                 let piece = if eos.contains(&id) { String::new() } else { stream.push(id)? };
                 text.push_str(&piece);
                 Python::attach(|py| -> scalpel::Result<bool> {
@@ -380,9 +434,48 @@ fn python_hook(f: Py<PyAny>, raised: Raised) -> Hook {
     })
 }
 
+/// Directions by layer, as numpy arrays.
+type Directions<'py> = BTreeMap<usize, Bound<'py, PyArrayDyn<f32>>>;
+
+/// A llama.cpp control-vector file: ({layer: direction}, model hint).
+#[pyfunction]
+fn read_control_vector(py: Python<'_>, path: PathBuf) -> PyResult<(Directions<'_>, String)> {
+    let cv = ControlVector::read(&path).map_err(py_err)?;
+    let mut out = BTreeMap::new();
+    for (l, v) in cv.directions {
+        let n = v.len();
+        out.insert(l, array(py, v, &[n])?);
+    }
+    Ok((out, cv.model_hint))
+}
+
+/// Writes a control-vector file (never over an existing file unless `force`).
+#[pyfunction]
+#[pyo3(signature = (path, directions, model_hint=String::new(), force=false))]
+fn write_control_vector(
+    path: PathBuf,
+    directions: BTreeMap<usize, Vec<f32>>,
+    model_hint: String,
+    force: bool,
+) -> PyResult<()> {
+    if directions.is_empty() {
+        return Err(PyValueError::new_err("a control vector needs at least one layer's direction"));
+    }
+    let width = directions.values().next().map_or(0, Vec::len);
+    if let Some((l, v)) = directions.iter().find(|(_, v)| v.len() != width || v.is_empty()) {
+        return Err(PyValueError::new_err(format!(
+            "direction for layer {l} has {} values; every direction needs the same, nonzero width ({width})",
+            v.len()
+        )));
+    }
+    ControlVector { directions, model_hint }.write(Path::new(&path), force).map_err(py_err)
+}
+
 #[pymodule]
 fn _scalpel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(read_control_vector, m)?)?;
+    m.add_function(wrap_pyfunction!(write_control_vector, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -209,3 +209,46 @@ def test_mock_device_runs_the_same_pass():
     assert rel(lm, lc) < 5e-2
     got = mock.run_with_hooks("the apple is green", [("final_norm", lambda a, n: a * 2)])
     assert rel(got, 2 * lm) < 1e-2
+
+
+def test_steering_and_ablation(model, tmp_path):
+    """model.steer/model.ablate do what --steer/--ablate do: a steered pass equals the same
+    addition made by a hook; the context manager applies to every call inside it and to nothing
+    after; control-vector files round-trip and drive the CLI to the same text; an ablated
+    direction is gone from every layer's residual."""
+    prompt = "The movie was"
+    base = model(prompt)
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal(model.d_model).astype(np.float32)
+    steered = model(prompt, interventions=[model.steer(v, 2.0, layers=5)])
+    by_hook = model.run_with_hooks(prompt, [("blocks.5.resid_post", lambda a, n: a + 2.0 * v)])
+    assert rel(steered, by_hook) < 1e-6 and rel(steered, base) > 1e-3
+    with model.steer(v, 2.0, layers=5):
+        assert np.array_equal(model(prompt), steered)
+        _, cache = model.run_with_cache(prompt, names="logits")
+        assert np.array_equal(cache["logits"], steered)
+    assert np.array_equal(model(prompt), base)
+
+    path = tmp_path / "v.gguf"
+    cv = scalpel.ControlVector({5: v, 9: -v}, model_hint="smollm2")
+    cv.save(str(path))
+    back = scalpel.ControlVector.load(str(path))
+    assert sorted(back.directions) == [5, 9] and np.array_equal(back.directions[9], -v)
+    with pytest.raises(Exception, match="exist"):
+        cv.save(str(path))
+    want = json.loads(cli("generate", "-p", prompt, "-n", "8", "--device", "cpu", "--json", "--steer", f"{path}:0.5@5"))
+    got = model.generate(prompt, max_tokens=8, interventions=[model.steer(str(path), 0.5, layers="5")])
+    assert got == want["text"]
+
+    u = v / np.linalg.norm(v)
+    _, cache = model.run_with_cache(prompt, names="blocks.*.resid_post", interventions=[model.ablate(u)])
+    for name, rows in cache.items():
+        proj = np.abs(rows @ u).max()
+        assert proj <= 1e-4 * np.abs(rows).max() * np.sqrt(model.d_model), (name, proj)
+
+    with pytest.raises(ValueError, match="layer"):
+        model.steer(v, 1.0, layers=99)
+    with pytest.raises(ValueError, match="hidden size"):
+        model(prompt, interventions=[model.steer(np.ones(7, np.float32), 1.0, layers=3)])
+    with pytest.raises(FileNotFoundError):
+        model.steer(str(tmp_path / "missing.gguf"))

@@ -175,9 +175,21 @@ impl std::str::FromStr for VectorSpec {
 /// included), for the layers `spec` selects.
 pub fn add_steering<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: &VectorSpec) -> Result<()> {
     let cv = ControlVector::read(&spec.path)?;
+    steer_with(model, probes, &cv, spec.scale, spec.layers.as_deref(), &spec.path)
+}
+
+/// `add_steering` with a vector in memory; `source` names it in messages.
+pub fn steer_with<B: Backend>(
+    model: &Model<B>,
+    probes: &mut Probes<B>,
+    cv: &ControlVector,
+    scale: f32,
+    layers: Option<&str>,
+    source: &Path,
+) -> Result<()> {
     let c = &model.config;
-    cv.check_fits(c.hidden_size, c.n_layers, &spec.path)?;
-    let chosen = match &spec.layers {
+    cv.check_fits(c.hidden_size, c.n_layers, source)?;
+    let chosen = match layers {
         Some(l) => super::parse_layers(l, c.n_layers)?,
         None => cv.directions.keys().copied().collect(),
     };
@@ -185,17 +197,14 @@ pub fn add_steering<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: 
     for l in chosen {
         if let Some(v) = cv.directions.get(&l) {
             let vector = model.backend.upload(v, &[v.len()])?;
-            probes.edit(
-                Point::ResidPost(l),
-                Edit::Add { vector, scale: spec.scale, positions: Positions::All },
-            )?;
+            probes.edit(Point::ResidPost(l), Edit::Add { vector, scale, positions: Positions::All })?;
             any = true;
         }
     }
     if !any {
         return Err(Error::Invalid(format!(
-            "{}: none of the selected layers has a direction (the file has layers {:?})",
-            spec.path.display(),
+            "{}: none of the selected layers has a direction (the vector has layers {:?})",
+            source.display(),
             cv.directions.keys().collect::<Vec<_>>()
         )));
     }
@@ -206,9 +215,20 @@ pub fn add_steering<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: 
 /// (all by default): a file with one direction uses it everywhere, otherwise each layer its own.
 pub fn add_ablation<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: &VectorSpec) -> Result<()> {
     let cv = ControlVector::read(&spec.path)?;
+    ablate_with(model, probes, &cv, spec.layers.as_deref(), &spec.path)
+}
+
+/// `add_ablation` with a vector in memory; `source` names it in messages.
+pub fn ablate_with<B: Backend>(
+    model: &Model<B>,
+    probes: &mut Probes<B>,
+    cv: &ControlVector,
+    layers: Option<&str>,
+    source: &Path,
+) -> Result<()> {
     let c = &model.config;
-    cv.check_fits(c.hidden_size, c.n_layers, &spec.path)?;
-    let layers = match &spec.layers {
+    cv.check_fits(c.hidden_size, c.n_layers, source)?;
+    let layers = match layers {
         Some(l) => super::parse_layers(l, c.n_layers)?,
         None => (0..c.n_layers).collect(),
     };
@@ -217,10 +237,7 @@ pub fn add_ablation<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: 
         let Some(v) = cv.directions.get(&l).or(single) else { continue };
         let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
         if norm == 0.0 {
-            return Err(Error::Invalid(format!(
-                "{}: the direction for layer {l} is zero",
-                spec.path.display()
-            )));
+            return Err(Error::Invalid(format!("{}: the direction for layer {l} is zero", source.display())));
         }
         let unit: Vec<f32> = v.iter().map(|x| (*x as f64 / norm) as f32).collect();
         let mut points = vec![Point::ResidMid(l), Point::ResidPost(l)];
