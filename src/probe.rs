@@ -322,16 +322,8 @@ impl<B: Backend> Probes<B> {
                 }
             }
         }
-        if let Some(hooks) = self.hooks.get_mut(&point) {
-            let shape = x.shape().to_vec();
-            let mut data = backend.download(x)?;
-            let mut changed = false;
-            for h in hooks.iter_mut() {
-                changed |= h(point, start, &shape, &mut data)?;
-            }
-            if changed {
-                *x = backend.upload(&data, &shape)?;
-            }
+        if let Some(data) = self.call_hooks(backend, point, x, start)? {
+            *x = backend.upload(&data, x.shape())?;
         }
         if self.check_finite {
             let data = backend.download(x)?;
@@ -349,16 +341,27 @@ impl<B: Backend> Probes<B> {
 
     /// Captures a tensor that is only observed, never edited (attention probabilities).
     pub fn record(&mut self, backend: &B, point: Point, x: &B::Tensor, start: usize) -> Result<()> {
-        if let Some(hooks) = self.hooks.get_mut(&point) {
-            let shape = x.shape().to_vec();
-            let mut data = backend.download(x)?;
-            for h in hooks.iter_mut() {
-                if h(point, start, &shape, &mut data)? {
-                    return Err(Error::Invalid(format!("{point} can be observed by a hook but not changed")));
-                }
-            }
+        if self.call_hooks(backend, point, x, start)?.is_some() {
+            return Err(Error::Invalid(format!("{point} can be observed by a hook but not changed")));
         }
         self.keep(backend, point, x, start)
+    }
+
+    /// Runs the point's hooks on a host copy of x; returns the values if any hook changed them.
+    fn call_hooks(
+        &mut self,
+        backend: &B,
+        point: Point,
+        x: &B::Tensor,
+        start: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(hooks) = self.hooks.get_mut(&point) else { return Ok(None) };
+        let mut data = backend.download(x)?;
+        let mut changed = false;
+        for h in hooks.iter_mut() {
+            changed |= h(point, start, x.shape(), &mut data)?;
+        }
+        Ok(changed.then_some(data))
     }
 
     /// Copies the point out if it is captured.

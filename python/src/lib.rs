@@ -18,10 +18,11 @@ use pyo3::types::PyDict;
 use scalpel::backend::cpu::Cpu;
 use scalpel::backend::cpu::qmatmul::{Activations, set_activations};
 use scalpel::backend::cuda::{Cuda, MockOptions};
-use scalpel::backend::{Backend, Device as _, Tensor as _};
+use scalpel::backend::{Backend, Device as _};
 use scalpel::cli::common::PromptArgs;
-use scalpel::forward::{Logits, Model};
-use scalpel::generate::{GenerateOptions, StopReason, generate};
+use scalpel::forward::Model;
+use scalpel::generate::{GenerateOptions, generate};
+use scalpel::interp::capture;
 use scalpel::interp::steer::{ControlVector, ablate_with, steer_with};
 use scalpel::model::ModelFiles;
 use scalpel::model::stored::WeightMode;
@@ -145,28 +146,20 @@ fn probes_with<B: Backend>(m: &Model<B>, edits: &[Intervention]) -> scalpel::Res
     Ok(probes)
 }
 
-/// One forward pass's outputs: the logits and the captured points.
-type RunOutput = (Vec<f32>, Vec<usize>, BTreeMap<Point, Vec<Captured>>);
-
+/// One forward pass over `ids` with the interventions and hooks, capturing `capture` and the
+/// logits (a capture of `logits` makes the pass compute every row's).
 fn forward_once<B: Backend>(
     m: &Model<B>,
     ids: &[u32],
     capture: &[Point],
     hooks: Vec<(Point, Hook)>,
     edits: &[Intervention],
-) -> scalpel::Result<RunOutput> {
-    let capacity = scalpel::generate::cache_size(ids.len(), 0, m.config.context_length)?;
+) -> scalpel::Result<BTreeMap<Point, Captured>> {
     let mut probes = probes_with(m, edits)?;
-    for &p in capture {
-        probes.capture(p);
-    }
     for (p, h) in hooks {
         probes.hook(p, h);
     }
-    let mut cache = m.new_cache(capacity)?;
-    let logits = m.forward(ids, 0, &mut cache, &mut probes, Logits::All)?;
-    let shape = logits.shape().to_vec();
-    Ok((m.backend.download(&logits)?, shape, probes.take_captured()))
+    capture::capture_with(m, ids, capture.iter().copied().chain([Point::Logits]), probes)
 }
 
 /// A float array of `shape` for Python.
@@ -294,13 +287,16 @@ impl Engine {
         }
         let out =
             py.detach(|| with_model!(&self.model, m => forward_once(m, &ids, &points, rust_hooks, &edits)));
-        let (logits, shape, captured) = out.map_err(|e| raised.or(e))?;
+        let mut captured = out.map_err(|e| raised.or(e))?;
+        let logits = match points.contains(&Point::Logits) {
+            true => captured[&Point::Logits].clone(),
+            false => captured.remove(&Point::Logits).expect("the logits are always captured"),
+        };
         let cache = PyDict::new(py);
-        for (p, mut chunks) in captured {
-            let c = chunks.pop().expect("one capture per point");
+        for (p, c) in captured {
             cache.set_item(p.to_string(), array(py, c.data, &c.shape)?)?;
         }
-        Ok((array(py, logits, &shape)?, cache))
+        Ok((array(py, logits.data, &logits.shape)?, cache))
     }
 
     /// Generates from `prompt` as `scalpel generate` does (same tokens for the same arguments
@@ -366,17 +362,11 @@ impl Engine {
             }
             text.push_str(&rest);
         }
-        let stop = match g.stop {
-            StopReason::Eos => "eos",
-            StopReason::MaxTokens => "max_tokens",
-            StopReason::ContextFull => "context_full",
-            StopReason::Interrupted => "stopped",
-        };
         Ok(serde_json::json!({
             "text": text,
             "prompt_ids": g.prompt_ids,
             "generated_ids": g.generated_ids,
-            "stop": stop,
+            "stop": g.stop,
             "prefill_tokens_per_second": g.prefill_tokens_per_second(),
             "decode_tokens_per_second": g.decode_tokens_per_second(),
         })

@@ -32,7 +32,7 @@ pub(super) fn load_u8x16(b: &[u8; 16]) -> __m128i {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_f32x8(x: &[f32; 8]) -> __m256 {
+pub(super) fn load_f32x8(x: &[f32; 8]) -> __m256 {
     // SAFETY: `x` is 8 readable floats; the load has no alignment requirement.
     unsafe { _mm256_loadu_ps(x.as_ptr()) }
 }
@@ -47,7 +47,7 @@ fn load_f32x8_bytes(b: &[u8; 32]) -> __m256 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_f32x8(o: &mut [f32; 8], v: __m256) {
+pub(super) fn store_f32x8(o: &mut [f32; 8], v: __m256) {
     // SAFETY: `o` is 8 writable floats; the store has no alignment requirement.
     unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
 }

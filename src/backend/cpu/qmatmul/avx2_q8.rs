@@ -11,8 +11,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{f16_pair, hsum8, load_u8x16};
-use super::blocks::{self, CHUNK, arr};
+use super::avx2::{f16_pair, hsum8, load_f32x8, load_u8x16, store_f32x8};
+use super::blocks::{self, CHUNK, arr, arr_mut};
 use super::format::{QMatrix, QType};
 use super::q8::Q8Row;
 
@@ -21,22 +21,6 @@ use super::q8::Q8Row;
 fn load32(b: &[u8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes; the load has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load_f32x8(v: &[f32], at: usize) -> __m256 {
-    let v: &[f32; 8] = arr(v, at);
-    // SAFETY: `v` is 8 readable floats; the load has no alignment requirement.
-    unsafe { _mm256_loadu_ps(v.as_ptr()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn store_f32x8(o: &mut [f32], at: usize, v: __m256) {
-    let o: &mut [f32; 8] = super::blocks::arr_mut(o, at);
-    // SAFETY: `o` is 8 writable floats; the store has no alignment requirement.
-    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
 }
 
 /// Eight unsigned bytes (little-endian in `v`) as floats.
@@ -178,8 +162,8 @@ fn dot_rows_q4k<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M], ys: &m
             // against the x chunks' sums.
             let mut scale = [[0f32; 8]; M];
             for i in 0..M {
-                store_f32x8(&mut scale[i], 0, _mm256_mul_ps(dl, load_f32x8(&xs[i].d, 8 * s)));
-                off[i] = _mm256_fmadd_ps(ml, load_f32x8(&xs[i].sum, 8 * s), off[i]);
+                store_f32x8(arr_mut(&mut scale[i], 0), _mm256_mul_ps(dl, load_f32x8(arr(&xs[i].d, 8 * s))));
+                off[i] = _mm256_fmadd_ps(ml, load_f32x8(arr(&xs[i].sum, 8 * s)), off[i]);
             }
             // Bytes 32j..32j+32 hold chunk 2j in their low nibbles and chunk 2j+1 in the high.
             for j in 0..4 {
@@ -219,11 +203,17 @@ fn dot_rows_q6k<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M], ys: &m
             let ds = [_mm256_mul_ps(d, i8x8_f32(arr(b, 192))), _mm256_mul_ps(d, i8x8_f32(arr(b, 200)))];
             let mut scale = [[0f32; 16]; M];
             for i in 0..M {
-                let xd = load_f32x8(&xs[i].d, 8 * s);
-                store_f32x8(&mut scale[i], 0, _mm256_mul_ps(ds[0], _mm256_permutevar8x32_ps(xd, first4)));
-                store_f32x8(&mut scale[i], 8, _mm256_mul_ps(ds[1], _mm256_permutevar8x32_ps(xd, last4)));
-                off[i] = _mm256_fmadd_ps(ds[0], load_f32x8(&xs[i].half_sum, 16 * s), off[i]);
-                off[i] = _mm256_fmadd_ps(ds[1], load_f32x8(&xs[i].half_sum, 16 * s + 8), off[i]);
+                let xd = load_f32x8(arr(&xs[i].d, 8 * s));
+                store_f32x8(
+                    arr_mut(&mut scale[i], 0),
+                    _mm256_mul_ps(ds[0], _mm256_permutevar8x32_ps(xd, first4)),
+                );
+                store_f32x8(
+                    arr_mut(&mut scale[i], 8),
+                    _mm256_mul_ps(ds[1], _mm256_permutevar8x32_ps(xd, last4)),
+                );
+                off[i] = _mm256_fmadd_ps(ds[0], load_f32x8(arr(&xs[i].half_sum, 16 * s)), off[i]);
+                off[i] = _mm256_fmadd_ps(ds[1], load_f32x8(arr(&xs[i].half_sum, 16 * s + 8)), off[i]);
             }
             for n in 0..2 {
                 let qa = load32(arr(b, 64 * n));
