@@ -337,14 +337,29 @@ impl<B: Backend> Model<B> {
             k = be.rms_norm(&k, kn, eps, nk)?;
         }
         be.rope_kv(&mut q, &k, &v, cache, l, step, c.head_dim, &self.rope[c.layers[l].rope])?;
-        let (attn, lse) = be.attention(&q, cache, l, step, &p)?;
+        let (mut attn, lse) = be.attention(&q, cache, l, step, &p)?;
         if probes.observes(Point::AttnProbs(l)) {
             let probs = be.attn_probs(&q, cache, l, step, &p, &lse)?;
             probes.record(be, Point::AttnProbs(l), &probs, start)?;
         }
+        if probes.wants(Point::AttnZ(l)) {
+            let rows = attn.rows();
+            attn.set_shape(&[rows, c.n_heads, c.head_dim])?;
+            probes.visit(be, Point::AttnZ(l), &mut attn, start)?;
+            attn.set_shape(&[rows, c.n_heads * c.head_dim])?;
+        }
         let mut o = be.matmul(&attn, &w.wo)?;
+        let mut heads = match probes.wants(Point::HeadOut(l)) {
+            true => Some(self.head_outputs(&attn, &o, w)?),
+            false => None,
+        };
         if let Some(n) = &w.post_attn_norm {
             o = be.rms_norm(&o, n, eps, nk)?;
+        }
+        if let Some(h) = &mut heads
+            && probes.visit(be, Point::HeadOut(l), h, start)?
+        {
+            o = sum_heads(be, h)?;
         }
         probes.visit(be, Point::AttnOut(l), &mut o, start)?;
 
@@ -360,6 +375,52 @@ impl<B: Backend> Model<B> {
         probes.visit(be, Point::MlpOut(l), &mut m, start)?;
         *pending = Some(m);
         Ok(())
+    }
+
+    /// Each head's share of the attention output, [T, H, d]: head h's slice of the mixed values
+    /// `attn` [T, H·head_dim] through its columns of the output projection, computed as one product
+    /// of H·T rows (each row zero outside its head). With a norm after the sublayer (Gemma) each
+    /// share is scaled as the whole output is, the norm's 1/rms frozen at the unsplit output `o`'s
+    /// value, so the shares still sum to `attn_out`.
+    fn head_outputs(&self, attn: &B::Tensor, o: &B::Tensor, w: &LayerParams<B::Tensor>) -> Result<B::Tensor> {
+        let (be, c) = (&self.backend, &self.config);
+        let (t, h, hd) = (attn.rows(), c.n_heads, c.head_dim);
+        let z = be.download(attn)?;
+        let mut spread = vec![0f32; h * t * h * hd];
+        for head in 0..h {
+            for row in 0..t {
+                let from = row * h * hd + head * hd;
+                let to = (head * t + row) * h * hd + head * hd;
+                spread[to..to + hd].copy_from_slice(&z[from..from + hd]);
+            }
+        }
+        let parts = be.download(&be.matmul(&be.upload(&spread, &[h * t, h * hd])?, &w.wo)?)?;
+        let d = parts.len() / (h * t);
+        // Per output row, what multiplies the projection: 1, or the frozen norm's gain/rms.
+        let scale: Vec<f32> = match &w.post_attn_norm {
+            None => vec![1.0; t * d],
+            Some(n) => {
+                let (o, g) = (be.download(o)?, be.download(n)?);
+                let mut s = Vec::with_capacity(t * d);
+                for row in o.chunks(d) {
+                    let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / d as f64;
+                    let inv = 1.0 / ((ms as f32) + c.rms_eps).sqrt();
+                    s.extend(g.iter().map(|&g| inv * c.norm_kind.gain(g)));
+                }
+                s
+            }
+        };
+        let mut out = vec![0f32; t * h * d];
+        for row in 0..t {
+            for head in 0..h {
+                let part = &parts[(head * t + row) * d..][..d];
+                let dst = &mut out[(row * h + head) * d..][..d];
+                for ((o, &p), &s) in dst.iter_mut().zip(part).zip(&scale[row * d..(row + 1) * d]) {
+                    *o = p * s;
+                }
+            }
+        }
+        be.upload(&out, &[t, h, d])
     }
 
     /// Adds `delta` (if any) to the residual stream, lets probes see the stream at `points`, and
@@ -388,6 +449,20 @@ impl<B: Backend> Model<B> {
             }
         }
     }
+}
+
+/// The attention output rebuilt from edited per-head shares [T, H, d]: their sum over heads.
+fn sum_heads<B: Backend>(be: &B, heads: &B::Tensor) -> Result<B::Tensor> {
+    let (t, h) = (heads.rows(), heads.shape()[1]);
+    let d = heads.row_len() / h;
+    let v = be.download(heads)?;
+    let mut out = vec![0f32; t * d];
+    for (row, dst) in out.chunks_mut(d).enumerate() {
+        for part in v[row * h * d..(row + 1) * h * d].chunks(d) {
+            dst.iter_mut().zip(part).for_each(|(o, p)| *o += p);
+        }
+    }
+    be.upload(&out, &[t, d])
 }
 
 /// `n` values centre ± spread, uniform, from a counter-based hash (parallel and reproducible).

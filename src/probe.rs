@@ -16,6 +16,10 @@ pub enum Point {
     Embed,
     ResidPre(usize),
     AttnProbs(usize),
+    /// Each head's attention-weighted values before the output projection, [T, H, head_dim].
+    AttnZ(usize),
+    /// Each head's share of `attn_out`, [T, H, d]: computed only when asked for.
+    HeadOut(usize),
     AttnOut(usize),
     ResidMid(usize),
     MlpPost(usize),
@@ -33,6 +37,8 @@ impl Point {
             v.extend([
                 Point::ResidPre(l),
                 Point::AttnProbs(l),
+                Point::AttnZ(l),
+                Point::HeadOut(l),
                 Point::AttnOut(l),
                 Point::ResidMid(l),
                 Point::MlpPost(l),
@@ -48,6 +54,8 @@ impl Point {
         match self {
             Point::ResidPre(l)
             | Point::AttnProbs(l)
+            | Point::AttnZ(l)
+            | Point::HeadOut(l)
             | Point::AttnOut(l)
             | Point::ResidMid(l)
             | Point::MlpPost(l)
@@ -78,6 +86,8 @@ impl fmt::Display for Point {
             Point::Embed => write!(f, "embed"),
             Point::ResidPre(l) => write!(f, "blocks.{l}.resid_pre"),
             Point::AttnProbs(l) => write!(f, "blocks.{l}.attn_probs"),
+            Point::AttnZ(l) => write!(f, "blocks.{l}.attn_z"),
+            Point::HeadOut(l) => write!(f, "blocks.{l}.head_out"),
             Point::AttnOut(l) => write!(f, "blocks.{l}.attn_out"),
             Point::ResidMid(l) => write!(f, "blocks.{l}.resid_mid"),
             Point::MlpPost(l) => write!(f, "blocks.{l}.mlp_post"),
@@ -110,6 +120,8 @@ impl FromStr for Point {
         Ok(match name {
             "resid_pre" => Point::ResidPre(l),
             "attn_probs" => Point::AttnProbs(l),
+            "attn_z" => Point::AttnZ(l),
+            "head_out" => Point::HeadOut(l),
             "attn_out" => Point::AttnOut(l),
             "resid_mid" => Point::ResidMid(l),
             "mlp_post" => Point::MlpPost(l),
@@ -166,7 +178,7 @@ pub fn select(patterns: &str, n_layers: usize) -> Result<Vec<Point>> {
                 )));
             }
             return Err(Error::Invalid(format!(
-                "probe pattern {pat:?} matches no point (points: embed, blocks.{{l}}.{{resid_pre,attn_probs,attn_out,resid_mid,mlp_post,mlp_out,resid_post}}, final_norm, logits)"
+                "probe pattern {pat:?} matches no point (points: embed, blocks.{{l}}.{{resid_pre,attn_probs,attn_z,head_out,attn_out,resid_mid,mlp_post,mlp_out,resid_post}}, final_norm, logits)"
             )));
         }
     }
@@ -303,8 +315,11 @@ impl<B: Backend> Probes<B> {
     }
 
     /// Applies the edits at `point` to x (rows = positions start..), then captures it if asked.
-    pub fn visit(&mut self, backend: &B, point: Point, x: &mut B::Tensor, start: usize) -> Result<()> {
+    /// Says whether an edit or a hook may have changed x.
+    pub fn visit(&mut self, backend: &B, point: Point, x: &mut B::Tensor, start: usize) -> Result<bool> {
+        let mut changed = false;
         if let Some(edits) = self.edits.get(&point) {
+            changed = !edits.is_empty();
             let rows = x.rows();
             for e in edits {
                 match e {
@@ -324,6 +339,7 @@ impl<B: Backend> Probes<B> {
         }
         if let Some(data) = self.call_hooks(backend, point, x, start)? {
             *x = backend.upload(&data, x.shape())?;
+            changed = true;
         }
         if self.check_finite {
             let data = backend.download(x)?;
@@ -336,7 +352,8 @@ impl<B: Backend> Probes<B> {
                 )));
             }
         }
-        self.keep(backend, point, x, start)
+        self.keep(backend, point, x, start)?;
+        Ok(changed)
     }
 
     /// Captures a tensor that is only observed, never edited (attention probabilities).
@@ -400,7 +417,7 @@ mod tests {
     fn patterns_select_in_forward_order() {
         let s = select("logits,blocks.*.resid_post,embed", 2).unwrap();
         assert_eq!(s, vec![Point::Embed, Point::ResidPost(0), Point::ResidPost(1), Point::Logits]);
-        assert_eq!(select("blocks.1.*", 2).unwrap().len(), 7);
+        assert_eq!(select("blocks.1.*", 2).unwrap().len(), 9);
         assert!(select("blocks.5.resid_post", 2).unwrap_err().to_string().contains("layers 0..1"));
         assert!(select("resid", 2).is_err());
     }

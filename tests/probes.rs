@@ -61,6 +61,7 @@ on_every_device!(
     attention_probabilities_cannot_be_edited,
     decoding_with_the_cache_equals_one_long_forward,
     hooks_see_each_point_once_and_their_changes_flow_on,
+    heads_split_the_attention_output_and_one_can_be_ablated,
 );
 
 const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
@@ -76,6 +77,8 @@ fn every_point_is_captured_with_its_shape<B: Backend>(backend: B) {
         let got = &cap[&p][0];
         let want = match p {
             Point::AttnProbs(_) => vec![c.n_heads, t, t],
+            Point::AttnZ(_) => vec![t, c.n_heads, c.head_dim],
+            Point::HeadOut(_) => vec![t, c.n_heads, c.hidden_size],
             Point::MlpPost(_) => vec![t, c.intermediate_size],
             Point::Logits => vec![t, c.vocab_size],
             _ => vec![t, c.hidden_size],
@@ -269,4 +272,81 @@ fn hooks_see_each_point_once_and_their_changes_flow_on<B: Backend>(backend: B) {
     let e =
         model.forward(&IDS, 0, &mut cache, &mut bad, Logits::All).err().expect("attn_probs is observed only");
     assert!(e.to_string().contains("not changed"), "{e}");
+}
+
+/// `head_out` sums over heads to `attn_out`; zeroing one head's `attn_z` (ablating its hd basis
+/// directions) zeroes its `head_out` and leaves the others' as they were; zeroing its `head_out`
+/// by a hook gives the same `attn_out` as zeroing its `attn_z`.
+fn heads_split_the_attention_output_and_one_can_be_ablated<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
+    let c = model.config.clone();
+    let (t, h, hd, d) = (IDS.len(), c.n_heads, c.head_dim, c.hidden_size);
+    let (layer, head) = (1, 2);
+    let points = [Point::AttnZ(layer), Point::HeadOut(layer), Point::AttnOut(layer)];
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            // bf16 activations on CUDA: a few parts in a thousand of the largest value.
+            assert!((x - y).abs() <= 1e-2 * scale, "{what}[{i}]: {x} vs {y} (scale {scale})");
+        }
+    };
+    let mut plain = Probes::capturing(points);
+    let logits = run(&model, &IDS, &mut plain);
+    let cap = plain.captured();
+    let (heads, attn_out) = (&cap[&points[1]][0].data, &cap[&points[2]][0].data);
+    let sum = |heads: &[f32], skip: Option<usize>| -> Vec<f32> {
+        let mut s = vec![0f32; t * d];
+        for r in 0..t {
+            for k in (0..h).filter(|&k| Some(k) != skip) {
+                for j in 0..d {
+                    s[r * d + j] += heads[(r * h + k) * d + j];
+                }
+            }
+        }
+        s
+    };
+    close(&sum(heads, None), attn_out, "sum of head_out vs attn_out");
+    assert!(heads.iter().any(|&x| x != 0.0));
+    // Capturing the per-head points changed nothing downstream.
+    assert_eq!(run(&model, &IDS, &mut Probes::none()), logits);
+
+    let mut ablate = Probes::capturing(points);
+    for i in head * hd..(head + 1) * hd {
+        let mut e = vec![0f32; h * hd];
+        e[i] = 1.0;
+        let unit = model.backend.upload(&e, &[h * hd]).unwrap();
+        ablate.edit(Point::AttnZ(layer), Edit::Ablate { unit, positions: Positions::All }).unwrap();
+    }
+    let ablated = run(&model, &IDS, &mut ablate);
+    assert_ne!(ablated, logits);
+    let a = ablate.captured();
+    let (z, heads_a, out_a) = (&a[&points[0]][0].data, &a[&points[1]][0].data, &a[&points[2]][0].data);
+    for r in 0..t {
+        assert!(z[(r * h + head) * hd..][..hd].iter().all(|&x| x == 0.0), "attn_z of the head, row {r}");
+        assert!(
+            heads_a[(r * h + head) * d..][..d].iter().all(|&x| x == 0.0),
+            "head_out of the head, row {r}"
+        );
+    }
+    close(&sum(heads_a, None), &sum(heads, Some(head)), "the other heads");
+    close(out_a, &sum(heads, Some(head)), "attn_out without the head");
+
+    let mut hook = Probes::capturing([Point::AttnOut(layer)]);
+    hook.hook(
+        Point::HeadOut(layer),
+        Box::new(move |_, _, shape, data| {
+            let d = shape[2];
+            for r in 0..shape[0] {
+                data[(r * shape[1] + head) * d..][..d].fill(0.0);
+            }
+            Ok(true)
+        }),
+    );
+    let hooked = run(&model, &IDS, &mut hook);
+    close(
+        &hook.captured()[&Point::AttnOut(layer)][0].data,
+        out_a,
+        "attn_out, head_out hook vs attn_z ablation",
+    );
+    close(&hooked, &ablated, "logits, head_out hook vs attn_z ablation");
 }

@@ -10,7 +10,7 @@ TransformerLens users know::
     cache["blocks.3.resid_post"].shape           # (tokens, d_model)
 
 Probe names are those of ``scalpel trace`` (the dump format in docs/DESIGN.md): ``embed``,
-``blocks.{l}.{resid_pre,attn_probs,attn_out,resid_mid,mlp_post,mlp_out,resid_post}``,
+``blocks.{l}.{resid_pre,attn_probs,attn_z,head_out,attn_out,resid_mid,mlp_post,mlp_out,resid_post}``,
 ``final_norm``, ``logits``; patterns take ``*``.
 """
 

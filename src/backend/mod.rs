@@ -47,6 +47,22 @@ pub struct OpTime {
 pub trait Tensor {
     fn shape(&self) -> &[usize];
 
+    fn shape_mut(&mut self) -> &mut Vec<usize>;
+
+    /// The same values seen with another shape of the same size (row-major, nothing moves):
+    /// `[T, heads·head_dim]` as `[T, heads, head_dim]` for a probe.
+    fn set_shape(&mut self, shape: &[usize]) -> crate::Result<()> {
+        let (have, want) = (self.shape().iter().product::<usize>(), shape.iter().product::<usize>());
+        if have != want {
+            return Err(crate::Error::Invalid(format!(
+                "reshape: {:?} ({have} values) as {shape:?} ({want})",
+                self.shape()
+            )));
+        }
+        *self.shape_mut() = shape.to_vec();
+        Ok(())
+    }
+
     fn rows(&self) -> usize {
         self.shape()[0]
     }

@@ -42,6 +42,16 @@ pub enum NormKind {
     OnePlus,
 }
 
+impl NormKind {
+    /// What multiplies a normalized value, given the stored weight.
+    pub fn gain(self, w: f32) -> f32 {
+        match self {
+            NormKind::Plain => w,
+            NormKind::OnePlus => 1.0 + w,
+        }
+    }
+}
+
 /// One layer's attention geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct LayerSpec {

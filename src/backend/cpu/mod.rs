@@ -60,6 +60,10 @@ impl Tensor for CpuTensor {
     fn shape(&self) -> &[usize] {
         &self.shape
     }
+
+    fn shape_mut(&mut self) -> &mut Vec<usize> {
+        &mut self.shape
+    }
 }
 
 impl CpuTensor {
@@ -147,11 +151,7 @@ fn rms_norm_in_place(data: &mut [f32], w: &[f32], eps: f32, kind: NormKind) {
         let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
         let inv = 1.0 / ((ms as f32) + eps).sqrt();
         for (v, &g) in row.iter_mut().zip(w) {
-            let g = match kind {
-                NormKind::Plain => g,
-                NormKind::OnePlus => 1.0 + g,
-            };
-            *v = (*v * inv) * g;
+            *v = (*v * inv) * kind.gain(g);
         }
     });
 }

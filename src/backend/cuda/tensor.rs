@@ -37,6 +37,10 @@ impl Tensor for CudaTensor {
     fn shape(&self) -> &[usize] {
         &self.shape
     }
+
+    fn shape_mut(&mut self) -> &mut Vec<usize> {
+        &mut self.shape
+    }
 }
 
 impl CudaTensor {
