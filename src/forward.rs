@@ -233,6 +233,41 @@ impl<B: Backend> Model<B> {
         probes: &mut Probes<B>,
         which: Logits,
     ) -> Result<B::Tensor> {
+        let step = self.checked_step(ids, start, cache)?;
+        self.forward_step(&step, cache, probes, which)
+    }
+
+    /// As [`Model::forward`], but from layer `first` on, with `x` [ids.len(), d] as the tokens'
+    /// `resid_pre(first)`: the layers below are not run and their cache entries are left as they
+    /// are. Activation patching runs this way: a patch at layer l changes nothing below l, so the
+    /// corrupted run's cache and residual stream stand in for those layers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_from(
+        &self,
+        first: usize,
+        x: B::Tensor,
+        ids: &[u32],
+        start: usize,
+        cache: &mut B::Cache,
+        probes: &mut Probes<B>,
+        which: Logits,
+    ) -> Result<B::Tensor> {
+        let c = &self.config;
+        if first >= c.n_layers || x.shape() != [ids.len(), c.hidden_size] {
+            return Err(Error::Invalid(format!(
+                "forward from layer {first} of {} with a residual of {:?} for {} tokens",
+                c.n_layers,
+                x.shape(),
+                ids.len()
+            )));
+        }
+        let step = self.checked_step(ids, start, cache)?;
+        self.run_layers(first, x, &step, cache, probes, which)
+    }
+
+    /// The device's copy of `ids` at positions start.., after checking they fit the cache and
+    /// the vocabulary.
+    fn checked_step(&self, ids: &[u32], start: usize, cache: &B::Cache) -> Result<B::Step> {
         if ids.is_empty() {
             return Err(Error::Invalid("forward: no tokens".into()));
         }
@@ -248,8 +283,7 @@ impl<B: Backend> Model<B> {
         if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
         }
-        let step = self.backend.step(ids, start)?;
-        self.forward_step(&step, cache, probes, which)
+        self.backend.step(ids, start)
     }
 
     /// The forward pass over tokens the device already holds (see [`Backend::step`]).
@@ -271,17 +305,30 @@ impl<B: Backend> Model<B> {
         probes: &mut Probes<B>,
         which: Logits,
     ) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let mut x = be.embed(&self.embed, step, self.config.embed_scale)?;
+        probes.visit(be, Point::Embed, &mut x, step.start())?;
+        self.run_layers(0, x, step, cache, probes, which)
+    }
+
+    /// Layers `first..` on the residual stream `x`, then the final norm and the LM head.
+    fn run_layers(
+        &self,
+        first: usize,
+        mut x: B::Tensor,
+        step: &B::Step,
+        cache: &mut B::Cache,
+        probes: &mut Probes<B>,
+        which: Logits,
+    ) -> Result<B::Tensor> {
         let c = &self.config;
         let be = &self.backend;
         let (start, end) = (step.start(), step.end());
         let (eps, nk) = (c.rms_eps, c.norm_kind);
-
-        let mut x = be.embed(&self.embed, step, c.embed_scale)?;
-        probes.visit(be, Point::Embed, &mut x, start)?;
         // The sublayer output not yet added to the residual stream: the add is fused with the
         // next norm unless a probe needs the stream in between.
         let mut pending: Option<B::Tensor> = None;
-        for (l, w) in self.layers.iter().enumerate() {
+        for (l, w) in self.layers.iter().enumerate().skip(first) {
             // Ctrl-C: a long prefill stops at the next layer rather than running to the end.
             if crate::mem::interrupted() {
                 return Err(Error::Interrupted(format!("stopped in layer {l} of the forward pass")));

@@ -668,3 +668,79 @@ fn control_vector_layer_index_convention() {
         }
     }
 }
+
+/// Activation patching's identities on both default models, exactly: the corrupted run with the
+/// clean input's whole `resid_pre(0)` in place is the clean run (1); with nothing patched it is the
+/// corrupted run (0).
+#[test]
+fn patching_identities_hold_exactly_on_both_default_models() {
+    use scalpel::interp::patching::{Metric, Patcher, Site};
+    use scalpel::probe::Point;
+    for (alias, clean, corrupted) in [
+        ("smollm2-135m", "The Eiffel Tower is in the city of", "The Colosseum is in the city of"),
+        ("gemma3-270m", "The capital of France is the city of", "The capital of Italy is the city of"),
+    ] {
+        let files = open_known(alias);
+        let model = Model::load(Cpu, &files).unwrap();
+        let (a, b) = (files.tokenizer.encode(clean).unwrap(), files.tokenizer.encode(corrupted).unwrap());
+        assert_eq!(a.len(), b.len(), "{alias}: the pair must tokenize to the same length");
+        let paris = scalpel::interp::words::resolve_token(&files.tokenizer, "Paris", "answer").unwrap().0;
+        let mut p = Patcher::new(&model, &a, &b, Metric::LogProb(paris), &[Site::ResidPre]).unwrap();
+        assert!(p.clean > p.corrupted + 1.0, "{alias}: Paris is likelier after the clean prompt");
+        let all: Vec<_> = (0..a.len()).map(|q| (q, p.clean_row(Point::ResidPre(0), q))).collect();
+        let (whole, nothing) =
+            (p.run(0, Point::ResidPre(0), &all).unwrap(), p.run(0, Point::ResidPre(0), &[]).unwrap());
+        assert_eq!((p.normalize(whole), p.normalize(nothing)), (1.0, 0.0), "{alias}");
+    }
+}
+
+/// `scalpel patch` on the default model finds the textbook picture: the subject's tokens carry the
+/// answer in early layers, the last position in late ones; JSON has every cell, the PNG has ink.
+#[test]
+fn patch_command_moves_the_answer_from_the_subject_to_the_last_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("patch.png");
+    let o = scalpel(&[
+        "patch",
+        "--clean",
+        "The Eiffel Tower is in the city of",
+        "--corrupted",
+        "The Colosseum is in the city of",
+        "--answer",
+        "Paris",
+        "--wrong",
+        "Rome",
+        "--sites",
+        "resid_pre",
+        "--json",
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    let v = json_of(&o);
+    assert!(v["clean"].as_f64().unwrap() > v["corrupted"].as_f64().unwrap());
+    let grid: Vec<Vec<f64>> = serde_json::from_value(v["sites"]["resid_pre"]["normalized"].clone()).unwrap();
+    let t = v["clean_tokens"].as_array().unwrap().len();
+    assert_eq!((grid.len(), grid[0].len()), (30, t));
+    assert!(grid.iter().flatten().all(|x| x.is_finite()));
+    // Position 0 ("The") is the same token in both prompts and restores nothing at any layer.
+    assert!(grid.iter().all(|r| r[0] == 0.0));
+    let subject = |l: usize| grid[l][1..4].iter().copied().fold(f64::MIN, f64::max);
+    assert!(subject(2) > 0.5 && grid[2][t - 1].abs() < 0.2, "early: the subject {:?}", grid[2]);
+    assert!(subject(29) < 0.2 && grid[29][t - 1] > 0.5, "late: the last position {:?}", grid[29]);
+    check_png(&png, 400, 300);
+
+    let bad = scalpel(&[
+        "patch",
+        "--clean",
+        "The Eiffel Tower is in",
+        "--corrupted",
+        "Rome is in",
+        "--answer",
+        "Paris",
+    ]);
+    assert_clean_failure(&bad, "invalid", "same length");
+    let bad = scalpel(&["patch", "--clean", "a b", "--corrupted", "a c", "--answer", "Parisxyzzy"]);
+    assert_clean_failure(&bad, "invalid", "not one token");
+    let bad = scalpel(&["patch", "--clean", "a b", "--corrupted", "a c", "--answer", "#99999999"]);
+    assert_clean_failure(&bad, "invalid", "outside the vocabulary");
+}

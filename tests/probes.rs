@@ -1,6 +1,7 @@
 //! The probe mechanism: captures see what the forward pass computes, and the edits (add, replace,
-//! ablate) do exactly what they say, at exactly the positions asked — one test body, run on the CPU
-//! and on the CUDA backend (the mock device in every run; the GPU too where there is one).
+//! ablate) do exactly what they say, at exactly the positions asked, and activation patching built
+//! on them restores what it should — one test body, run on the CPU and on the CUDA backend (the mock
+//! device in every run; the GPU too where there is one).
 
 mod common;
 
@@ -9,6 +10,7 @@ use scalpel::backend::Backend;
 use scalpel::backend::cpu::Cpu;
 use scalpel::backend::cuda::{Cuda, MockOptions, Schedule};
 use scalpel::forward::{Logits, Model};
+use scalpel::interp::patching::{Metric, Patcher, Site, patch};
 use scalpel::model::ModelFiles;
 use scalpel::probe::{Edit, Point, Positions, Probes};
 
@@ -62,6 +64,7 @@ on_every_device!(
     decoding_with_the_cache_equals_one_long_forward,
     hooks_see_each_point_once_and_their_changes_flow_on,
     heads_split_the_attention_output_and_one_can_be_ablated,
+    patching_the_one_differing_position_restores_the_clean_run,
 );
 
 const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
@@ -349,4 +352,107 @@ fn heads_split_the_attention_output_and_one_can_be_ablated<B: Backend>(backend: 
         "attn_out, head_out hook vs attn_z ablation",
     );
     close(&hooked, &ablated, "logits, head_out hook vs attn_z ablation");
+}
+
+/// Two prompts that differ at one position: patching the whole clean input is exactly the clean
+/// run (1), patching nothing exactly the corrupted run (0); in the sweep, layer 0's residual at the
+/// differing position restores the clean answer and at every other position (where the two runs
+/// agree) restores nothing — which also holds only if each run finds the corrupted run's cache
+/// before its position.
+#[allow(clippy::needless_range_loop)]
+fn patching_the_one_differing_position_restores_the_clean_run<B: Backend>(backend: B) {
+    let (_d, model) = tiny(backend);
+    let (n, t) = (model.config.n_layers, IDS.len());
+    let clean = IDS;
+    let mut corrupted = IDS;
+    corrupted[2] = 90;
+    let metric = Metric::Logit(65);
+    let mut p = Patcher::new(&model, &clean, &corrupted, metric, &[Site::ResidPre]).unwrap();
+    assert!((p.clean - p.corrupted).abs() > 1e-3, "the prompts must differ in the metric");
+    let all: Vec<(usize, Vec<f32>)> = (0..t).map(|q| (q, p.clean_row(Point::ResidPre(0), q))).collect();
+    let (whole, nothing) =
+        (p.run(0, Point::ResidPre(0), &all).unwrap(), p.run(0, Point::ResidPre(0), &[]).unwrap());
+    assert_eq!((p.normalize(whole), p.normalize(nothing)), (1.0, 0.0));
+
+    let sites = [Site::ResidPre, Site::AttnOut, Site::MlpOut, Site::Heads];
+    let r = patch(&model, &clean, &corrupted, metric, &sites, None).unwrap();
+    assert_eq!(r.sweeps.len(), 4);
+    let resid = &r.sweeps[0].normalized;
+    let tol = 2e-2;
+    for q in 0..t {
+        let want = if q == 2 { 1.0 } else { 0.0 };
+        assert!((resid[0][q] - want).abs() <= tol, "resid_pre layer 0 position {q}: {}", resid[0][q]);
+    }
+    // Before the differing position nothing differs at any site.
+    for s in &r.sweeps[..3] {
+        for l in 0..n {
+            for q in 0..2 {
+                assert!(
+                    s.normalized[l][q].abs() <= tol,
+                    "{:?} layer {l} position {q}: {}",
+                    s.site,
+                    s.normalized[l][q]
+                );
+            }
+        }
+    }
+    let heads = &r.sweeps[3].normalized;
+    assert_eq!((heads.len(), heads[0].len()), (n, model.config.n_heads));
+    // A sweep of one site alone: no later run of another site rewrites the cache behind it.
+    let alone = patch(&model, &clean, &corrupted, metric, &[Site::ResidPre], None).unwrap();
+    for l in 0..n {
+        for q in 0..t {
+            let (a, b) = (alone.sweeps[0].normalized[l][q], resid[l][q]);
+            assert!((a - b).abs() <= tol, "resid_pre alone, layer {l} position {q}: {a} vs {b}");
+        }
+    }
+
+    // Every cell equals its definition: a whole corrupted forward pass, on a fresh cache, with that
+    // one piece replaced by the clean run's.
+    let points = |l: usize| [Point::ResidPre(l), Point::AttnOut(l), Point::MlpOut(l), Point::AttnZ(l)];
+    let all_points: Vec<Point> = (0..n).flat_map(points).collect();
+    let clean_cap = scalpel::interp::capture::capture(&model, &clean, all_points.clone()).unwrap();
+    let corrupted_cap = scalpel::interp::capture::capture(&model, &corrupted, all_points).unwrap();
+    let row = |cap: &std::collections::BTreeMap<Point, scalpel::probe::Captured>, p: Point, q: usize| {
+        scalpel::interp::capture::row(&cap[&p], q).to_vec()
+    };
+    let naive = |edits: Vec<(Point, usize, Vec<f32>)>| -> f32 {
+        let mut probes = Probes::none();
+        for (point, position, values) in edits {
+            let row = model.backend.upload(&values, &[values.len()]).unwrap();
+            probes.edit(point, Edit::Replace { position, row }).unwrap();
+        }
+        let mut cache = model.new_cache(t).unwrap();
+        let logits = model.forward(&corrupted, 0, &mut cache, &mut probes, Logits::Last).unwrap();
+        p.normalize(metric.of(&model.backend.download(&logits).unwrap()))
+    };
+    for (s, sweep) in r.sweeps[..3].iter().enumerate() {
+        for l in 0..n {
+            for q in 0..t {
+                let point = points(l)[s];
+                let want = naive(vec![(point, q, row(&clean_cap, point, q))]);
+                let got = sweep.normalized[l][q];
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{:?} layer {l} position {q}: {got} vs {want}",
+                    sweep.site
+                );
+            }
+        }
+    }
+    let hd = model.config.head_dim;
+    for l in 0..n {
+        for h in 0..model.config.n_heads {
+            let edits = (0..t)
+                .map(|q| {
+                    let mut z = row(&corrupted_cap, Point::AttnZ(l), q);
+                    z[h * hd..(h + 1) * hd]
+                        .copy_from_slice(&row(&clean_cap, Point::AttnZ(l), q)[h * hd..(h + 1) * hd]);
+                    (Point::AttnZ(l), q, z)
+                })
+                .collect();
+            let want = naive(edits);
+            assert!((heads[l][h] - want).abs() <= tol, "head {h} of layer {l}: {} vs {want}", heads[l][h]);
+        }
+    }
 }

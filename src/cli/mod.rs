@@ -7,6 +7,7 @@ mod generate;
 mod lens;
 mod neurons;
 mod params;
+mod patch;
 mod patchscope;
 mod pca;
 mod report;
@@ -63,6 +64,8 @@ pub enum Command {
     /// Steering vectors (llama.cpp control vectors): build them here, apply with generate --steer.
     #[command(subcommand)]
     Steer(steer::SteerCommand),
+    /// Activation patching: which layer, position or head restores a clean answer in a corrupted run.
+    Patch(patch::PatchArgs),
     /// Patchscopes: patch a hidden state into another prompt and let the model describe it.
     Patchscope(patchscope::PatchscopeArgs),
     /// FFN neurons that fire most on each token, or one neuron across the prompt.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analogy(a) => embeddings::run_analogy(a),
         Command::Similarity(a) => similarity::run(a),
         Command::Steer(c) => steer::run(c),
+        Command::Patch(a) => patch::run(a),
         Command::Patchscope(a) => patchscope::run(a),
         Command::Neurons(a) => neurons::run(a),
         Command::Pca(a) => pca::run(a),

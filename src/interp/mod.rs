@@ -6,6 +6,7 @@ pub mod capture;
 pub mod embeddings;
 pub mod lens;
 pub mod neurons;
+pub mod patching;
 pub mod patchscope;
 pub mod pca;
 pub mod render;

@@ -59,6 +59,41 @@ pub fn require_word(strings: &[String], word: &str, what: &str) -> Result<Vec<us
     Ok(found)
 }
 
+/// One token named by the user: `#id`, or a text that is one token. A word without a leading
+/// space is taken as the word-initial token (" Paris", "▁Paris") when that is one token — what
+/// follows a space in running text — and as itself otherwise. Returns the id and its text.
+pub fn resolve_token(tok: &Tokenizer, spec: &str, what: &str) -> Result<(u32, String)> {
+    if let Some(n) = spec.strip_prefix('#') {
+        let id: u32 =
+            n.parse().map_err(|_| Error::Invalid(format!("{what} {spec:?}: after '#' comes a token id")))?;
+        if id as usize >= tok.vocab_size() {
+            return Err(Error::Invalid(format!(
+                "{what} {spec:?}: token id {id} is outside the vocabulary of {}",
+                tok.vocab_size()
+            )));
+        }
+        return Ok((id, tok.decode(&[id])?));
+    }
+    if spec.is_empty() {
+        return Err(Error::Invalid(format!("{what} is empty (give a token's text or #id)")));
+    }
+    let mut tried = Vec::new();
+    let spaced = format!(" {spec}");
+    let candidates =
+        if spec.starts_with(char::is_whitespace) { vec![spec] } else { vec![spaced.as_str(), spec] };
+    for text in candidates {
+        let ids = tok.encode_raw(text)?;
+        if let [id] = ids[..] {
+            return Ok((id, tok.decode(&[id])?));
+        }
+        tried.push(format!("{text:?} is {} tokens {:?}", ids.len(), token_strings(tok, &ids)?));
+    }
+    Err(Error::Invalid(format!(
+        "{what} {spec:?} is not one token ({}); give one token's text or its #id",
+        tried.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

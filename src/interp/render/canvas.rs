@@ -188,6 +188,14 @@ pub fn viridis(t: f32) -> Rgb {
     Rgb(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// A diverging scale for signed values: blue (−1) through white (0) to red (+1), clamped.
+pub fn diverging(t: f32) -> Rgb {
+    let t = if t.is_finite() { t.clamp(-1.0, 1.0) } else { 0.0 };
+    let (end, a) = if t < 0.0 { ((33.0, 102.0, 172.0), -t) } else { ((178.0, 24.0, 43.0), t) };
+    let mix = |e: f32| (255.0 + (e - 255.0) * a).round() as u8;
+    Rgb(mix(end.0), mix(end.1), mix(end.2))
+}
+
 /// Black or white, whichever reads on `bg`.
 pub fn ink_on(bg: Rgb) -> Rgb {
     let lum = 0.299 * bg.0 as f32 + 0.587 * bg.1 as f32 + 0.114 * bg.2 as f32;

@@ -2,7 +2,7 @@
 //! layers) and labelled scatter plots (PCA). Every chart has a title, axis labels and, where
 //! colour carries a value, a colour scale.
 
-use super::canvas::{Align, BLACK, Canvas, GREY, LIGHT, Rgb, fit, ink_on, viridis};
+use super::canvas::{Align, BLACK, Canvas, GREY, LIGHT, Rgb, diverging, fit, ink_on, viridis};
 use super::font::fonts;
 use crate::Result;
 
@@ -35,6 +35,87 @@ fn colour_bar(c: &mut Canvas, x: f32, y: f32, h: f32, label: &str) -> Result<()>
     }
     c.text(x, y - 6.0, FONT - 1.0, BLACK, Align::Left, label)?;
     Ok(())
+}
+
+/// A vertical diverging scale from −1 (bottom) to +1 (top).
+fn diverging_bar(c: &mut Canvas, x: f32, y: f32, h: f32, label: &str) -> Result<()> {
+    let steps = h as usize;
+    for i in 0..steps {
+        c.fill_rect(x, y + i as f32, 16.0, 1.0, diverging(1.0 - 2.0 * i as f32 / steps as f32));
+    }
+    c.stroke_rect(x, y, 16.0, h, GREY);
+    for t in [-1.0f32, -0.5, 0.0, 0.5, 1.0] {
+        let ty = y + h * (1.0 - t) / 2.0;
+        c.line(x + 16.0, ty, x + 20.0, ty, 1.0, GREY);
+        c.text_mid(x + 23.0, ty, FONT - 1.0, BLACK, Align::Left, &format!("{t:+.1}"))?;
+    }
+    c.text(x, y - 6.0, FONT - 1.0, BLACK, Align::Left, label)?;
+    Ok(())
+}
+
+/// One panel of a [`value_grids`] chart: rows (first at the bottom) × columns of signed values.
+pub struct Grid {
+    pub name: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<String>,
+    /// `values[r][c]`.
+    pub values: Vec<Vec<f32>>,
+    pub x_title: String,
+}
+
+/// Heatmaps of signed values side by side (activation patching: layers × positions, layers ×
+/// heads), each cell printed and coloured blue (−1) – white (0) – red (+1).
+pub fn value_grids(title: &str, grids: &[Grid], scale_label: &str) -> Result<Canvas> {
+    let f = fonts()?;
+    let cell_h = 18.0;
+    let widths: Vec<f32> = grids
+        .iter()
+        .map(|g| {
+            let widest =
+                g.cols.iter().map(|s| f.width(&super::canvas::visible(s), FONT)).fold(0f32, f32::max);
+            (widest + 6.0).clamp(36.0, 72.0)
+        })
+        .collect();
+    let left_w: Vec<f32> =
+        grids.iter().map(|g| g.rows.iter().map(|l| f.width(l, FONT)).fold(0f32, f32::max) + PAD).collect();
+    let rows = grids.iter().map(|g| g.rows.len()).max().unwrap_or(0);
+    let top = TITLE + 4.0 * PAD;
+    let grid_h = cell_h * rows as f32;
+    let bottom = 3.0 * FONT + 3.0 * PAD;
+    let mut x = PAD;
+    let mut origins = Vec::new();
+    for (g, (w, lw)) in grids.iter().zip(widths.iter().zip(&left_w)) {
+        origins.push(x + lw);
+        x += lw + w * g.cols.len() as f32 + 2.0 * PAD;
+    }
+    let width = (x + 80.0).max(420.0);
+    let mut c = Canvas::new(width as usize, (top + grid_h + bottom) as usize);
+    c.text(PAD, PAD + TITLE, TITLE, BLACK, Align::Left, title)?;
+    for ((g, &cw), &x0) in grids.iter().zip(&widths).zip(&origins) {
+        let gh = cell_h * g.rows.len() as f32;
+        let y0 = top + grid_h - gh;
+        c.text(x0, y0 - 6.0, FONT, BLACK, Align::Left, &g.name)?;
+        for (r, label) in g.rows.iter().enumerate() {
+            let y = y0 + gh - (r + 1) as f32 * cell_h;
+            c.text_mid(x0 - PAD / 2.0, y + cell_h / 2.0, FONT, BLACK, Align::Right, label)?;
+            for (col, &v) in g.values[r].iter().enumerate() {
+                let cx = x0 + col as f32 * cw;
+                let bg = diverging(v);
+                c.fill_rect(cx, y, cw, cell_h, bg);
+                let text = if v.is_finite() { format!("{v:.2}") } else { "nan".into() };
+                c.text_mid(cx + cw / 2.0, y + cell_h / 2.0, FONT - 2.0, ink_on(bg), Align::Center, &text)?;
+            }
+        }
+        let gw = cw * g.cols.len() as f32;
+        c.stroke_rect(x0, y0, gw, gh, GREY);
+        for (col, t) in g.cols.iter().enumerate() {
+            let cx = x0 + col as f32 * cw + cw / 2.0;
+            c.text(cx, top + grid_h + FONT + 4.0, FONT, BLACK, Align::Center, &fit(t, FONT, cw - 2.0)?)?;
+        }
+        c.text(x0 + gw / 2.0, top + grid_h + 2.0 * FONT + PAD, FONT, GREY, Align::Center, &g.x_title)?;
+    }
+    diverging_bar(&mut c, x, top + 10.0, grid_h.clamp(60.0, 240.0), scale_label)?;
+    Ok(c)
 }
 
 /// Logit-lens heatmap: one row per layer (last layer on top), one column per position; each cell
