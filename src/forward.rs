@@ -190,6 +190,23 @@ impl<B: Backend> Model<B> {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// Rows of the unembedding (LM head) for `ids`, as f32 on the host: the direction each
+    /// token's logit reads from the final normalized residual.
+    pub fn unembedding_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let vocab = self.unembedding().rows();
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
+        }
+        let step = self.backend.step(ids, 0)?;
+        self.backend.download(&self.backend.embed(self.unembedding(), &step, None)?)
+    }
+
+    /// What multiplies each normalized value in the final norm (its weight, or 1 + weight).
+    pub fn final_norm_gain(&self) -> Result<Vec<f32>> {
+        let g = self.backend.download(&self.final_norm)?;
+        Ok(g.into_iter().map(|w| self.config.norm_kind.gain(w)).collect())
+    }
+
     pub fn new_cache(&self, capacity: usize) -> Result<B::Cache> {
         let c = &self.config;
         self.backend.new_cache(c.n_layers, c.n_kv_heads, c.head_dim, capacity)

@@ -744,3 +744,82 @@ fn patch_command_moves_the_answer_from_the_subject_to_the_last_position() {
     let bad = scalpel(&["patch", "--clean", "a b", "--corrupted", "a c", "--answer", "#99999999"]);
     assert_clean_failure(&bad, "invalid", "outside the vocabulary");
 }
+
+/// Direct logit attribution on both default models: the parts (embedding, each layer's attention
+/// and MLP) sum to the final residual's projection, the heads of a layer to its attention, and the
+/// projection is the model's own logit (difference) — to float error.
+#[test]
+fn direct_logit_attribution_sums_to_the_logit_on_both_default_models() {
+    use scalpel::interp::attribution::attribute;
+    for (alias, prompt) in
+        [("smollm2-135m", "The Eiffel Tower is in the city of"), ("gemma3-270m", "The capital of France is")]
+    {
+        let files = open_known(alias);
+        let model = Model::load(Cpu, &files).unwrap();
+        let ids = files.tokenizer.encode(prompt).unwrap();
+        let tok = |w: &str| scalpel::interp::words::resolve_token(&files.tokenizer, w, "token").unwrap().0;
+        for (position, target, baseline) in [
+            (ids.len() - 1, tok("Paris"), Some(tok("Rome"))),
+            (ids.len() - 1, tok("Paris"), None),
+            (2, tok("the"), None),
+        ] {
+            let a = attribute(&model, &ids, position, target, baseline).unwrap();
+            let what = format!("{alias} position {position} target {target} baseline {baseline:?}");
+            let scale = a.embed.abs() + a.layers.iter().map(|l| l.attn.abs() + l.mlp.abs()).sum::<f32>();
+            assert!(
+                (a.sum() - a.direct).abs() <= 1e-4 * scale + 1e-5,
+                "{what}: parts {} vs {}",
+                a.sum(),
+                a.direct
+            );
+            for (l, s) in a.layers.iter().enumerate() {
+                let heads: f32 = s.heads.iter().sum();
+                let hs = s.heads.iter().map(|h| h.abs()).sum::<f32>();
+                assert!(
+                    (heads - s.attn).abs() <= 1e-4 * hs + 1e-5,
+                    "{what} layer {l}: heads {heads} vs {}",
+                    s.attn
+                );
+            }
+            assert!(files.config.final_softcap.is_none(), "{alias}: compare before soft-capping");
+            assert!(
+                (a.direct - a.logit).abs() <= 1e-4 * a.logit.abs().max(1.0),
+                "{what}: {} vs {}",
+                a.direct,
+                a.logit
+            );
+        }
+    }
+}
+
+/// `scalpel attribute` prints the table, writes JSON and bars; on the mock device too.
+#[test]
+fn attribute_command_on_cpu_and_the_mock() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("dla.png");
+    let base =
+        ["attribute", "-p", "The Eiffel Tower is in the city of", "--answer", "Paris", "--wrong", "Rome"];
+    let o = scalpel(&[&base[..], &["--png", png.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("logit(\" Paris\") − logit(\" Rome\")") && out.contains("heads with the largest"),
+        "{out}"
+    );
+    check_png(&png, 400, 300);
+    for device in ["cpu", "mock"] {
+        let v = json_of(&scalpel(&[&base[..], &["--json", "--device", device]].concat()));
+        let (direct, sum, logit) = (
+            v["direct"].as_f64().unwrap(),
+            v["sum_of_parts"].as_f64().unwrap(),
+            v["logit"].as_f64().unwrap(),
+        );
+        assert_eq!(v["layers"].as_array().unwrap().len(), 30);
+        assert!((direct - sum).abs() < 1e-3, "{device}: {direct} vs {sum}");
+        // bf16 activations on the CUDA backend: the frozen-norm projection within a few hundredths.
+        assert!((direct - logit).abs() < 0.05, "{device}: {direct} vs {logit}");
+        assert!(logit > 1.0, "{device}: Paris over Rome after the Eiffel Tower ({logit})");
+    }
+    let bad = scalpel(&["attribute", "-p", "Hello", "--answer", "#-1"]);
+    assert_clean_failure(&bad, "invalid", "token id");
+}

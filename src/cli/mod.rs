@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, this one for the parser and the exit report.
 
 mod attention;
+mod attribute;
 pub mod common;
 mod embeddings;
 mod generate;
@@ -64,6 +65,8 @@ pub enum Command {
     /// Steering vectors (llama.cpp control vectors): build them here, apply with generate --steer.
     #[command(subcommand)]
     Steer(steer::SteerCommand),
+    /// Direct logit attribution: how much each layer, head and MLP writes a token's logit directly.
+    Attribute(attribute::AttributeArgs),
     /// Activation patching: which layer, position or head restores a clean answer in a corrupted run.
     Patch(patch::PatchArgs),
     /// Patchscopes: patch a hidden state into another prompt and let the model describe it.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analogy(a) => embeddings::run_analogy(a),
         Command::Similarity(a) => similarity::run(a),
         Command::Steer(c) => steer::run(c),
+        Command::Attribute(a) => attribute::run(a),
         Command::Patch(a) => patch::run(a),
         Command::Patchscope(a) => patchscope::run(a),
         Command::Neurons(a) => neurons::run(a),

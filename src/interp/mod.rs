@@ -2,6 +2,7 @@
 //! that generate. Each analysis is generic over the backend; rendering lives in `render`.
 
 pub mod attention;
+pub mod attribution;
 pub mod capture;
 pub mod embeddings;
 pub mod lens;

@@ -408,3 +408,69 @@ mod tests {
         assert_eq!(tick_label(-75.0, &[-75.0, -50.0]), "-75");
     }
 }
+
+/// Grouped bars over categories (x) from a zero line, one colour per series, legend under the
+/// title: direct logit attribution per layer (attention and MLP side by side).
+pub fn bar_chart(
+    title: &str,
+    x_labels: &[String],
+    x_title: &str,
+    y_title: &str,
+    series: &[Series],
+) -> Result<Canvas> {
+    let n = x_labels.len().max(1);
+    let group = (series.len().max(1) as f32 * 7.0 + 4.0).max(12.0);
+    let legend_h = series.len() as f32 * (FONT + 6.0);
+    let (left, right, top, bottom) = (70.0, 30.0, TITLE + 3.0 * PAD + legend_h + FONT, 60.0);
+    let pw = (group * n as f32).max(480.0);
+    let (w, h_plot) = (left + pw + right, 380.0);
+    let h = top + h_plot + bottom;
+    let mut c = Canvas::new(w as usize, h as usize);
+    c.text(PAD, PAD + TITLE, TITLE, BLACK, Align::Left, title)?;
+    for (si, s) in series.iter().enumerate() {
+        let col = PALETTE[si % PALETTE.len()];
+        let ly = TITLE + 2.0 * PAD + si as f32 * (FONT + 6.0) + FONT / 2.0;
+        c.fill_rect(left, ly - 5.0, 18.0, 10.0, col);
+        c.text_mid(left + 26.0, ly, FONT, BLACK, Align::Left, &fit(&s.label, FONT, w - left - 60.0)?)?;
+    }
+    let all: Vec<f64> =
+        series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite()).collect();
+    let lo = all.iter().copied().fold(0.0, f64::min);
+    let hi = all.iter().copied().fold(0.0, f64::max);
+    let (lo, hi) = if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo, hi) };
+    let slot = pw / n as f32;
+    let py = |v: f64| top + h_plot * (1.0 - ((v - lo) / (hi - lo)) as f32);
+    let ys = ticks(lo, hi, 6);
+    for &t in &ys {
+        let y = py(t);
+        c.line(left, y, left + pw, y, 1.0, LIGHT);
+        c.text_mid(left - 6.0, y, FONT, BLACK, Align::Right, &tick_label(t, &ys))?;
+    }
+    let bar = (slot - 4.0) / series.len().max(1) as f32;
+    for (si, s) in series.iter().enumerate() {
+        let col = PALETTE[si % PALETTE.len()];
+        for (i, &v) in s.values.iter().enumerate().filter(|(_, v)| v.is_finite()) {
+            let (y0, y1) = (py(0.0), py(v));
+            c.fill_rect(
+                left + i as f32 * slot + 2.0 + si as f32 * bar,
+                y0.min(y1),
+                bar.max(1.0),
+                (y1 - y0).abs(),
+                col,
+            );
+        }
+    }
+    c.line(left, py(0.0), left + pw, py(0.0), 1.0, BLACK);
+    let every = (n as f32 / 16.0).ceil().max(1.0) as usize;
+    for (i, l) in x_labels.iter().enumerate() {
+        let x = left + (i as f32 + 0.5) * slot;
+        c.line(x, top + h_plot, x, top + h_plot + 4.0, 1.0, GREY);
+        if i % every == 0 || i == n - 1 {
+            c.text(x, top + h_plot + FONT + 6.0, FONT - 1.0, BLACK, Align::Center, l)?;
+        }
+    }
+    c.stroke_rect(left, top, pw, h_plot, GREY);
+    c.text(left + pw / 2.0, h - PAD, FONT, GREY, Align::Center, x_title)?;
+    c.text(PAD, top - 6.0, FONT, GREY, Align::Left, y_title)?;
+    Ok(c)
+}
