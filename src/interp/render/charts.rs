@@ -393,22 +393,6 @@ pub fn scatter_plot(
     Ok(c)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_round_and_labelled_to_their_spacing() {
-        let t = ticks(0.0, 1.0, 6);
-        assert_eq!(t.first(), Some(&0.0));
-        assert!((t.last().unwrap() - 1.0).abs() < 1e-9);
-        assert_eq!(tick_label(0.25, &[0.0, 0.25]), "0.25");
-        assert_eq!(tick_label(50.0, &[25.0, 50.0]), "50");
-        assert_eq!(tick_label(0.4, &[0.2, 0.4]), "0.4");
-        assert_eq!(tick_label(-75.0, &[-75.0, -50.0]), "-75");
-    }
-}
-
 /// Grouped bars over categories (x) from a zero line, one colour per series, legend under the
 /// title: direct logit attribution per layer (attention and MLP side by side).
 pub fn bar_chart(
@@ -473,4 +457,20 @@ pub fn bar_chart(
     c.text(left + pw / 2.0, h - PAD, FONT, GREY, Align::Center, x_title)?;
     c.text(PAD, top - 6.0, FONT, GREY, Align::Left, y_title)?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_labelled_to_their_spacing() {
+        let t = ticks(0.0, 1.0, 6);
+        assert_eq!(t.first(), Some(&0.0));
+        assert!((t.last().unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(tick_label(0.25, &[0.0, 0.25]), "0.25");
+        assert_eq!(tick_label(50.0, &[25.0, 50.0]), "50");
+        assert_eq!(tick_label(0.4, &[0.2, 0.4]), "0.4");
+        assert_eq!(tick_label(-75.0, &[-75.0, -50.0]), "-75");
+    }
 }
