@@ -24,8 +24,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import _scalpel
+from .results import Attribution, PatchResult
 
-__all__ = ["Model", "ActivationCache", "ControlVector", "Intervention", "__version__"]
+__all__ = ["Model", "ActivationCache", "ControlVector", "Intervention", "PatchResult", "Attribution", "__version__"]
 __version__: str = _scalpel.__version__
 
 Hook = Callable[[np.ndarray, str], Optional[np.ndarray]]
@@ -267,6 +268,78 @@ class Model:
         """The logits ``[tokens, d_vocab]`` of one forward pass."""
         logits, _ = self._engine.run(self._prompt_ids(prompt), [], [], self._edits(interventions))
         return logits
+
+    # Causal tools ------------------------------------------------------------------------------
+
+    def token(self, token: Union[str, int]) -> int:
+        """A token id from an id, ``"#id"``, or one token's text (a word is taken with its leading
+        space when that is one token, as it follows a space in running text)."""
+        if isinstance(token, (int, np.integer)):
+            self._ids([token])
+            return self._engine.token(f"#{int(token)}")[0]
+        if not isinstance(token, str):
+            raise TypeError(f"a token is an id or a string, not {type(token).__name__}")
+        return self._engine.token(token)[0]
+
+    def patch(
+        self,
+        clean: Prompt,
+        corrupted: Prompt,
+        answer: Union[str, int],
+        wrong: Union[str, int, None] = None,
+        metric: Optional[str] = None,
+        sites: Sequence[str] = ("resid_pre", "attn_out", "mlp_out"),
+        head_position: Optional[int] = None,
+        chat: bool = False,
+    ) -> PatchResult:
+        """Activation patching, as ``scalpel patch``: the corrupted prompt runs with one piece of the
+        clean run in place (``resid_pre``, ``attn_out``, ``mlp_out`` per layer and position;
+        ``heads`` per layer and head, over every position or ``head_position``), measured at the
+        last position by ``metric`` — ``"logit_diff"`` (the default with ``wrong``), ``"logit"``,
+        ``"prob"`` or ``"logprob"`` (the default without) — normalized to corrupted 0, clean 1."""
+        a, b = self._prompt_ids(clean, chat), self._prompt_ids(corrupted, chat)
+        if len(a) != len(b):
+            raise ValueError(
+                f"the clean prompt has {len(a)} tokens and the corrupted one {len(b)}: patching pairs positions, so they must tokenize to the same length"
+            )
+        if isinstance(sites, str):
+            sites = [sites]
+        metric = metric or ("logit_diff" if wrong is not None else "logprob")
+        answer_id = self.token(answer)
+        wrong_id = None if wrong is None else self.token(wrong)
+        if head_position is not None:
+            head_position = head_position + len(a) if head_position < 0 else head_position
+            if not 0 <= head_position < len(a):
+                raise ValueError(f"head_position is outside the {len(a)} tokens")
+        data = json.loads(self._engine.patch(a, b, metric, answer_id, wrong_id, list(sites), head_position))
+        ans = repr(self.to_string(answer_id))
+        name = f"logit({ans}) − logit({self.to_string(wrong_id)!r})" if wrong_id is not None else f"{metric}({ans})"
+        return PatchResult(data, self._engine.pieces(a), self._engine.pieces(b), name, head_position)
+
+    def attribute(
+        self,
+        prompt: Prompt,
+        answer: Union[str, int, None] = None,
+        wrong: Union[str, int, None] = None,
+        position: int = -1,
+        chat: bool = False,
+    ) -> Attribution:
+        """Direct logit attribution, as ``scalpel attribute``: the logit of ``answer`` (default: the
+        model's top prediction) minus ``wrong``'s at ``position``, split into the embedding and each
+        layer's attention (per head) and MLP, through the final norm with its scale frozen."""
+        ids = self._prompt_ids(prompt, chat)
+        pos = position + len(ids) if position < 0 else position
+        if not 0 <= pos < len(ids):
+            raise ValueError(f"position {position} is outside the {len(ids)} tokens")
+        if answer is None:
+            answer_id = int(np.argmax(self(ids[: pos + 1])[-1]))
+        else:
+            answer_id = self.token(answer)
+        wrong_id = None if wrong is None else self.token(wrong)
+        data = json.loads(self._engine.attribute(ids, pos, answer_id, wrong_id))
+        ans = repr(self.to_string(answer_id))
+        target = f"logit({ans}) − logit({self.to_string(wrong_id)!r})" if wrong_id is not None else f"logit({ans})"
+        return Attribution(data, self._engine.pieces(ids), target)
 
     def run_with_cache(
         self,

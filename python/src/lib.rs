@@ -22,8 +22,11 @@ use scalpel::backend::{Backend, Device as _};
 use scalpel::cli::common::PromptArgs;
 use scalpel::forward::Model;
 use scalpel::generate::{GenerateOptions, generate};
+use scalpel::interp::attribution;
 use scalpel::interp::capture;
+use scalpel::interp::patching::{self, Metric, Site};
 use scalpel::interp::steer::{ControlVector, ablate_with, steer_with};
+use scalpel::interp::words::resolve_token;
 use scalpel::model::ModelFiles;
 use scalpel::model::stored::WeightMode;
 use scalpel::probe::{self, Captured, Hook, Point, Probes};
@@ -371,6 +374,90 @@ impl Engine {
             "decode_tokens_per_second": g.decode_tokens_per_second(),
         })
         .to_string())
+    }
+
+    /// One token named by text or `#id` (a word with its leading space first): (id, text).
+    fn token(&self, spec: &str) -> PyResult<(u32, String)> {
+        resolve_token(&self.files.tokenizer, spec, "token").map_err(py_err)
+    }
+
+    /// Activation patching of `corrupted` by `clean` (ids of the same length): JSON with the
+    /// clean and corrupted metric and, per site, `normalized` and `metric` grids [layer][position
+    /// or head]. `metric`: logit_diff (needs `wrong`), logit, prob, logprob.
+    #[pyo3(signature = (clean, corrupted, metric, answer, wrong=None, sites=Vec::new(), head_position=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn patch(
+        &self,
+        py: Python<'_>,
+        clean: Vec<u32>,
+        corrupted: Vec<u32>,
+        metric: &str,
+        answer: u32,
+        wrong: Option<u32>,
+        sites: Vec<String>,
+        head_position: Option<usize>,
+    ) -> PyResult<String> {
+        self.check_ids(&clean)?;
+        self.check_ids(&corrupted)?;
+        self.check_ids(&[answer])?;
+        let metric = match (metric, wrong) {
+            ("logit_diff", Some(wrong)) => Metric::LogitDiff { answer, wrong },
+            ("logit_diff", None) => {
+                return Err(PyValueError::new_err("metric 'logit_diff' needs wrong=<token>"));
+            }
+            (_, Some(_)) => {
+                return Err(PyValueError::new_err(format!(
+                    "wrong= is only for metric 'logit_diff', not {metric:?}"
+                )));
+            }
+            ("logit", None) => Metric::Logit(answer),
+            ("prob", None) => Metric::Prob(answer),
+            ("logprob", None) => Metric::LogProb(answer),
+            (m, None) => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown metric {m:?} (logit_diff, logit, prob, logprob)"
+                )));
+            }
+        };
+        if let Some(w) = wrong {
+            self.check_ids(&[w])?;
+        }
+        let sites: Vec<Site> =
+            sites.iter().map(|s| s.parse()).collect::<scalpel::Result<_>>().map_err(py_err)?;
+        let r = py.detach(|| {
+            with_model!(&self.model, m => patching::patch(m, &clean, &corrupted, metric, &sites, head_position))
+        });
+        let r = r.map_err(py_err)?;
+        let sites: serde_json::Map<String, serde_json::Value> = r
+            .sweeps
+            .iter()
+            .map(|s| {
+                (s.site.name().to_string(), serde_json::json!({"normalized": s.normalized, "metric": s.raw}))
+            })
+            .collect();
+        Ok(serde_json::json!({"clean": r.clean, "corrupted": r.corrupted, "sites": sites}).to_string())
+    }
+
+    /// Direct logit attribution of `answer`'s logit (minus `wrong`'s) at `position` of `ids`: JSON
+    /// with embed, layers [{attn, mlp, heads}], direct (the final residual's projection) and logit.
+    #[pyo3(signature = (ids, position, answer, wrong=None))]
+    fn attribute(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        position: usize,
+        answer: u32,
+        wrong: Option<u32>,
+    ) -> PyResult<String> {
+        self.check_ids(&ids)?;
+        self.check_ids(&[answer])?;
+        if let Some(w) = wrong {
+            self.check_ids(&[w])?;
+        }
+        let a = py.detach(
+            || with_model!(&self.model, m => attribution::attribute(m, &ids, position, answer, wrong)),
+        );
+        serde_json::to_string(&a.map_err(py_err)?).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 }
 

@@ -252,3 +252,38 @@ def test_steering_and_ablation(model, tmp_path):
         model(prompt, interventions=[model.steer(np.ones(7, np.float32), 1.0, layers=3)])
     with pytest.raises(FileNotFoundError):
         model.steer(str(tmp_path / "missing.gguf"))
+
+
+def test_patch_matches_the_cli_and_renders(model):
+    args = dict(clean="The Eiffel Tower is in the city of", corrupted="The Colosseum is in the city of", answer="Paris", wrong="Rome")
+    r = model.patch(**args, sites=["resid_pre", "heads"])
+    want = json.loads(cli("patch", "--clean", args["clean"], "--corrupted", args["corrupted"], "--answer", "Paris",
+                          "--wrong", "Rome", "--sites", "resid_pre,heads", "--json", "--device", "cpu"))
+    for site in ("resid_pre", "heads"):
+        np.testing.assert_array_equal(r.normalized[site], np.asarray(want["sites"][site]["normalized"], np.float32))
+    assert r.normalized["resid_pre"].shape == (model.n_layers, len(model.to_str_tokens(args["clean"])))
+    assert r.normalized["heads"].shape == (model.n_layers, model.n_heads)
+    assert r.clean > r.corrupted and (r.normalized["resid_pre"][:, 0] == 0).all()
+    page = r._repr_html_()
+    assert page.count("<td") == r.normalized["resid_pre"].size + r.normalized["heads"].size and "<script" not in page
+    with pytest.raises(ValueError, match="same length"):
+        model.patch("The Eiffel Tower is in", "Rome is in", answer="Paris")
+    with pytest.raises(ValueError, match="wrong"):
+        model.patch(args["clean"], args["corrupted"], answer="Paris", metric="logit_diff")
+    with pytest.raises(ValueError, match="site"):
+        model.patch(args["clean"], args["corrupted"], answer="Paris", sites=["mlp"])
+
+
+def test_attribute_sums_and_renders(model):
+    a = model.attribute("The Eiffel Tower is in the city of", answer="Paris", wrong="Rome")
+    assert a.attn.shape == a.mlp.shape == (model.n_layers,) and a.heads.shape == (model.n_layers, model.n_heads)
+    assert abs(a.total() - a.direct) < 1e-3 and abs(a.direct - a.logit) < 1e-3
+    np.testing.assert_allclose(a.heads.sum(axis=1), a.attn, atol=1e-4)
+    want = json.loads(cli("attribute", "-p", "The Eiffel Tower is in the city of", "--answer", "Paris", "--wrong", "Rome",
+                          "--json", "--device", "cpu"))
+    assert a.direct == pytest.approx(want["direct"], abs=1e-6)
+    assert len(a.top_heads(3)) == 3 and "<table" in a._repr_html_()
+    top = model.attribute("The capital of France is")
+    assert "Paris" in top.target
+    with pytest.raises(ValueError, match="not one token"):
+        model.attribute("The capital of France is", answer="Parisxyzzy")

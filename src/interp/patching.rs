@@ -32,6 +32,22 @@ pub enum Site {
     Heads,
 }
 
+impl std::str::FromStr for Site {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.replace('-', "_").as_str() {
+            "resid_pre" => Ok(Site::ResidPre),
+            "attn_out" => Ok(Site::AttnOut),
+            "mlp_out" => Ok(Site::MlpOut),
+            "heads" => Ok(Site::Heads),
+            _ => Err(Error::Invalid(format!(
+                "unknown patching site {s:?} (resid_pre, attn_out, mlp_out, heads)"
+            ))),
+        }
+    }
+}
+
 impl Site {
     pub fn point(self, layer: usize) -> Point {
         match self {
