@@ -823,3 +823,16 @@ fn attribute_command_on_cpu_and_the_mock() {
     let bad = scalpel(&["attribute", "-p", "Hello", "--answer", "#-1"]);
     assert_clean_failure(&bad, "invalid", "token id");
 }
+
+/// Negative layer numbers count from the end wherever a layer is taken, as positions do.
+#[test]
+fn negative_layers_count_from_the_end() {
+    let p = ["-p", "The capital of France is Paris", "--json", "-q"];
+    for (cmd, flag) in [("neurons", "--layer"), ("attention", "--layer")] {
+        let last = stdout(&scalpel(&[&[cmd, flag, "-1"][..], &p[..]].concat()));
+        let named = stdout(&scalpel(&[&[cmd, flag, "29"][..], &p[..]].concat()));
+        assert!(!last.is_empty() && last == named, "{cmd} {flag} -1 vs 29");
+    }
+    let bad = scalpel(&[&["neurons", "--layer", "-31"][..], &p[..]].concat());
+    assert_clean_failure(&bad, "invalid", "layers 0..29");
+}

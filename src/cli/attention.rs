@@ -22,8 +22,8 @@ pub struct AttentionArgs {
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// The layer to show (default: the last).
-    #[arg(long)]
-    pub layer: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub layer: Option<i64>,
     /// One head; without it, every head of the layer.
     #[arg(long)]
     pub head: Option<usize>,
@@ -114,13 +114,7 @@ impl OnBackend for Task {
             }
             return Ok(());
         }
-        let layer = args.layer.unwrap_or(c.n_layers - 1);
-        if layer >= c.n_layers {
-            return Err(Error::Invalid(format!(
-                "--layer {layer}: the model has layers 0..{}",
-                c.n_layers - 1
-            )));
-        }
+        let layer = super::common::resolve_layer(args.layer.unwrap_or(-1), c.n_layers, "--layer")?;
         if let Some(h) = args.head
             && h >= c.n_heads
         {

@@ -227,6 +227,18 @@ pub fn resolve_position(p: i64, len: usize, what: &str) -> Result<usize> {
     Ok(idx as usize)
 }
 
+/// A layer given as an index, negative counting from the end (-1 = the last layer).
+pub fn resolve_layer(l: i64, n_layers: usize, what: &str) -> Result<usize> {
+    let idx = if l < 0 { n_layers as i64 + l } else { l };
+    if idx < 0 || idx >= n_layers as i64 {
+        return Err(Error::Invalid(format!(
+            "{what} {l}: the model has layers 0..{} (negative numbers count from the end: -1 is the last)",
+            n_layers - 1
+        )));
+    }
+    Ok(idx as usize)
+}
+
 /// Writes a picture, saying where on stderr.
 pub fn save_png(c: &crate::interp::render::Canvas, path: &std::path::Path, force: bool) -> Result<()> {
     c.save(path, force)?;

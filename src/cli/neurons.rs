@@ -18,8 +18,8 @@ pub struct NeuronsArgs {
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// The layer whose neurons (blocks.L.mlp_post) to read.
-    #[arg(long)]
-    pub layer: usize,
+    #[arg(long, allow_negative_numbers = true)]
+    pub layer: i64,
     /// How many neurons per token.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
@@ -43,13 +43,7 @@ impl OnBackend for Task {
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
         let c = &files.config;
-        if args.layer >= c.n_layers {
-            return Err(Error::Invalid(format!(
-                "--layer {}: the model has layers 0..{}",
-                args.layer,
-                c.n_layers - 1
-            )));
-        }
+        let layer = super::common::resolve_layer(args.layer, c.n_layers, "--layer")?;
         if let Some(n) = args.neuron
             && n >= c.intermediate_size
         {
@@ -62,18 +56,18 @@ impl OnBackend for Task {
         let (_, ids) = args.prompt.encode_fitted(tok, c.context_length, 0)?;
         let strings = token_strings(tok, &ids)?;
         let model = Model::load(backend, &files)?;
-        let acts = activations(&model, &ids, args.layer)?;
+        let acts = activations(&model, &ids, layer)?;
         match args.neuron {
             Some(n) => {
                 let values = neuron(&acts, n)?;
                 if args.json {
                     println!(
                         "{}",
-                        json!({ "tokens": strings, "layer": args.layer, "neuron": n, "activations": values })
+                        json!({ "tokens": strings, "layer": layer, "neuron": n, "activations": values })
                     );
                 } else {
                     let max = values.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-                    println!("layer {} neuron {n}:", args.layer);
+                    println!("layer {} neuron {n}:", layer);
                     for (s, v) in strings.iter().zip(&values) {
                         let bar = "#".repeat((v.abs() / max * 30.0).round() as usize);
                         println!(
@@ -87,9 +81,9 @@ impl OnBackend for Task {
             None => {
                 let top = top_per_token(&acts, args.top.max(1));
                 if args.json {
-                    println!("{}", json!({ "tokens": strings, "layer": args.layer, "top": top }));
+                    println!("{}", json!({ "tokens": strings, "layer": layer, "top": top }));
                 } else {
-                    println!("layer {}: strongest neurons per token (neuron:activation)", args.layer);
+                    println!("layer {}: strongest neurons per token (neuron:activation)", layer);
                     for (s, fs) in strings.iter().zip(&top) {
                         let cells: Vec<String> =
                             fs.iter().map(|f| format!("{}:{:.3}", f.neuron, f.activation)).collect();

@@ -19,8 +19,8 @@ pub struct PatchscopeArgs {
     #[arg(long)]
     pub source: String,
     /// The source layer (its resid_post); default: the middle layer.
-    #[arg(long)]
-    pub source_layer: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub source_layer: Option<i64>,
     /// The source position (negative counts from the end).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub source_pos: i64,
@@ -32,8 +32,8 @@ pub struct PatchscopeArgs {
     #[arg(long, default_value = DEFAULT_PLACEHOLDER)]
     pub placeholder: String,
     /// The target layer (its resid_post is replaced); default: the source layer.
-    #[arg(long)]
-    pub target_layer: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub target_layer: Option<i64>,
     /// Tokens to generate after the patched prefill.
     #[arg(long, short = 'n', default_value_t = 12)]
     pub max_tokens: usize,
@@ -73,14 +73,17 @@ impl OnBackend for Task {
             ))
         })?;
         let model = Model::load(backend, &files)?;
+        let layer = |l: Option<i64>, what| l.map(|l| super::common::resolve_layer(l, n, what)).transpose();
+        let (source_layer, target_layer) =
+            (layer(args.source_layer, "--source-layer")?, layer(args.target_layer, "--target-layer")?);
         let layers: Vec<usize> =
-            if args.sweep { (0..n).collect() } else { vec![args.source_layer.unwrap_or(n / 2)] };
+            if args.sweep { (0..n).collect() } else { vec![source_layer.unwrap_or(n / 2)] };
         let mut results = Vec::new();
         for l in layers {
             let patch = Patch {
                 source_layer: l,
                 source_pos: sp,
-                target_layer: args.target_layer.unwrap_or(l),
+                target_layer: target_layer.unwrap_or(l),
                 target_pos: tp,
             };
             let ids = patch_run(&model, &source, &target, &patch, args.max_tokens)?;

@@ -23,8 +23,8 @@ pub struct PcaArgs {
     #[arg(long, value_name = "FILE")]
     pub prompts: PathBuf,
     /// The layer whose resid_post is projected.
-    #[arg(long)]
-    pub layer: usize,
+    #[arg(long, allow_negative_numbers = true)]
+    pub layer: i64,
     /// The position in each prompt (negative counts from the end).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub position: i64,
@@ -51,13 +51,7 @@ impl OnBackend for Task {
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
         let c = &files.config;
-        if args.layer >= c.n_layers {
-            return Err(Error::Invalid(format!(
-                "--layer {}: the model has layers 0..{}",
-                args.layer,
-                c.n_layers - 1
-            )));
-        }
+        let layer = super::common::resolve_layer(args.layer, c.n_layers, "--layer")?;
         let text = std::fs::read_to_string(&args.prompts).map_err(|e| Error::io(&args.prompts, e))?;
         let prompts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         if prompts.len() < 3 {
@@ -71,7 +65,7 @@ impl OnBackend for Task {
             crate::dump::check_output(p, args.force)?;
         }
         let model = Model::load(backend, &files)?;
-        let point = Point::ResidPost(args.layer);
+        let point = Point::ResidPost(layer);
         let mut reps = Vec::new();
         for p in &prompts {
             let ids = files.tokenizer.encode(p)?;
@@ -86,11 +80,11 @@ impl OnBackend for Task {
                 .zip(&result.coords)
                 .map(|(p, c)| json!({ "prompt": p, "coords": c }))
                 .collect();
-            println!("{}", json!({ "layer": args.layer, "explained": result.explained, "points": pts }));
+            println!("{}", json!({ "layer": layer, "explained": result.explained, "points": pts }));
         } else {
             println!(
                 "blocks.{}.resid_post, PC1 {:.1}%, PC2 {:.1}% of the variance:",
-                args.layer,
+                layer,
                 100.0 * result.explained[0],
                 100.0 * result.explained.get(1).copied().unwrap_or(0.0)
             );
@@ -102,7 +96,7 @@ impl OnBackend for Task {
             let points: Vec<(f64, f64)> =
                 result.coords.iter().map(|c| (c[0], c.get(1).copied().unwrap_or(0.0))).collect();
             let labels: Vec<String> = prompts.iter().map(|s| s.to_string()).collect();
-            let title = format!("{} — PCA of blocks.{}.resid_post", files.label, args.layer);
+            let title = format!("{} — PCA of blocks.{}.resid_post", files.label, layer);
             let xt = format!("PC1 ({:.1}% of variance)", 100.0 * result.explained[0]);
             let yt = format!("PC2 ({:.1}%)", 100.0 * result.explained.get(1).copied().unwrap_or(0.0));
             save_png(&scatter_plot(&title, &xt, &yt, &points, &labels)?, path, args.force)?;

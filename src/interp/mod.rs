@@ -25,17 +25,23 @@ pub fn parse_layers(spec: &str, n_layers: usize) -> crate::Result<Vec<usize>> {
     }
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
+        // A range's dash is the first one after its first character ("-3--1": -3 to -1).
+        let (a, b) = match part.char_indices().skip(1).find(|&(_, c)| c == '-') {
+            Some((i, _)) => (part[..i].trim(), part[i + 1..].trim()),
             None => (part, part),
         };
-        let a: usize = a.parse().map_err(|_| bad(format!("{a:?} is not a layer number")))?;
-        let b: usize = b.parse().map_err(|_| bad(format!("{b:?} is not a layer number")))?;
+        // Negative numbers count from the end, as positions do: -1 is the last layer.
+        let layer = |s: &str| -> crate::Result<usize> {
+            let v: i64 = s.parse().map_err(|_| bad(format!("{s:?} is not a layer number")))?;
+            let idx = if v < 0 { n_layers as i64 + v } else { v };
+            if idx < 0 || idx >= n_layers as i64 {
+                return Err(bad(format!("layer {v} is past the model's layers 0..{}", n_layers - 1)));
+            }
+            Ok(idx as usize)
+        };
+        let (a, b) = (layer(a)?, layer(b)?);
         if a > b {
             return Err(bad(format!("range {a}-{b} runs backwards")));
-        }
-        if b >= n_layers {
-            return Err(bad(format!("layer {b} is past the model's layers 0..{}", n_layers - 1)));
         }
         out.extend(a..=b);
     }
@@ -97,6 +103,10 @@ mod tests {
         assert!(parse_layers("10", 10).is_err());
         assert!(parse_layers("5-3", 10).is_err());
         assert!(parse_layers("x", 10).is_err());
+        assert_eq!(parse_layers("-1", 10).unwrap(), vec![9]);
+        assert_eq!(parse_layers("-3--1", 10).unwrap(), vec![7, 8, 9]);
+        assert_eq!(parse_layers("2--8", 10).unwrap(), vec![2]);
+        assert!(parse_layers("-11", 10).is_err());
     }
 
     #[test]
