@@ -836,3 +836,114 @@ fn negative_layers_count_from_the_end() {
     let bad = scalpel(&[&["neurons", "--layer", "-31"][..], &p[..]].concat());
     assert_clean_failure(&bad, "invalid", "layers 0..29");
 }
+
+/// A small corpus of template sentences with one planted document.
+fn corpus(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, usize, &'static str) {
+    let subj =
+        ["The cat", "My neighbour", "A teacher", "The old man", "Our team", "The river", "A small bird"];
+    let verb = ["walked to", "looked at", "talked about", "waited for", "painted", "visited", "cleaned"];
+    let obj = ["the market", "a red door", "the garden", "an empty room", "the long road", "the blue sky"];
+    let mut docs: Vec<String> = (0..30)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| format!("{} {} {}.", subj[(i + j) % 7], verb[(i * 3 + j) % 7], obj[(i * 5 + j) % 6]))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let planted = "The violinist tuned her instrument before the concert in Vienna began.";
+    docs.insert(17, planted.to_string());
+    let (txt, jsonl) = (dir.join("corpus.txt"), dir.join("corpus.jsonl"));
+    std::fs::write(&txt, docs.join("\n\n") + "\n").unwrap();
+    let lines: Vec<String> = docs.iter().map(|d| serde_json::json!({ "text": d }).to_string()).collect();
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    (txt, jsonl, 17, planted)
+}
+
+/// `top-examples` finds a planted context first when asked for its own direction, reads .txt and
+/// .jsonl alike, scores a neuron as `neurons` does, and writes a self-contained page.
+#[test]
+fn top_examples_finds_the_planted_context() {
+    use scalpel::interp::steer::ControlVector;
+    let dir = tempfile::tempdir().unwrap();
+    let (txt, jsonl, planted_doc, planted) = corpus(dir.path());
+    let files = open_known("smollm2-135m");
+    let model = Model::load(Cpu, &files).unwrap();
+    let ids = files.tokenizer.encode(planted).unwrap();
+    let strings = scalpel::interp::words::token_strings(&files.tokenizer, &ids).unwrap();
+    let at = scalpel::interp::words::find_word(&strings, "Vienna")[0];
+    let layer = 6;
+    let cap = scalpel::interp::capture::capture(
+        &model,
+        &ids,
+        [scalpel::probe::Point::ResidPost(layer), scalpel::probe::Point::MlpPost(layer)],
+    )
+    .unwrap();
+    // A difference of two contexts (as `steer build` makes directions): what the residual holds in
+    // common with every token — the huge components a raw residual projects on — cancels.
+    let other = files.tokenizer.encode(&planted.replace("Vienna", "Berlin")).unwrap();
+    assert_eq!(other.len(), ids.len());
+    let base =
+        scalpel::interp::capture::capture(&model, &other, [scalpel::probe::Point::ResidPost(layer)]).unwrap();
+    let v: Vec<f32> = scalpel::interp::capture::row(&cap[&scalpel::probe::Point::ResidPost(layer)], at)
+        .iter()
+        .zip(scalpel::interp::capture::row(&base[&scalpel::probe::Point::ResidPost(layer)], at))
+        .map(|(a, b)| a - b)
+        .collect();
+    let cv_path = dir.path().join("vienna.gguf");
+    ControlVector { directions: [(layer, v)].into_iter().collect(), model_hint: String::new() }
+        .write(&cv_path, false)
+        .unwrap();
+    let html = dir.path().join("top.html");
+    let run = |corpus: &Path, extra: &[&str]| {
+        json_of(&scalpel(
+            &[&["top-examples", "--corpus", corpus.to_str().unwrap(), "--json", "--top", "3"][..], extra]
+                .concat(),
+        ))
+    };
+    let by_dir = run(&txt, &["--direction", cv_path.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    let first = &by_dir["examples"][0];
+    assert_eq!(
+        (first["document"].as_u64(), first["token"].as_str()),
+        (Some(planted_doc as u64), Some(" Vienna")),
+        "{by_dir}"
+    );
+    assert_eq!(first["position"].as_u64(), Some(at as u64));
+    assert_eq!(by_dir["documents"].as_u64(), Some(31));
+    assert_eq!(run(&jsonl, &["--direction", cv_path.to_str().unwrap()])["examples"], by_dir["examples"]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Vienna") && page.contains("<table") && !page.contains("<script"));
+
+    // A neuron's score is its mlp_post value there, and the list is best first.
+    let mlp = &cap[&scalpel::probe::Point::MlpPost(layer)];
+    let f = mlp.shape[1];
+    let neuron = (0..f).max_by(|&a, &b| mlp.data[at * f + a].total_cmp(&mlp.data[at * f + b])).unwrap();
+    let by_neuron = run(&txt, &["--layer", "6", "--neuron", &neuron.to_string()]);
+    let scores: Vec<f64> =
+        by_neuron["examples"].as_array().unwrap().iter().map(|e| e["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(
+        scores[0] >= mlp.data[at * f + neuron] as f64 - 1e-5,
+        "the planted token's activation is among the scores"
+    );
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    assert_clean_failure(
+        &scalpel(&["top-examples", "--corpus", empty.to_str().unwrap(), "--layer", "1", "--neuron", "1"]),
+        "invalid",
+        "no documents",
+    );
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"body\": 1}\n").unwrap();
+    assert_clean_failure(
+        &scalpel(&["top-examples", "--corpus", bad.to_str().unwrap(), "--layer", "1", "--neuron", "1"]),
+        "format",
+        "line 2",
+    );
+    assert_clean_failure(
+        &scalpel(&["top-examples", "--corpus", txt.to_str().unwrap(), "--layer", "1"]),
+        "invalid",
+        "one of",
+    );
+}

@@ -15,6 +15,7 @@ mod report;
 mod similarity;
 mod steer;
 mod tokenize;
+mod top_examples;
 mod trace;
 
 use std::process::ExitCode;
@@ -71,6 +72,8 @@ pub enum Command {
     Patch(patch::PatchArgs),
     /// Patchscopes: patch a hidden state into another prompt and let the model describe it.
     Patchscope(patchscope::PatchscopeArgs),
+    /// The corpus contexts that most activate a neuron, a direction, or a head's attention to a token.
+    TopExamples(top_examples::TopExamplesArgs),
     /// FFN neurons that fire most on each token, or one neuron across the prompt.
     Neurons(neurons::NeuronsArgs),
     /// 2-D PCA of one representation per prompt, as a labelled scatter plot.
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attribute(a) => attribute::run(a),
         Command::Patch(a) => patch::run(a),
         Command::Patchscope(a) => patchscope::run(a),
+        Command::TopExamples(a) => top_examples::run(a),
         Command::Neurons(a) => neurons::run(a),
         Command::Pca(a) => pca::run(a),
         Command::Report(a) => report::run(a),

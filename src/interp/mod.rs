@@ -5,6 +5,7 @@ pub mod attention;
 pub mod attribution;
 pub mod capture;
 pub mod embeddings;
+pub mod examples;
 pub mod lens;
 pub mod neurons;
 pub mod patching;
