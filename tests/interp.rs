@@ -947,3 +947,41 @@ fn top_examples_finds_the_planted_context() {
         "one of",
     );
 }
+
+/// Words mean their word-initial tokens: "king - man + woman" is " queen" on the default model (it
+/// was a sub-word piece and junk before), special tokens stay out of the lists unless asked for,
+/// and `#id` names a token.
+#[test]
+fn analogy_uses_word_initial_tokens_and_leaves_special_tokens_out() {
+    let v = json_of(&scalpel(&["analogy", "king - man + woman", "--json", "-q"]));
+    assert_eq!(v["analogy"]["neighbours"][0]["text"], " queen", "{v}");
+    let terms = v["analogy"]["terms"].as_array().unwrap();
+    let king = terms[0][2][0].as_u64().unwrap();
+    let files = open_known("smollm2-135m");
+    assert_eq!(files.tokenizer.decode(&[king as u32]).unwrap(), " king");
+    let by_id =
+        json_of(&scalpel(&["neighbors", "--token", &format!("#{king}"), "--json", "-q", "--top", "40"]));
+    assert_eq!(by_id["ids"], serde_json::json!([king]));
+    let specials = |v: &Value| {
+        v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| files.tokenizer.is_special(n["id"].as_u64().unwrap() as u32))
+            .count()
+    };
+    // "<|im_start|>"'s neighbours are the other control tokens, unless they are left out.
+    let marker = json_of(&scalpel(&["neighbors", "--token", "#1", "--json", "-q", "--top", "20"]));
+    assert_eq!(specials(&marker), 0, "{marker}");
+    let with = json_of(&scalpel(&[
+        "neighbors",
+        "--token",
+        "#1",
+        "--json",
+        "-q",
+        "--top",
+        "20",
+        "--include-special",
+    ]));
+    assert!(specials(&with) > 0, "{with}");
+}

@@ -14,8 +14,9 @@ use crate::model::ModelFiles;
 pub struct NeighborsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The word (as one token, with or without a leading space; a word of several tokens uses
-    /// their mean embedding).
+    /// The word: its word-initial token (with the leading space or ▁) when that is one token,
+    /// else the bare piece; text with its own leading space as given; #id for a token id; a word
+    /// of several tokens uses their mean embedding. The token used is printed.
     #[arg(long, required_unless_present = "id")]
     pub token: Option<String>,
     /// A token id instead of a word.
@@ -24,6 +25,9 @@ pub struct NeighborsArgs {
     /// How many neighbours.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also list special and control tokens (BOS, chat markers, control bytes).
+    #[arg(long)]
+    pub include_special: bool,
     #[arg(long)]
     pub json: bool,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
@@ -39,6 +43,9 @@ pub struct AnalogyArgs {
     /// How many nearest tokens to the result.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also list special and control tokens (BOS, chat markers, control bytes).
+    #[arg(long)]
+    pub include_special: bool,
     #[arg(long)]
     pub json: bool,
     #[arg(long, value_enum, default_value_t = Device::Auto)]
@@ -76,11 +83,11 @@ impl OnBackend for Neigh {
         };
         let model = Model::load(backend, &files)?;
         let pieces: Vec<String> = ids.iter().map(|&i| tok.decode(&[i])).collect::<Result<_>>()?;
-        let emb = neighbours(&model, tok, Table::Embedding, &ids, args.top)?;
+        let emb = neighbours(&model, tok, Table::Embedding, &ids, args.top, args.include_special)?;
         let head = if files.config.tie_embeddings {
             None
         } else {
-            Some(neighbours(&model, tok, Table::Unembedding, &ids, args.top)?)
+            Some(neighbours(&model, tok, Table::Unembedding, &ids, args.top, args.include_special)?)
         };
         if args.json {
             println!("{}", json!({ "ids": ids, "tokens": pieces, "embedding": emb, "lm_head": head }));
@@ -114,7 +121,7 @@ impl OnBackend for Ana {
         let Ana { args, files } = self;
         let tok = &files.tokenizer;
         let model = Model::load(backend, &files)?;
-        let a = analogy(&model, tok, Table::Embedding, &args.expression, args.top)?;
+        let a = analogy(&model, tok, Table::Embedding, &args.expression, args.top, args.include_special)?;
         if args.json {
             println!("{}", json!({ "expression": args.expression, "analogy": a }));
             return Ok(());

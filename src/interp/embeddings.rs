@@ -23,17 +23,27 @@ pub struct Neighbour {
     pub cosine: f32,
 }
 
-/// The token ids a word stands for: the word as one token, with a leading space, or (failing
-/// both) the tokens it splits into, whose embeddings are then averaged.
+/// The token ids a word stands for: `#id`; the word-initial token (" word", "▁word": what follows
+/// a space in running text) when that is one token, before the bare piece; a word typed with its
+/// leading space as it is; or (failing all) the tokens it splits into, whose embeddings are then
+/// averaged.
 pub fn word_tokens(tok: &Tokenizer, word: &str) -> Result<Vec<u32>> {
     if word.is_empty() {
         return Err(Error::Invalid("an empty word".into()));
+    }
+    if word.starts_with('#') && word.len() > 1 {
+        return Ok(vec![super::words::resolve_token(tok, word, "token")?.0]);
     }
     let plain = |s: &str| -> Result<Vec<u32>> {
         let ids = tok.encode_raw(s)?;
         Ok(ids)
     };
-    for candidate in [word.to_string(), format!(" {word}")] {
+    let candidates = if word.starts_with(char::is_whitespace) {
+        vec![word.to_string()]
+    } else {
+        vec![format!(" {word}"), word.to_string()]
+    };
+    for candidate in candidates {
         let ids = plain(&candidate)?;
         if ids.len() == 1 {
             return Ok(ids);
@@ -71,8 +81,10 @@ fn normalized(s: &str) -> String {
     s.trim().to_lowercase()
 }
 
-/// The `k` rows of the table most cosine-similar to `v`, skipping the ids in `exclude` and any
-/// token spelled like one of `exclude_words` (up to case and surrounding spaces).
+/// The `k` rows of the table most cosine-similar to `v`, skipping the ids in `exclude`, any
+/// token spelled like one of `exclude_words` (up to case and surrounding spaces), and special or
+/// control tokens unless `special` (their rows sit near everything rarely trained).
+#[allow(clippy::too_many_arguments)]
 pub fn nearest<B: Backend>(
     model: &Model<B>,
     tok: &Tokenizer,
@@ -81,6 +93,7 @@ pub fn nearest<B: Backend>(
     k: usize,
     exclude: &[u32],
     exclude_words: &[String],
+    special: bool,
 ) -> Result<Vec<Neighbour>> {
     let be = &model.backend;
     let q = be.upload(v, &[v.len()])?;
@@ -93,7 +106,7 @@ pub fn nearest<B: Backend>(
         if out.len() == k {
             break;
         }
-        if exclude.contains(&(i as u32)) {
+        if exclude.contains(&(i as u32)) || (!special && tok.is_special(i as u32)) {
             continue;
         }
         let text = tok.decode(&[i as u32])?;
@@ -112,9 +125,10 @@ pub fn neighbours<B: Backend>(
     which: Table,
     ids: &[u32],
     k: usize,
+    special: bool,
 ) -> Result<Vec<Neighbour>> {
     let v = mean_row(model, table(model, which), ids)?;
-    nearest(model, tok, which, &v, k, ids, &[])
+    nearest(model, tok, which, &v, k, ids, &[], special)
 }
 
 /// A parsed arithmetic expression: signed words.
@@ -167,6 +181,7 @@ pub fn analogy<B: Backend>(
     which: Table,
     expr: &str,
     k: usize,
+    special: bool,
 ) -> Result<Analogy> {
     let terms = parse_expression(expr)?;
     let mut sum: Option<Vec<f32>> = None;
@@ -183,7 +198,7 @@ pub fn analogy<B: Backend>(
     let v = sum.expect("at least one term");
     // As in word-vector analogies, the input words (in any case or spacing) are not answers.
     let words: Vec<String> = resolved.iter().map(|(_, w, _)| w.clone()).collect();
-    let neighbours = nearest(model, tok, which, &v, k, &exclude, &words)?;
+    let neighbours = nearest(model, tok, which, &v, k, &exclude, &words, special)?;
     Ok(Analogy { terms: resolved, neighbours })
 }
 

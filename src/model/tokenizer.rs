@@ -56,6 +56,18 @@ impl Tokenizer {
         self.inner.decode(ids, false).map_err(tok_err)
     }
 
+    /// Whether `id` is a special or control token (BOS, EOS, chat markers, a byte that decodes
+    /// to a control character): never a word a user means.
+    pub fn is_special(&self, id: u32) -> bool {
+        if self.inner.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special) {
+            return true;
+        }
+        match self.inner.decode(&[id], false) {
+            Ok(text) => text.is_empty() || text.chars().all(|c| c.is_control() && !c.is_whitespace()),
+            Err(_) => true,
+        }
+    }
+
     /// The vocabulary entry for `id` as the tokenizer spells it (e.g. `Ġcapital`, `▁the`).
     pub fn piece(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
