@@ -259,6 +259,9 @@ fn help_explains_every_flag() {
         "neurons",
         "pca",
         "report",
+        "patch",
+        "attribute",
+        "top-examples",
     ] {
         let mut args: Vec<&str> = sub.split(' ').collect();
         args.push("--help");

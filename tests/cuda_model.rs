@@ -445,7 +445,7 @@ fn microscope_commands(c: &Ctx) {
     };
     let o = run(&["lens", "-p", "The capital of France is", "--json", "-q"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(v["layers"][29][4][0]["token"], " Paris");
+    assert_eq!(v["layers"][29]["positions"][4]["top"][0]["token"], " Paris");
     let o = run(&[
         "attention",
         "-p",

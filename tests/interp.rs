@@ -86,11 +86,16 @@ fn lens_command_reads_paris_out_of_the_last_layer() {
     ]));
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 30);
-    let last = &layers[29][4][0];
+    let last = &layers[29]["positions"][4]["top"][0];
+    assert_eq!(
+        (layers[29]["layer"].as_u64(), layers[29]["positions"][4]["position"].as_u64()),
+        (Some(29), Some(4))
+    );
+    assert_eq!(layers[29]["positions"][4]["input"], " is");
     assert_eq!(last["token"], " Paris");
     assert!(last["prob"].as_f64().unwrap() > 0.5);
     // An early layer does not know yet.
-    assert_ne!(layers[2][4][0]["token"], " Paris");
+    assert_ne!(layers[2]["positions"][4]["top"][0]["token"], " Paris");
 }
 
 #[test]
@@ -984,4 +989,37 @@ fn analogy_uses_word_initial_tokens_and_leaves_special_tokens_out() {
         "--include-special",
     ]));
     assert!(specials(&with) > 0, "{with}");
+}
+
+/// README's lens example shows what README says on the default output: at 天气 the model passes
+/// through English (" weather" on top at a middle layer) and answers 预 at the last; the table's
+/// columns line up in terminal columns with CJK tokens in them.
+#[test]
+fn readme_lens_example_passes_through_english() {
+    let args = ["lens", "-p", "天气预报说明天", "-m", "gemma3-270m", "--position", "1", "-q"];
+    let v = json_of(&scalpel(&[&args[..], &["--json"]].concat()));
+    let tops: Vec<String> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["positions"][1]["top"][0]["token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(v["layers"][0]["positions"][1]["input"], "天气");
+    let weather = tops.iter().position(|t| t == " weather").expect("a layer reads weather");
+    assert!(weather > 0 && weather < tops.len() - 1, "{tops:?}");
+    assert_eq!(tops.last().unwrap(), "预", "{tops:?}");
+    let table = stdout(&scalpel(&args));
+    let width = |l: &str| {
+        l.chars().map(|c| if ('\u{3000}'..='\u{9fff}').contains(&c) { 2 } else { 1 }).sum::<usize>()
+    };
+    let probs: Vec<usize> = table
+        .lines()
+        .skip(1)
+        .map(|l| width(&l[..l.find(" 0.").or_else(|| l.find(" 1.")).unwrap()]))
+        .collect();
+    assert!(
+        probs.windows(2).all(|w| w[0] == w[1]),
+        "the first probability column lines up: {probs:?}\n{table}"
+    );
+    assert!(!table.contains("\\u{"), "{table}");
 }

@@ -239,6 +239,11 @@ pub fn resolve_layer(l: i64, n_layers: usize, what: &str) -> Result<usize> {
     Ok(idx as usize)
 }
 
+/// A flag value as the user types it (`resid-post`, `mean`), never the Rust name (`ResidPost`).
+pub fn value_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value().map_or_else(String::new, |p| p.get_name().to_string())
+}
+
 /// Writes a picture, saying where on stderr.
 pub fn save_png(c: &crate::interp::render::Canvas, path: &std::path::Path, force: bool) -> Result<()> {
     c.save(path, force)?;

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::forward::Model;
 use crate::interp::lens::logit_lens;
 use crate::interp::render::charts::lens_heatmap;
-use crate::interp::words::token_strings;
+use crate::interp::words::{pad, quote, token_strings};
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -62,25 +62,35 @@ impl OnBackend for Task {
             let layers: Vec<_> = lens
                 .top
                 .iter()
-                .map(|layer| {
-                    layer
+                .enumerate()
+                .map(|(l, layer)| {
+                    let positions = layer
                         .iter()
-                        .map(|cands| {
-                            cands
+                        .enumerate()
+                        .map(|(p, cands)| {
+                            let top = cands
                                 .iter()
                                 .map(|c| Ok(json!({"id": c.id, "token": tok.decode(&[c.id])?, "prob": c.prob, "logprob": c.logprob})))
-                                .collect::<Result<Vec<_>>>()
+                                .collect::<Result<Vec<_>>>()?;
+                            Ok(json!({"position": p, "input": strings[p], "top": top}))
                         })
-                        .collect::<Result<Vec<_>>>()
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(json!({"layer": l, "point": format!("blocks.{l}.resid_post"), "positions": positions}))
                 })
                 .collect::<Result<_>>()?;
-            println!("{}", json!({ "tokens": strings, "ids": ids, "position": pos, "layers": layers }));
+            println!(
+                "{}",
+                json!({
+                    "tokens": strings, "ids": ids, "position": pos, "layers": layers,
+                    "layout": "layers[l].positions[p].top[k]: what blocks.l.resid_post at input position p predicts (the next token), best first",
+                })
+            );
         } else {
-            println!("logit lens at position {pos} ({:?}); top {} per layer:", strings[pos], args.top);
+            println!("logit lens at position {pos} ({}); top {} per layer:", quote(&strings[pos]), args.top);
             for (l, layer) in lens.top.iter().enumerate() {
                 let cells: Vec<String> = layer[pos]
                     .iter()
-                    .map(|c| Ok(format!("{:<14} {:.3}", format!("{:?}", tok.decode(&[c.id])?), c.prob)))
+                    .map(|c| Ok(format!("{} {:.3}", pad(&quote(&tok.decode(&[c.id])?), 14), c.prob)))
                     .collect::<Result<_>>()?;
                 println!("{l:>3}  {}", cells.join("  "));
             }

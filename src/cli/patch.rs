@@ -110,7 +110,10 @@ impl OnBackend for Task {
                 return Err(Error::Invalid("--metric logit-diff needs --wrong TOKEN".into()));
             }
             (_, Some(_)) => {
-                return Err(Error::Invalid(format!("--wrong is only for --metric logit-diff, not {kind:?}")));
+                return Err(Error::Invalid(format!(
+                    "--wrong is only for --metric logit-diff, not {}",
+                    super::common::value_name(&kind)
+                )));
             }
             (MetricKind::Logit, None) => Metric::Logit(answer),
             (MetricKind::Prob, None) => Metric::Prob(answer),

@@ -103,12 +103,12 @@ impl OnBackend for Task {
             .map(|(l, v)| format!("{l}: {:.2}", v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()))
             .collect();
         crate::info!(
-            "wrote {} directions ({} positive, {} negative prompts, {:?}, {:?}) to {}; norms {}",
+            "wrote {} directions ({} positive, {} negative prompts, --point {}, --method {}) to {}; norms {}",
             cv.directions.len(),
             pos.len(),
             neg.len(),
-            args.point,
-            args.method,
+            super::common::value_name(&args.point),
+            super::common::value_name(&args.method),
             args.out.display(),
             norms.join(", ")
         );

@@ -4,6 +4,31 @@ use crate::Result;
 use crate::error::Error;
 use crate::model::tokenizer::Tokenizer;
 
+/// A token's text in quotes for people to read: newlines, tabs and other control characters as
+/// escapes (`\n`), everything else as it is — never Rust's `\u{…}` escapes.
+pub fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `s` padded with spaces to `width` terminal columns (CJK characters take two).
+pub fn pad(s: &str, width: usize) -> String {
+    let w = unicode_width::UnicodeWidthStr::width(s);
+    format!("{s}{}", " ".repeat(width.saturating_sub(w)))
+}
+
 /// The decoded text of each token on its own.
 pub fn token_strings(tok: &Tokenizer, ids: &[u32]) -> Result<Vec<String>> {
     ids.iter().map(|&i| tok.decode(&[i])).collect()
@@ -100,6 +125,15 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn quotes_and_pads_for_people() {
+        assert_eq!(quote("a\nb\"\u{200d}天"), "\"a\\nb\\\"\u{200d}天\"");
+        assert_eq!(quote("\u{7}"), "\"\\x07\"");
+        assert_eq!(pad("天气", 6), "天气  ");
+        assert_eq!(pad("ab", 6), "ab    ");
+        assert_eq!(pad("toolong", 3), "toolong");
     }
 
     #[test]
