@@ -82,7 +82,10 @@ def test_run_with_cache_equals_the_trace_dump(model, tmp_path):
 
 def test_cache_names_patterns_and_stacks(model):
     _, everything = model.run_with_cache("hello world")
-    assert len(everything) == 3 + 7 * model.n_layers
+    assert len(everything) == 3 + 9 * model.n_layers
+    assert everything["blocks.0.attn_z"].shape == (3, model.n_heads, model.d_head)
+    assert everything["blocks.0.head_out"].shape == (3, model.n_heads, model.d_model)
+    np.testing.assert_allclose(everything["blocks.0.head_out"].sum(axis=1), everything["blocks.0.attn_out"], atol=1e-4)
     _, some = model.run_with_cache("hello world", names=lambda n: n.endswith("resid_pre") or n.endswith("resid_post"))
     stack = some.stack_activation("resid_post")
     assert stack.shape == (model.n_layers, 3, model.d_model) or stack.shape[0] == model.n_layers
