@@ -1023,3 +1023,67 @@ fn readme_lens_example_passes_through_english() {
     );
     assert!(!table.contains("\\u{"), "{table}");
 }
+
+/// `similarity --center` subtracts the contexts' mean and says so: the fruit and the company
+/// separate far more clearly than in raw cosines, which every late layer keeps high.
+#[test]
+fn centred_similarity_separates_the_senses_and_says_it_is_centred() {
+    let base = [
+        "similarity",
+        "--a",
+        "I ate a red apple for lunch",
+        "--a-token",
+        "apple",
+        "--b",
+        "My favourite fruit is a crisp apple",
+        "--b-token",
+        "apple",
+        "--b",
+        "She works as an engineer at Apple in Cupertino",
+        "--b-token",
+        "Apple",
+        "--json",
+        "-q",
+    ];
+    let last = |v: &Value, i: usize| {
+        v["comparisons"][i]["similarity"].as_array().unwrap().last().unwrap()["cosine"].as_f64().unwrap()
+    };
+    let raw = json_of(&scalpel(&base));
+    let centred = json_of(&scalpel(&[&base[..], &["--center"]].concat()));
+    assert_eq!((raw["centred"].as_bool(), centred["centred"].as_bool()), (Some(false), Some(true)));
+    assert!(centred["shown"].as_str().unwrap().starts_with("centred"));
+    let (raw_gap, centred_gap) = (last(&raw, 0) - last(&raw, 1), last(&centred, 0) - last(&centred, 1));
+    assert!(centred_gap > raw_gap && centred_gap > 0.3, "raw gap {raw_gap}, centred gap {centred_gap}");
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("ref.txt");
+    std::fs::write(&reference, "The weather was fine.\nWe walked to the station.\n\nShe read a long book.\n")
+        .unwrap();
+    let on = json_of(&scalpel(&[&base[..], &["--center-on", reference.to_str().unwrap()]].concat()));
+    assert!(on["shown"].as_str().unwrap().contains("ref.txt"));
+    std::fs::write(&reference, "\n").unwrap();
+    assert_clean_failure(
+        &scalpel(&[&base[..], &["--center-on", reference.to_str().unwrap()]].concat()),
+        "invalid",
+        "no texts",
+    );
+}
+
+/// The attention text view does not stop at the sink: where a query's strongest key is the first
+/// token, the strongest other key is shown beside it.
+#[test]
+fn attention_text_view_looks_past_the_sink() {
+    let out = stdout(&scalpel(&[
+        "attention",
+        "-p",
+        "the apple is green. what color is the apple?",
+        "--layer",
+        "5",
+        "--head",
+        "2",
+        "-q",
+    ]));
+    let sunk: Vec<&str> = out.lines().filter(|l| l.contains("→   0 ")).skip(1).collect();
+    assert!(!sunk.is_empty(), "{out}");
+    assert!(sunk.iter().all(|l| l.contains("beside the sink:")), "{out}");
+    assert!(!out.contains("\\u{"));
+}

@@ -83,8 +83,9 @@ def test_run_with_cache_equals_the_trace_dump(model, tmp_path):
 def test_cache_names_patterns_and_stacks(model):
     _, everything = model.run_with_cache("hello world")
     assert len(everything) == 3 + 9 * model.n_layers
-    assert everything["blocks.0.attn_z"].shape == (3, model.n_heads, model.d_head)
-    assert everything["blocks.0.head_out"].shape == (3, model.n_heads, model.d_model)
+    t = everything["embed"].shape[0]
+    assert everything["blocks.0.attn_z"].shape == (t, model.n_heads, model.d_head)
+    assert everything["blocks.0.head_out"].shape == (t, model.n_heads, model.d_model)
     np.testing.assert_allclose(everything["blocks.0.head_out"].sum(axis=1), everything["blocks.0.attn_out"], atol=1e-4)
     _, some = model.run_with_cache("hello world", names=lambda n: n.endswith("resid_pre") or n.endswith("resid_post"))
     stack = some.stack_activation("resid_post")

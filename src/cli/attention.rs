@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::forward::Model;
 use crate::interp::attention::{find, maps, prob, sinks};
 use crate::interp::render::charts::{attention_grid, attention_heatmap};
-use crate::interp::words::{require_word, token_strings};
+use crate::interp::words::{pad, quote, require_word, token_strings};
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -136,17 +136,31 @@ impl OnBackend for Task {
             println!("{}", json!({ "tokens": strings, "layer": layer, "heads": pats }));
         } else {
             for &h in &heads {
-                println!("layer {layer} head {h}: each query's strongest key");
+                println!(
+                    "layer {layer} head {h}: each query's strongest key (and, where that is the first token — the \
+                     attention sink most heads park on — the strongest other key beside it)"
+                );
+                let strongest = |q: usize, keys: std::ops::RangeInclusive<usize>| {
+                    keys.max_by(|&a, &b| prob(map, h, q, a).total_cmp(&prob(map, h, q, b)))
+                };
                 for q in 0..t {
-                    let best = (0..=q)
-                        .max_by(|&a, &b| prob(map, h, q, a).total_cmp(&prob(map, h, q, b)))
-                        .unwrap_or(0);
-                    println!(
-                        "  {q:>3} {:<16} → {best:>3} {:<16} {:.3}",
-                        format!("{:?}", strings[q]),
-                        format!("{:?}", strings[best]),
+                    let best = strongest(q, 0..=q).unwrap_or(0);
+                    let mut line = format!(
+                        "  {q:>3} {} → {best:>3} {} {:.3}",
+                        pad(&quote(&strings[q]), 16),
+                        pad(&quote(&strings[best]), 16),
                         prob(map, h, q, best)
                     );
+                    if best == 0
+                        && let Some(other) = strongest(q, 1..=q)
+                    {
+                        line.push_str(&format!(
+                            "   beside the sink: {other:>3} {} {:.3}",
+                            pad(&quote(&strings[other]), 16),
+                            prob(map, h, q, other)
+                        ));
+                    }
+                    println!("{line}");
                 }
             }
         }
