@@ -413,7 +413,7 @@ impl<B: Backend> Model<B> {
             attn.set_shape(&[rows, c.n_heads * c.head_dim])?;
         }
         let mut o = be.matmul(&attn, &w.wo)?;
-        let mut heads = match probes.wants(Point::HeadOut(l)) {
+        let mut heads = match probes.requests(Point::HeadOut(l)) {
             true => Some(self.head_outputs(&attn, &o, w)?),
             false => None,
         };

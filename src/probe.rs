@@ -296,6 +296,12 @@ impl<B: Backend> Probes<B> {
             || self.hooks.contains_key(&point)
     }
 
+    /// Whether someone asked for this point itself (a capture, an edit or a hook), not only for
+    /// every point (`check_finite`): what a point computed on request only (`head_out`) needs.
+    pub fn requests(&self, point: Point) -> bool {
+        self.capture.contains(&point) || self.edits.contains_key(&point) || self.hooks.contains_key(&point)
+    }
+
     /// Whether a decode step with these probes can be recorded once and replayed: nothing to
     /// copy out, and no edit whose rows depend on the position.
     pub fn replayable(&self) -> bool {
