@@ -467,8 +467,7 @@ impl<B: Backend> Model<B> {
                 let (o, g) = (be.download(o)?, be.download(n)?);
                 let mut s = Vec::with_capacity(t * d);
                 for row in o.chunks(d) {
-                    let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / d as f64;
-                    let inv = 1.0 / ((ms as f32) + c.rms_eps).sqrt();
+                    let inv = crate::backend::cpu::inv_rms(row, c.rms_eps);
                     s.extend(g.iter().map(|&g| inv * c.norm_kind.gain(g)));
                 }
                 s

@@ -61,8 +61,7 @@ pub fn attribute<B: Backend>(
     let rows = model.unembedding_rows(&token_ids)?;
     let gain = model.final_norm_gain()?;
     let x = row(&cap[&Point::ResidPost(n - 1)], position);
-    let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / d as f64;
-    let inv = 1.0 / ((ms as f32) + c.rms_eps).sqrt() as f64;
+    let inv = crate::backend::cpu::inv_rms(x, c.rms_eps) as f64;
     // The direction each part is read along: gain ⊙ (w_target − w_baseline) / rms(final residual).
     let u: Vec<f64> = (0..d)
         .map(|j| {

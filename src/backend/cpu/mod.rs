@@ -144,12 +144,18 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
 }
 
+/// RMSNorm's scale of one row, 1/√(mean(x²) + ε), the mean summed in f64: the reference's, and
+/// what the microscope freezes when it splits a normalized sum into parts.
+pub fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / row.len() as f64;
+    1.0 / ((ms as f32) + eps).sqrt()
+}
+
 /// RMSNorm of consecutive groups of w.len() values, in place.
 fn rms_norm_in_place(data: &mut [f32], w: &[f32], eps: f32, kind: NormKind) {
     let n = w.len();
     for_rows(data, n, |_, row| {
-        let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
-        let inv = 1.0 / ((ms as f32) + eps).sqrt();
+        let inv = inv_rms(row, eps);
         for (v, &g) in row.iter_mut().zip(w) {
             *v = (*v * inv) * kind.gain(g);
         }
