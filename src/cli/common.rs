@@ -217,26 +217,22 @@ impl EditArgs {
 
 /// A position given as an index, negative counting from the end (-1 = the last token).
 pub fn resolve_position(p: i64, len: usize, what: &str) -> Result<usize> {
-    let idx = if p < 0 { len as i64 + p } else { p };
-    if idx < 0 || idx >= len as i64 {
-        return Err(Error::Invalid(format!(
+    crate::interp::index_from_end(p, len).ok_or_else(|| {
+        Error::Invalid(format!(
             "{what} {p} is outside the {len} tokens (use 0..{} or -1 for the last)",
             len - 1
-        )));
-    }
-    Ok(idx as usize)
+        ))
+    })
 }
 
 /// A layer given as an index, negative counting from the end (-1 = the last layer).
 pub fn resolve_layer(l: i64, n_layers: usize, what: &str) -> Result<usize> {
-    let idx = if l < 0 { n_layers as i64 + l } else { l };
-    if idx < 0 || idx >= n_layers as i64 {
-        return Err(Error::Invalid(format!(
+    crate::interp::index_from_end(l, n_layers).ok_or_else(|| {
+        Error::Invalid(format!(
             "{what} {l}: the model has layers 0..{} (negative numbers count from the end: -1 is the last)",
             n_layers - 1
-        )));
-    }
-    Ok(idx as usize)
+        ))
+    })
 }
 
 /// A flag value as the user types it (`resid-post`, `mean`), never the Rust name (`ResidPost`).

@@ -17,6 +17,12 @@ pub mod similarity;
 pub mod steer;
 pub mod words;
 
+/// An index into `len` items, negative counting from the end (-1 = the last); None outside.
+pub fn index_from_end(i: i64, len: usize) -> Option<usize> {
+    let idx = if i < 0 { len as i64 + i } else { i };
+    (idx >= 0 && idx < len as i64).then_some(idx as usize)
+}
+
 /// Parses a layer selection such as "10", "3-7", "0,2,5-9" or "all" (0-based, inclusive ranges)
 /// for a model of `n_layers` layers.
 pub fn parse_layers(spec: &str, n_layers: usize) -> crate::Result<Vec<usize>> {
@@ -34,11 +40,8 @@ pub fn parse_layers(spec: &str, n_layers: usize) -> crate::Result<Vec<usize>> {
         // Negative numbers count from the end, as positions do: -1 is the last layer.
         let layer = |s: &str| -> crate::Result<usize> {
             let v: i64 = s.parse().map_err(|_| bad(format!("{s:?} is not a layer number")))?;
-            let idx = if v < 0 { n_layers as i64 + v } else { v };
-            if idx < 0 || idx >= n_layers as i64 {
-                return Err(bad(format!("layer {v} is past the model's layers 0..{}", n_layers - 1)));
-            }
-            Ok(idx as usize)
+            index_from_end(v, n_layers)
+                .ok_or_else(|| bad(format!("layer {v} is past the model's layers 0..{}", n_layers - 1)))
         };
         let (a, b) = (layer(a)?, layer(b)?);
         if a > b {
