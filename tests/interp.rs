@@ -632,6 +632,46 @@ fn report_loads_in_headless_chromium_without_console_errors() {
         &dom[dom.find("attn-info").unwrap_or(0)..][..300]
     );
     assert_eq!(dom.matches("<tr>").count(), 31, "30 lens rows and the token row");
+    assert!(dom.contains("data-shown=\"22/7/9\""), "the map shows the linked view");
+    assert!(dom.contains("href=\"#layer=22&amp;head=7&amp;q=9\""), "the page links to its view");
+
+    // Without a link the page opens on the sharpest head and the last position, with legends.
+    let (dom, console) = chromium(&format!("file://{}", out.display()));
+    assert!(console.is_empty(), "console output: {console:?}");
+    let shown = page.split("\"shown\":").nth(1).expect("the payload names the head shown at load");
+    let num = |key: &str| -> usize {
+        let v = shown.split(&format!("\"{key}\":")).nth(1).unwrap();
+        v[..v.find(|c: char| !c.is_ascii_digit()).unwrap()].parse().unwrap()
+    };
+    let (layer, head) = (num("layer"), num("head"));
+    assert!(
+        dom.contains(&format!("data-shown=\"{layer}/{head}/10\"")),
+        "the map shows layer {layer} head {head} at the last position at load"
+    );
+    assert!(dom.contains(&format!("layer {layer}, head {head}: position 10 \"?\"")));
+    assert!(dom.contains("Open at load: layer"), "the page says why this head");
+    assert_eq!(dom.matches("class=\"legend\"").count(), 2, "a colour legend for attention and the lens");
+    assert!(dom.contains(">0.25<"), "legend ticks are labelled");
+}
+
+/// The head the report opens on is the one that looks most sharply at one earlier non-first token:
+/// a previous-token head beats a sink head and a head that looks at itself.
+#[test]
+fn focused_heads_rank_previous_token_heads_over_sinks_and_self() {
+    use scalpel::interp::attention::focused;
+    let t = 5;
+    let mut data = vec![0f32; 3 * t * t];
+    for q in 0..t {
+        data[q * t] = 1.0; // head 0: all on the first token
+        data[t * t + q * t + q] = 1.0; // head 1: on itself
+        data[2 * t * t + q * t + q.saturating_sub(1)] = 0.9; // head 2: on the previous token
+        data[2 * t * t + q * t + q] += 0.1;
+    }
+    let map = scalpel::probe::Captured { start: 0, shape: vec![3, t, t], data };
+    let ranked = focused(&std::collections::BTreeMap::from([(4, map)]));
+    assert_eq!((ranked[0].layer, ranked[0].head), (4, 2), "{ranked:?}");
+    assert!((ranked[0].score - 0.9).abs() < 1e-6);
+    assert_eq!(ranked[1].score, 0.0, "sinks and self-attention score nothing: {ranked:?}");
 }
 
 /// llama.cpp applies `direction.N` to the output of block N: scalpel adds it to

@@ -8,7 +8,7 @@ use super::common::{Device, ModelArgs, OnBackend, PromptArgs, on_device};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::forward::Model;
-use crate::interp::attention::maps;
+use crate::interp::attention::{HeadScore, focused, maps};
 use crate::interp::lens::logit_lens;
 use crate::interp::report::{ReportData, html};
 use crate::interp::words::token_strings;
@@ -46,7 +46,9 @@ impl OnBackend for Task {
         let model = Model::load(backend, &files)?;
         let lens = logit_lens(&model, &ids, 5)?;
         let all: Vec<usize> = (0..files.config.n_layers).collect();
-        let attention: Vec<_> = maps(&model, &ids, &all)?.into_values().collect();
+        let maps = maps(&model, &ids, &all)?;
+        let shown = focused(&maps).into_iter().next().unwrap_or(HeadScore { layer: 0, head: 0, score: 0.0 });
+        let attention: Vec<_> = maps.into_values().collect();
         let tokens = token_strings(tok, &ids)?;
         let page = html(
             &ReportData {
@@ -55,6 +57,7 @@ impl OnBackend for Task {
                 tokens: &tokens,
                 lens: &lens,
                 attention: &attention,
+                shown: &shown,
             },
             tok,
         )?;

@@ -55,6 +55,27 @@ pub fn sinks(maps: &BTreeMap<usize, Captured>) -> Vec<HeadScore> {
     ranked(out)
 }
 
+/// Heads ranked by how sharply their queries look back at one earlier token other than the first:
+/// the mean over queries 2.. of the largest p[q, k] with 1 <= k < q. Sinks (k = 0) and a token's
+/// look at itself are left out, so previous-token and induction-like heads come first — the
+/// patterns a picture shows best.
+pub fn focused(maps: &BTreeMap<usize, Captured>) -> Vec<HeadScore> {
+    let mut out = Vec::new();
+    for (&layer, m) in maps {
+        let t = m.shape[1];
+        for head in 0..m.shape[0] {
+            let score = if t > 2 {
+                let best = |q: usize| (1..q).map(|k| prob(m, head, q, k)).fold(0f32, f32::max);
+                (2..t).map(best).sum::<f32>() / (t - 2) as f32
+            } else {
+                0.0
+            };
+            out.push(HeadScore { layer, head, score });
+        }
+    }
+    ranked(out)
+}
+
 /// Heads ranked by how much the token at `query` attends to the tokens at `keys` (summed).
 pub fn find(maps: &BTreeMap<usize, Captured>, query: usize, keys: &[usize]) -> Vec<HeadScore> {
     let mut out = Vec::new();

@@ -7,6 +7,7 @@ use serde_json::json;
 /// The page; `__SCALPEL_DATA__` is replaced by the JSON payload.
 const TEMPLATE: &str = include_str!("report.html");
 
+use super::attention::HeadScore;
 use super::lens::Lens;
 use crate::Result;
 use crate::model::tokenizer::Tokenizer;
@@ -19,6 +20,8 @@ pub struct ReportData<'a> {
     pub lens: &'a Lens,
     /// Attention probabilities [heads, T, T] per layer, in layer order.
     pub attention: &'a [Captured],
+    /// The head the page opens on (the first of `attention::focused`).
+    pub shown: &'a HeadScore,
 }
 
 /// Rounds to 4 decimals: the page needs shades, not digits, and this keeps it small.
@@ -58,6 +61,7 @@ pub fn html(data: &ReportData, tok: &Tokenizer) -> Result<String> {
         "tokens": data.tokens,
         "lens": lens,
         "attention": attn,
+        "shown": data.shown,
     });
     // "</" cannot appear inside the script element.
     let payload = payload.to_string().replace("</", "<\\/");
