@@ -548,6 +548,27 @@ fn pictures_are_written_and_carry_ink() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     check_png(&dir.path().join("pca.png"), 600, 400);
+    // Group labels colour the points and come back in the text and JSON.
+    std::fs::write(
+        dir.path().join("grouped.txt"),
+        "[fruit] I ate a crisp apple\n[fruit] She peeled a banana\n[company] Apple launched a phone\n[company] Google released a product\n[] [sic] The dog barked\n",
+    )
+    .unwrap();
+    let args = ["pca", "-m", &smol(), "--prompts", &p("grouped.txt"), "--layer", "-15", "-q"];
+    let o = scalpel(&[&args[..], &["--json", "--png", &p("grouped.png")]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let groups: Vec<&str> =
+        v["points"].as_array().unwrap().iter().map(|p| p["group"].as_str().unwrap()).collect();
+    assert_eq!(groups, ["fruit", "fruit", "company", "company", ""]);
+    assert_eq!(v["points"][4]["prompt"], "[sic] The dog barked", "`[] ` keeps a leading bracket");
+    assert_eq!(v["layer"], 15, "-15 counts from the end of 30 layers");
+    check_png(&dir.path().join("grouped.png"), 600, 400);
+    let o = scalpel(&args);
+    assert!(stdout(&o).contains("company  Apple launched a phone"), "{}", stdout(&o));
+    std::fs::write(dir.path().join("empty.txt"), "[fruit]\na\nb\nc\n").unwrap();
+    let o = scalpel(&["pca", "-m", &smol(), "--prompts", &p("empty.txt"), "--layer", "3", "-q"]);
+    assert_clean_failure(&o, "invalid", "group [fruit] has no prompt");
     // No overwriting without --force.
     let o = scalpel(&[
         "pca",

@@ -19,7 +19,8 @@ use crate::probe::Point;
 pub struct PcaArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Prompts, one per line.
+    /// Prompts, one per line; a line that starts with `[name]` puts its prompt in group `name`,
+    /// which colours its point (`[] ` starts a prompt with a bracket and no group).
     #[arg(long, value_name = "FILE")]
     pub prompts: PathBuf,
     /// The layer whose resid_post is projected.
@@ -53,7 +54,15 @@ impl OnBackend for Task {
         let c = &files.config;
         let layer = super::common::resolve_layer(args.layer, c.n_layers, "--layer")?;
         let text = std::fs::read_to_string(&args.prompts).map_err(|e| Error::io(&args.prompts, e))?;
-        let prompts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let (groups, prompts): (Vec<&str>, Vec<&str>) =
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(group_and_prompt).unzip();
+        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+            return Err(Error::Invalid(format!(
+                "{}: group [{}] has no prompt after it",
+                args.prompts.display(),
+                groups[i]
+            )));
+        }
         if prompts.len() < 3 {
             return Err(Error::Invalid(format!(
                 "{}: PCA needs at least 3 prompts, found {}",
@@ -77,8 +86,9 @@ impl OnBackend for Task {
         if args.json {
             let pts: Vec<_> = prompts
                 .iter()
+                .zip(&groups)
                 .zip(&result.coords)
-                .map(|(p, c)| json!({ "prompt": p, "coords": c }))
+                .map(|((p, g), c)| json!({ "prompt": p, "group": g, "coords": c }))
                 .collect();
             println!("{}", json!({ "layer": layer, "explained": result.explained, "points": pts }));
         } else {
@@ -88,8 +98,10 @@ impl OnBackend for Task {
                 100.0 * result.explained[0],
                 100.0 * result.explained.get(1).copied().unwrap_or(0.0)
             );
-            for (p, c) in prompts.iter().zip(&result.coords) {
-                println!("  {:>9.3} {:>9.3}  {p}", c[0], c.get(1).copied().unwrap_or(0.0));
+            let width = groups.iter().map(|g| g.chars().count()).max().unwrap_or(0);
+            for ((p, g), c) in prompts.iter().zip(&groups).zip(&result.coords) {
+                let g = if width > 0 { format!("{g:<width$}  ") } else { String::new() };
+                println!("  {:>9.3} {:>9.3}  {g}{p}", c[0], c.get(1).copied().unwrap_or(0.0));
             }
         }
         if let Some(path) = &args.png {
@@ -99,10 +111,21 @@ impl OnBackend for Task {
             let title = format!("{} — PCA of blocks.{}.resid_post", files.label, layer);
             let xt = format!("PC1 ({:.1}% of variance)", 100.0 * result.explained[0]);
             let yt = format!("PC2 ({:.1}%)", 100.0 * result.explained.get(1).copied().unwrap_or(0.0));
-            save_png(&scatter_plot(&title, &xt, &yt, &points, &labels)?, path, args.force)?;
+            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            save_png(&scatter_plot(&title, &xt, &yt, &points, &labels, &groups)?, path, args.force)?;
         }
         Ok(())
     }
+}
+
+/// `[name] prompt` → ("name", "prompt"); a line without a leading `[…]` has no group ("").
+fn group_and_prompt(line: &str) -> (&str, &str) {
+    if let Some(rest) = line.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+    {
+        return (rest[..end].trim(), rest[end + 1..].trim());
+    }
+    ("", line)
 }
 
 pub fn run(args: PcaArgs) -> anyhow::Result<()> {

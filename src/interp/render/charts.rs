@@ -344,18 +344,91 @@ pub fn line_plot(
     Ok(c)
 }
 
-/// Labelled points.
+/// A label's box on the canvas.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rect {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl Rect {
+    fn overlaps(&self, o: &Rect) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+
+    fn inside(&self, o: &Rect) -> bool {
+        self.x >= o.x && self.y >= o.y && self.x + self.w <= o.x + o.w && self.y + self.h <= o.y + o.h
+    }
+}
+
+/// Where each point's label goes: beside its point when that space is free of other labels and
+/// points, else the nearest free slot above or below, on either side (the caller draws a leader
+/// line to it). Only when no slot within ten lines is free does a label overlap, beside its point.
+pub fn place_labels(points: &[(f32, f32)], widths: &[f32], height: f32, area: Rect) -> Vec<Rect> {
+    const GAP: f32 = 7.0;
+    const DOT: f32 = 5.0;
+    let dots: Vec<Rect> =
+        points.iter().map(|&(x, y)| Rect { x: x - DOT, y: y - DOT, w: 2.0 * DOT, h: 2.0 * DOT }).collect();
+    let mut placed: Vec<Rect> = Vec::with_capacity(points.len());
+    for (&(x, y), &w) in points.iter().zip(widths) {
+        let right = |dy: f32| Rect { x: x + GAP, y: y + dy - height / 2.0, w, h: height };
+        let left = |dy: f32| Rect { x: x - GAP - w, y: y + dy - height / 2.0, w, h: height };
+        let prefer_right = x + GAP + w <= area.x + area.w;
+        let beside = if prefer_right { right(0.0) } else { left(0.0) };
+        let free = |r: &Rect| {
+            r.inside(&area) && !placed.iter().any(|p| p.overlaps(r)) && !dots.iter().any(|d| d.overlaps(r))
+        };
+        let slot = (0..=10)
+            .flat_map(|k| {
+                let dy = k as f32 * (height + 2.0);
+                let offsets = if k == 0 { vec![0.0] } else { vec![-dy, dy] };
+                offsets
+                    .into_iter()
+                    .flat_map(move |d| if prefer_right { [right(d), left(d)] } else { [left(d), right(d)] })
+            })
+            .find(|r| free(r))
+            .unwrap_or(beside);
+        placed.push(slot);
+    }
+    placed
+}
+
+/// Labelled points, coloured by group (`groups[i]`, empty for none) with a legend of the groups;
+/// labels are moved off each other and joined to their points by a line when moved.
 pub fn scatter_plot(
     title: &str,
     x_title: &str,
     y_title: &str,
     points: &[(f64, f64)],
     labels: &[String],
+    groups: &[String],
 ) -> Result<Canvas> {
+    let mut names: Vec<&str> = Vec::new();
+    for g in groups.iter().filter(|g| !g.is_empty()) {
+        if !names.contains(&g.as_str()) {
+            names.push(g);
+        }
+    }
     let (w, h) = (820.0, 620.0);
-    let (left, right, top, bottom) = (70.0, 40.0, TITLE + 3.0 * PAD, 60.0);
-    let mut c = Canvas::new(w as usize, h as usize);
+    let legend_rows = if names.is_empty() { 0.0 } else { 1.0 + (names.len() as f32 / 5.0).floor() };
+    let legend_h = legend_rows * (FONT + 6.0);
+    let (left, right, top, bottom) = (70.0, 40.0, TITLE + 3.0 * PAD + legend_h, 60.0);
+    let mut c = Canvas::new(w as usize, (h + legend_h) as usize);
+    let h = h + legend_h;
     c.text(PAD, PAD + TITLE, TITLE, BLACK, Align::Left, title)?;
+    let colour = |g: &str| match names.iter().position(|n| *n == g) {
+        Some(i) => PALETTE[i % PALETTE.len()],
+        None if names.is_empty() => PALETTE[0],
+        None => GREY,
+    };
+    for (i, n) in names.iter().enumerate() {
+        let lx = left + (i % 5) as f32 * 145.0;
+        let ly = TITLE + 2.0 * PAD + (i / 5) as f32 * (FONT + 6.0) + FONT / 2.0;
+        c.circle(lx + 5.0, ly, 4.5, colour(n));
+        c.text_mid(lx + 14.0, ly, FONT, BLACK, Align::Left, &fit(n, FONT, 125.0)?)?;
+    }
     let (mut x0, mut x1, mut y0, mut y1) =
         (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points {
@@ -380,13 +453,21 @@ pub fn scatter_plot(
         c.text_mid(left - 6.0, py(t), FONT - 1.0, BLACK, Align::Right, &tick_label(t, &ys))?;
     }
     c.stroke_rect(left, top, pw, ph, GREY);
-    for (i, (&(x, y), l)) in points.iter().zip(labels).enumerate() {
-        let col = PALETTE[i % PALETTE.len()];
-        c.circle(px(x), py(y), 4.5, col);
-        let text = fit(l, FONT, 220.0)?;
-        let right_side = px(x) < left + pw * 0.75;
-        let (tx, al) = if right_side { (px(x) + 7.0, Align::Left) } else { (px(x) - 7.0, Align::Right) };
-        c.text_mid(tx, py(y), FONT, BLACK, al, &text)?;
+    let at: Vec<(f32, f32)> = points.iter().map(|&(x, y)| (px(x), py(y))).collect();
+    let texts: Vec<String> = labels.iter().map(|l| fit(l, FONT, 220.0)).collect::<Result<_>>()?;
+    let widths: Vec<f32> = texts.iter().map(|t| Ok(fonts()?.width(t, FONT))).collect::<Result<_>>()?;
+    let area = Rect { x: left + 1.0, y: top + 1.0, w: pw - 2.0, h: ph - 2.0 };
+    let boxes = place_labels(&at, &widths, FONT + 2.0, area);
+    for (((&(x, y), text), b), g) in
+        at.iter().zip(&texts).zip(&boxes).zip(groups.iter().chain(std::iter::repeat(&String::new())))
+    {
+        let mid = b.y + b.h / 2.0;
+        if (mid - y).abs() > 1.0 {
+            let edge = if b.x > x { b.x - 2.0 } else { b.x + b.w + 2.0 };
+            c.line(x, y, edge, mid, 1.0, GREY);
+        }
+        c.circle(x, y, 4.5, colour(g));
+        c.text_mid(b.x, mid, FONT, BLACK, Align::Left, text)?;
     }
     c.text(left + pw / 2.0, h - PAD, FONT, GREY, Align::Center, x_title)?;
     c.text(PAD, top - 8.0, FONT, GREY, Align::Left, y_title)?;
@@ -472,5 +553,28 @@ mod tests {
         assert_eq!(tick_label(50.0, &[25.0, 50.0]), "50");
         assert_eq!(tick_label(0.4, &[0.2, 0.4]), "0.4");
         assert_eq!(tick_label(-75.0, &[-75.0, -50.0]), "-75");
+    }
+
+    #[test]
+    fn labels_of_crowded_points_do_not_overlap() {
+        let area = Rect { x: 0.0, y: 0.0, w: 800.0, h: 600.0 };
+        // Twelve points within 20 px of each other, labels 120 px wide.
+        let pts: Vec<(f32, f32)> =
+            (0..12).map(|i| (400.0 + (i % 4) as f32 * 5.0, 300.0 + (i / 4) as f32 * 6.0)).collect();
+        let boxes = place_labels(&pts, &[120.0; 12], 14.0, area);
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(a.inside(&area), "label {i} leaves the plot: {a:?}");
+            for (j, b) in boxes.iter().enumerate().skip(i + 1) {
+                assert!(!a.overlaps(b), "labels {i} and {j} overlap: {a:?} {b:?}");
+            }
+            for &(x, y) in &pts {
+                assert!(!(x > a.x && x < a.x + a.w && y > a.y && y < a.y + a.h), "label {i} covers a point");
+            }
+        }
+        // A lone point keeps its label beside it; near the right edge the label goes to its left.
+        let one = place_labels(&[(100.0, 100.0)], &[50.0], 14.0, area);
+        assert_eq!(one[0], Rect { x: 107.0, y: 93.0, w: 50.0, h: 14.0 });
+        let edge = place_labels(&[(790.0, 100.0)], &[50.0], 14.0, area);
+        assert_eq!(edge[0].x, 733.0);
     }
 }
