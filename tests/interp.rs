@@ -246,6 +246,28 @@ fn a_self_patch_reproduces_the_unpatched_generation() {
         "-q",
     ]));
     assert!(v["results"][0]["text"].as_str().unwrap().contains("France"), "{v}");
+    let r = &v["results"][0];
+    assert_eq!(r["tokens"].as_array().unwrap().len(), r["generated_ids"].as_array().unwrap().len());
+    // The unpatched baseline is the target's own greedy generation, and the sweep shows it first.
+    let plain6 = json_of(&scalpel(&["generate", "-m", &smol(), "-p", target, "-n", "6", "--json", "-q"]));
+    assert_eq!(v["unpatched"]["generated_ids"], plain6["generated_ids"]);
+    let o = scalpel(&[
+        "patchscope",
+        "-m",
+        &smol(),
+        "--source",
+        "Paris is the capital of France",
+        "--sweep",
+        "-n",
+        "3",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 + 30, "a header, the unpatched line, one line per layer: {out}");
+    assert!(lines[1].trim_start().starts_with("unpatched  \""), "{out}");
+    assert!(lines[2].trim_start().starts_with("0 →   0   \""), "{out}");
     let o = scalpel(&["patchscope", "-m", &smol(), "--source", "x", "--placeholder", "#", "-n", "3"]);
     assert_clean_failure(&o, "invalid", "placeholder");
 }
@@ -1131,6 +1153,14 @@ fn centred_similarity_separates_the_senses_and_says_it_is_centred() {
 
 /// The attention text view does not stop at the sink: where a query's strongest key is the first
 /// token, the strongest other key is shown beside it.
+#[test]
+fn messages_quote_text_without_rust_escapes() {
+    // A zero-width joiner is printable text to a person; Rust's {:?} would write \u{200d}.
+    let o = scalpel(&["attribute", "-p", "The capital of France is", "--answer", "Pa\u{200d}ris", "-q"]);
+    assert_clean_failure(&o, "invalid", "\"Pa\u{200d}ris\" is not one token");
+    assert!(!stderr(&o).contains("\\u{"), "{}", stderr(&o));
+}
+
 #[test]
 fn attention_text_view_looks_past_the_sink() {
     let out = stdout(&scalpel(&[

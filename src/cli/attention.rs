@@ -101,13 +101,20 @@ impl OnBackend for Task {
                     json!({ "tokens": strings, "query": args.find.then_some(query), "keys": keys, "heads": ranked })
                 );
             } else if args.sinks {
-                println!("heads by attention on the first token {:?} (mean over later queries):", strings[0]);
+                println!(
+                    "heads by attention on the first token {} (mean over later queries):",
+                    quote(&strings[0])
+                );
                 for h in &ranked {
                     println!("  layer {:>2} head {:>2}  {:.3}", h.layer, h.head, h.score);
                 }
             } else {
-                let kd: Vec<String> = keys.iter().map(|&k| format!("{k} {:?}", strings[k])).collect();
-                println!("heads where position {query} {:?} attends to {}:", strings[query], kd.join(", "));
+                let kd: Vec<String> = keys.iter().map(|&k| format!("{k} {}", quote(&strings[k]))).collect();
+                println!(
+                    "heads where position {query} {} attends to {}:",
+                    quote(&strings[query]),
+                    kd.join(", ")
+                );
                 for h in &ranked {
                     println!("  layer {:>2} head {:>2}  {:.3}", h.layer, h.head, h.score);
                 }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::forward::Model;
 use crate::interp::attribution::attribute;
 use crate::interp::render::charts::{Series, bar_chart};
-use crate::interp::words::{resolve_token, token_strings};
+use crate::interp::words::{quote, resolve_token, token_strings};
 use crate::model::ModelFiles;
 use crate::probe::Point;
 
@@ -84,8 +84,8 @@ impl OnBackend for Task {
         let a = attribute(&model, &ids, pos, answer.0, wrong.as_ref().map(|w| w.0))?;
         let strings = token_strings(tok, &ids)?;
         let target = match &wrong {
-            Some((_, w)) => format!("logit({:?}) − logit({w:?})", answer.1),
-            None => format!("logit({:?})", answer.1),
+            Some((_, w)) => format!("logit({}) − logit({})", quote(&answer.1), quote(w)),
+            None => format!("logit({})", quote(&answer.1)),
         };
         if args.json {
             println!(
@@ -99,7 +99,7 @@ impl OnBackend for Task {
                 })
             );
         } else {
-            println!("direct logit attribution of {target} at position {pos} ({:?})", strings[pos]);
+            println!("direct logit attribution of {target} at position {pos} ({})", quote(&strings[pos]));
             println!(
                 "the model's value {:.4}; the final residual's projection {:.4} (final norm's scale frozen, before soft-capping); the parts sum to {:.4}",
                 a.logit,
@@ -140,9 +140,9 @@ impl OnBackend for Task {
                 Series { label: "MLP".into(), values: mlp },
             ];
             let title = format!(
-                "direct logit attribution — {} — {target} at {:?} (sum {:.2})",
+                "direct logit attribution — {} — {target} at {} (sum {:.2})",
                 files.label,
-                strings[pos],
+                quote(&strings[pos]),
                 a.sum()
             );
             save_png(&bar_chart(&title, &labels, "layer", "share of the logit", &series)?, path, args.force)?;

@@ -8,6 +8,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
 use crate::interp::embeddings::{Neighbour, Table, analogy, neighbours, word_tokens};
+use crate::interp::words::{pad, quote, quote_all};
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -55,7 +56,7 @@ pub struct AnalogyArgs {
 fn print_list(title: &str, list: &[Neighbour]) {
     println!("{title}");
     for n in list {
-        println!("  {:>8}  {:<20} {:.4}", n.id, format!("{:?}", n.text), n.cosine);
+        println!("  {:>8}  {} {:.4}", n.id, pad(&quote(&n.text), 20), n.cosine);
     }
 }
 
@@ -95,12 +96,13 @@ impl OnBackend for Neigh {
         }
         if ids.len() > 1 {
             crate::info!(
-                "note: {:?} is {} tokens {pieces:?}; using their mean embedding",
-                args.token.unwrap_or_default(),
-                ids.len()
+                "note: {} is {} tokens {}; using their mean embedding",
+                quote(&args.token.unwrap_or_default()),
+                ids.len(),
+                quote_all(&pieces)
             );
         }
-        print_list(&format!("nearest to {pieces:?} in the embedding table (cosine):"), &emb);
+        print_list(&format!("nearest to {} in the embedding table (cosine):", quote_all(&pieces)), &emb);
         match head {
             Some(h) => print_list("in the LM head (untied):", &h),
             None => println!("(the LM head is tied to the embedding table)"),
@@ -133,7 +135,12 @@ impl OnBackend for Ana {
             } else {
                 format!("mean of {} tokens", ids.len())
             };
-            println!("{} {word:?} → {pieces:?} ({how})", if *sign > 0.0 { "+" } else { "-" });
+            println!(
+                "{} {} → {} ({how})",
+                if *sign > 0.0 { "+" } else { "-" },
+                quote(word),
+                quote_all(&pieces)
+            );
         }
         print_list(&format!("nearest tokens to {} (inputs excluded):", args.expression), &a.neighbours);
         Ok(())

@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
 use crate::interp::neurons::{activations, neuron, top_per_token};
-use crate::interp::words::token_strings;
+use crate::interp::words::{pad, quote, token_strings};
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -71,8 +71,8 @@ impl OnBackend for Task {
                     for (s, v) in strings.iter().zip(&values) {
                         let bar = "#".repeat((v.abs() / max * 30.0).round() as usize);
                         println!(
-                            "  {:<16} {v:>9.4}  {}{bar}",
-                            format!("{s:?}"),
+                            "  {} {v:>9.4}  {}{bar}",
+                            pad(&quote(s), 16),
                             if *v < 0.0 { "-" } else { " " }
                         );
                     }
@@ -87,7 +87,7 @@ impl OnBackend for Task {
                     for (s, fs) in strings.iter().zip(&top) {
                         let cells: Vec<String> =
                             fs.iter().map(|f| format!("{}:{:.3}", f.neuron, f.activation)).collect();
-                        println!("  {:<16} {}", format!("{s:?}"), cells.join("  "));
+                        println!("  {} {}", pad(&quote(s), 16), cells.join("  "));
                     }
                 }
             }

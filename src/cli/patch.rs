@@ -12,7 +12,7 @@ use crate::forward::Model;
 use crate::interp::patching::{Metric, Site, patch};
 use crate::interp::render::canvas::visible;
 use crate::interp::render::charts::{Grid, value_grids};
-use crate::interp::words::{resolve_token, token_strings};
+use crate::interp::words::{quote, quote_all, resolve_token, token_strings};
 use crate::model::ModelFiles;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -95,9 +95,11 @@ impl OnBackend for Task {
         let (clean_s, corrupted_s) = (token_strings(tok, &clean)?, token_strings(tok, &corrupted)?);
         if clean.len() != corrupted.len() {
             return Err(Error::Invalid(format!(
-                "--clean has {} tokens {clean_s:?} and --corrupted {} {corrupted_s:?}: patching pairs positions, so the prompts must tokenize to the same length",
+                "--clean has {} tokens {} and --corrupted {} {}: patching pairs positions, so the prompts must tokenize to the same length",
                 clean.len(),
-                corrupted.len()
+                quote_all(&clean_s),
+                corrupted.len(),
+                quote_all(&corrupted_s)
             )));
         }
         let (answer, answer_s) = resolve_token(tok, &args.answer, "--answer")?;
@@ -120,10 +122,10 @@ impl OnBackend for Task {
             (MetricKind::Logprob, None) => Metric::LogProb(answer),
         };
         let metric_name = match &wrong {
-            Some((_, w)) => format!("logit({answer_s:?}) − logit({w:?})"),
-            None if kind == MetricKind::Logit => format!("logit({answer_s:?})"),
-            None if kind == MetricKind::Prob => format!("p({answer_s:?})"),
-            None => format!("log p({answer_s:?})"),
+            Some((_, w)) => format!("logit({}) − logit({})", quote(&answer_s), quote(w)),
+            None if kind == MetricKind::Logit => format!("logit({})", quote(&answer_s)),
+            None if kind == MetricKind::Prob => format!("p({})", quote(&answer_s)),
+            None => format!("log p({})", quote(&answer_s)),
         };
         crate::info!("metric: {metric_name} at the last position");
         let mut sites = args.sites.clone();

@@ -7,8 +7,8 @@ use super::common::{Device, ModelArgs, OnBackend, on_device, resolve_position};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
-use crate::interp::patchscope::{DEFAULT_PLACEHOLDER, DEFAULT_TARGET, Patch, run as patch_run};
-use crate::interp::words::{find_word, token_strings};
+use crate::interp::patchscope::{DEFAULT_PLACEHOLDER, DEFAULT_TARGET, Patch, run as patch_run, unpatched};
+use crate::interp::words::{find_word, quote, quote_all, token_strings};
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -68,8 +68,9 @@ impl OnBackend for Task {
         let strings = token_strings(tok, &target)?;
         let tp = *find_word(&strings, &args.placeholder).last().ok_or_else(|| {
             Error::Invalid(format!(
-                "the placeholder {:?} is not among the target's tokens {strings:?}",
-                args.placeholder
+                "the placeholder {} is not among the target's tokens {}",
+                quote(&args.placeholder),
+                quote_all(&strings)
             ))
         })?;
         let model = Model::load(backend, &files)?;
@@ -78,6 +79,24 @@ impl OnBackend for Task {
             (layer(args.source_layer, "--source-layer")?, layer(args.target_layer, "--target-layer")?);
         let layers: Vec<usize> =
             if args.sweep { (0..n).collect() } else { vec![source_layer.unwrap_or(n / 2)] };
+        // One generation as text (end-of-sequence left out), its tokens, and the JSON entry.
+        let said = |ids: Vec<u32>| -> Result<(String, serde_json::Value)> {
+            let visible: Vec<u32> =
+                ids.iter().copied().filter(|i| !files.config.eos_token_ids.contains(i)).collect();
+            let text = tok.decode(&visible)?;
+            let tokens = token_strings(tok, &ids)?;
+            let entry = json!({ "generated_ids": ids, "tokens": tokens, "text": text });
+            Ok((text, entry))
+        };
+        let (base_text, baseline) = said(unpatched(&model, &target, args.max_tokens)?)?;
+        if !args.json {
+            if args.sweep {
+                println!("source layer → target layer: the first line generated");
+                println!("  unpatched  {}", first_line(&base_text));
+            } else {
+                println!("target {} unpatched:\n{base_text}\n", quote(&args.target));
+            }
+        }
         let mut results = Vec::new();
         for l in layers {
             let patch = Patch {
@@ -86,31 +105,38 @@ impl OnBackend for Task {
                 target_layer: target_layer.unwrap_or(l),
                 target_pos: tp,
             };
-            let ids = patch_run(&model, &source, &target, &patch, args.max_tokens)?;
-            let visible: Vec<u32> =
-                ids.iter().copied().filter(|i| !files.config.eos_token_ids.contains(i)).collect();
-            let text = tok.decode(&visible)?;
+            let (text, mut entry) = said(patch_run(&model, &source, &target, &patch, args.max_tokens)?)?;
             if !args.json {
-                let first_line = text.trim_start().lines().next().unwrap_or("");
                 if args.sweep {
-                    println!("{l:>3} → {:>3}  {first_line:?}", patch.target_layer);
+                    println!("{l:>3} → {:>3}   {}", patch.target_layer, first_line(&text));
                 } else {
                     println!(
-                        "source {:?} position {sp} layer {l} → target position {tp} layer {}:\n{text}",
-                        args.source, patch.target_layer
+                        "source {} position {sp} layer {l} → target position {tp} layer {}:\n{text}",
+                        quote(&args.source),
+                        patch.target_layer
                     );
                 }
             }
-            results.push(json!({ "source_layer": l, "target_layer": patch.target_layer, "generated_ids": ids, "text": text }));
+            entry["source_layer"] = json!(l);
+            entry["target_layer"] = json!(patch.target_layer);
+            results.push(entry);
         }
         if args.json {
             println!(
                 "{}",
-                json!({ "source": args.source, "source_pos": sp, "target": args.target, "target_pos": tp, "results": results })
+                json!({ "source": args.source, "source_pos": sp, "target": args.target, "target_pos": tp, "unpatched": baseline, "results": results })
             );
         }
         Ok(())
     }
+}
+
+/// The first non-empty line of a generation, quoted, with "…" when more follows.
+fn first_line(text: &str) -> String {
+    let text = text.trim_start();
+    let line = text.lines().next().unwrap_or("");
+    let more = text.len() > line.len() && !text[line.len()..].trim().is_empty();
+    format!("{}{}", quote(line), if more { " …" } else { "" })
 }
 
 pub fn run(args: PatchscopeArgs) -> anyhow::Result<()> {

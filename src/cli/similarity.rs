@@ -128,7 +128,13 @@ impl OnBackend for Task {
                 }
             }
             series.push(Series {
-                label: format!("{:?} in {:?}  vs  {:?} in {:?}", args.a_token, args.a, w, b),
+                label: format!(
+                    "{} in {}  vs  {} in {}",
+                    quote(&args.a_token),
+                    quote(&args.a),
+                    quote(w),
+                    quote(b)
+                ),
                 values: sims.iter().map(|s| s.cosine).collect(),
             });
             results.push(json!({ "b": b, "b_token": w, "b_position": pb, "similarity": sims }));

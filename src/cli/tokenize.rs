@@ -4,6 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::ModelArgs;
+use crate::interp::words::{pad, quote};
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
@@ -31,7 +32,7 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for ((id, s), piece) in ids.iter().zip(&strs).zip(&pieces) {
-        println!("{id:>8}  {:<24} {piece:?}", format!("{s:?}"));
+        println!("{id:>8}  {} {}", pad(&quote(s), 24), quote(piece));
     }
     crate::info!("{} tokens", ids.len());
     Ok(())

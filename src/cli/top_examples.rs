@@ -15,7 +15,7 @@ use crate::forward::Model;
 use crate::interp::examples::{Example, Probe, TopK, scan_document};
 use crate::interp::render::canvas::visible;
 use crate::interp::steer::ControlVector;
-use crate::interp::words::resolve_token;
+use crate::interp::words::{quote, resolve_token};
 use crate::model::ModelFiles;
 use crate::model::tokenizer::Tokenizer;
 
@@ -196,10 +196,10 @@ impl OnBackend for Task {
                 let layer = need_layer()?;
                 let spec = args.key.as_deref().unwrap_or_default();
                 let (key, text) = resolve_token(tok, spec, "--key")?;
-                crate::info!("key token: {text:?} (#{key})");
+                crate::info!("key token: {} (#{key})", quote(&text));
                 (
                     Probe::HeadToToken { layer, head, key },
-                    format!("layer {layer} head {head}'s attention to {text:?}"),
+                    format!("layer {layer} head {head}'s attention to {}", quote(&text)),
                 )
             }
             _ => return Err(Error::Invalid("choose one of --neuron, --direction, --head".into())),

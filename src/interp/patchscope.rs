@@ -55,6 +55,21 @@ pub fn run<B: Backend>(
     let mut probes = Probes::none();
     let row = model.backend.upload(row, &[row.len()])?;
     probes.edit(Point::ResidPost(patch.target_layer), Edit::Replace { position: patch.target_pos, row })?;
+    greedy(model, target, max_tokens, &mut probes)
+}
+
+/// What the target prompt generates with nothing patched: the baseline a patched run is read against
+/// (an identity prompt left alone repeats its own pattern, which a patch must change to say anything).
+pub fn unpatched<B: Backend>(model: &Model<B>, target: &[u32], max_tokens: usize) -> Result<Vec<u32>> {
+    greedy(model, target, max_tokens, &mut Probes::none())
+}
+
+fn greedy<B: Backend>(
+    model: &Model<B>,
+    ids: &[u32],
+    max_tokens: usize,
+    probes: &mut Probes<B>,
+) -> Result<Vec<u32>> {
     let opts = GenerateOptions { max_tokens, sampling: SamplingParams::default(), stop_at_eos: true };
-    Ok(generate(model, target, &opts, &mut probes, |_| Ok(true))?.generated_ids)
+    Ok(generate(model, ids, &opts, probes, |_| Ok(true))?.generated_ids)
 }

@@ -23,6 +23,12 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// Token texts as a list for people: `["a", " b"]`, each quoted as [`quote`] does.
+pub fn quote_all<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s.as_ref())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// `s` padded with spaces to `width` terminal columns (CJK characters take two).
 pub fn pad(s: &str, width: usize) -> String {
     let w = unicode_width::UnicodeWidthStr::width(s);
@@ -75,10 +81,10 @@ pub fn find_word(strings: &[String], word: &str) -> Vec<usize> {
 pub fn require_word(strings: &[String], word: &str, what: &str) -> Result<Vec<usize>> {
     let found = find_word(strings, word);
     if found.is_empty() {
-        let shown: Vec<String> = strings.iter().map(|s| format!("{s:?}")).collect();
         return Err(Error::Invalid(format!(
-            "{what} {word:?} is not among the tokens [{}]",
-            shown.join(", ")
+            "{what} {} is not among the tokens {}",
+            quote(word),
+            quote_all(strings)
         )));
     }
     Ok(found)
@@ -111,10 +117,16 @@ pub fn resolve_token(tok: &Tokenizer, spec: &str, what: &str) -> Result<(u32, St
         if let [id] = ids[..] {
             return Ok((id, tok.decode(&[id])?));
         }
-        tried.push(format!("{text:?} is {} tokens {:?}", ids.len(), token_strings(tok, &ids)?));
+        tried.push(format!(
+            "{} is {} tokens {}",
+            quote(text),
+            ids.len(),
+            quote_all(&token_strings(tok, &ids)?)
+        ));
     }
     Err(Error::Invalid(format!(
-        "{what} {spec:?} is not one token ({}); give one token's text or its #id",
+        "{what} {} is not one token ({}); give one token's text or its #id",
+        quote(spec),
         tried.join(", ")
     )))
 }
@@ -131,6 +143,7 @@ mod tests {
     fn quotes_and_pads_for_people() {
         assert_eq!(quote("a\nb\"\u{200d}天"), "\"a\\nb\\\"\u{200d}天\"");
         assert_eq!(quote("\u{7}"), "\"\\x07\"");
+        assert_eq!(quote_all(&["a", " \u{301}"]), "[\"a\", \" \u{301}\"]");
         assert_eq!(pad("天气", 6), "天气  ");
         assert_eq!(pad("ab", 6), "ab    ");
         assert_eq!(pad("toolong", 3), "toolong");
