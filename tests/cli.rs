@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Golden, golden_dir, known_model, scalpel, stderr, stdout};
+use common::{Golden, golden_dir, known_model, scalpel, scalpel_command, stderr, stdout};
 use serde_json::Value;
 
 fn model_arg() -> String {
@@ -319,4 +319,25 @@ fn the_cpu_kernels_can_be_forced() {
     assert_eq!(ids(&common::scalpel_env(&args, &[("SCALPEL_CPU_ISA", "portable")])), auto);
     let o = common::scalpel_env(&args, &[("SCALPEL_CPU_ISA", "avx513")]);
     common::assert_clean_failure(&o, "invalid", "SCALPEL_CPU_ISA");
+}
+
+/// `scalpel … | head` closing the pipe early ends scalpel quietly (as SIGPIPE ends other Unix
+/// tools), not with a panic from println!.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let text = "the apple is green ".repeat(5000);
+    let mut child = scalpel_command(&["tokenize", "-m", "smollm2-135m", &text, "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE: {:?} {err}", o.status);
 }

@@ -110,6 +110,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// after Ctrl-C.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Output piped into `head` that closes early ends the process quietly, as other Unix tools
+    // do, instead of println! panicking on EPIPE.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     crate::mem::install_interrupt_handler();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

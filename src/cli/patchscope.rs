@@ -1,14 +1,14 @@
 //! `scalpel patchscope`: ask the model, in words, what a hidden state holds.
 
 use clap::Args;
-use serde_json::json;
+use serde_json::Value;
 
-use super::common::{Device, ModelArgs, OnBackend, on_device, resolve_position};
+use super::common::{Device, ModelArgs, OnBackend, on_device};
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::forward::Model;
-use crate::interp::patchscope::{DEFAULT_PLACEHOLDER, DEFAULT_TARGET, Patch, run as patch_run, unpatched};
-use crate::interp::words::{find_word, quote, quote_all, token_strings};
+use crate::interp::patchscope::{DEFAULT_PLACEHOLDER, DEFAULT_TARGET, Scope, scope};
+use crate::interp::words::quote;
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -57,75 +57,46 @@ impl OnBackend for Task {
 
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
-        let tok = &files.tokenizer;
         let n = files.config.n_layers;
-        if args.source.is_empty() || args.target.is_empty() {
-            return Err(Error::Invalid("--source and --target must not be empty".into()));
-        }
-        let source = tok.encode(&args.source)?;
-        let target = tok.encode(&args.target)?;
-        let sp = resolve_position(args.source_pos, source.len(), "--source-pos")?;
-        let strings = token_strings(tok, &target)?;
-        let tp = *find_word(&strings, &args.placeholder).last().ok_or_else(|| {
-            Error::Invalid(format!(
-                "the placeholder {} is not among the target's tokens {}",
-                quote(&args.placeholder),
-                quote_all(&strings)
-            ))
-        })?;
-        let model = Model::load(backend, &files)?;
         let layer = |l: Option<i64>, what| l.map(|l| super::common::resolve_layer(l, n, what)).transpose();
         let (source_layer, target_layer) =
             (layer(args.source_layer, "--source-layer")?, layer(args.target_layer, "--target-layer")?);
-        let layers: Vec<usize> =
-            if args.sweep { (0..n).collect() } else { vec![source_layer.unwrap_or(n / 2)] };
-        // One generation as text (end-of-sequence left out), its tokens, and the JSON entry.
-        let said = |ids: Vec<u32>| -> Result<(String, serde_json::Value)> {
-            let visible: Vec<u32> =
-                ids.iter().copied().filter(|i| !files.config.eos_token_ids.contains(i)).collect();
-            let text = tok.decode(&visible)?;
-            let tokens = token_strings(tok, &ids)?;
-            let entry = json!({ "generated_ids": ids, "tokens": tokens, "text": text });
-            Ok((text, entry))
+        let model = Model::load(backend, &files)?;
+        let request = Scope {
+            source: &args.source,
+            source_pos: args.source_pos,
+            target: &args.target,
+            placeholder: &args.placeholder,
+            source_layers: if args.sweep { (0..n).collect() } else { vec![source_layer.unwrap_or(n / 2)] },
+            target_layer,
+            max_tokens: args.max_tokens,
         };
-        let (base_text, baseline) = said(unpatched(&model, &target, args.max_tokens)?)?;
-        if !args.json {
-            if args.sweep {
-                println!("source layer → target layer: the first line generated");
-                println!("  unpatched  {}", first_line(&base_text));
-            } else {
-                println!("target {} unpatched:\n{base_text}\n", quote(&args.target));
-            }
-        }
-        let mut results = Vec::new();
-        for l in layers {
-            let patch = Patch {
-                source_layer: l,
-                source_pos: sp,
-                target_layer: target_layer.unwrap_or(l),
-                target_pos: tp,
-            };
-            let (text, mut entry) = said(patch_run(&model, &source, &target, &patch, args.max_tokens)?)?;
-            if !args.json {
-                if args.sweep {
-                    println!("{l:>3} → {:>3}   {}", patch.target_layer, first_line(&text));
-                } else {
-                    println!(
-                        "source {} position {sp} layer {l} → target position {tp} layer {}:\n{text}",
-                        quote(&args.source),
-                        patch.target_layer
-                    );
+        let text = |v: &Value| v["text"].as_str().unwrap_or_default().to_string();
+        let out = scope(&model, &files.tokenizer, &request, |v| {
+            match (args.json, args.sweep, v.get("source_layer")) {
+                (true, _, _) => {}
+                (false, true, None) => {
+                    println!("source layer → target layer: the first line generated");
+                    println!("  unpatched  {}", first_line(&text(v)));
                 }
+                (false, true, Some(l)) => {
+                    let (l, tl) =
+                        (l.as_u64().unwrap_or_default(), v["target_layer"].as_u64().unwrap_or_default());
+                    println!("{l:>3} → {tl:>3}   {}", first_line(&text(v)))
+                }
+                (false, false, None) => println!("target {} unpatched:\n{}\n", quote(&args.target), text(v)),
+                (false, false, Some(l)) => println!(
+                    "source {} position {} layer {l} → target layer {}:\n{}",
+                    quote(&args.source),
+                    args.source_pos,
+                    v["target_layer"],
+                    text(v)
+                ),
             }
-            entry["source_layer"] = json!(l);
-            entry["target_layer"] = json!(patch.target_layer);
-            results.push(entry);
-        }
+            Ok(())
+        })?;
         if args.json {
-            println!(
-                "{}",
-                json!({ "source": args.source, "source_pos": sp, "target": args.target, "target_pos": tp, "unpatched": baseline, "results": results })
-            );
+            println!("{out}");
         }
         Ok(())
     }

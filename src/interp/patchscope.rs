@@ -2,11 +2,15 @@
 //! what it holds. The default target is an identity prompt, so the model tends to repeat (and so
 //! name) whatever the patched position represents.
 
+use serde_json::{Value, json};
+
 use crate::Result;
 use crate::backend::Backend;
 use crate::error::Error;
 use crate::forward::Model;
 use crate::generate::{GenerateOptions, generate};
+use crate::interp::words::{find_word, quote, quote_all, token_strings};
+use crate::model::tokenizer::Tokenizer;
 use crate::probe::{Edit, Point, Probes};
 use crate::sample::SamplingParams;
 
@@ -72,4 +76,77 @@ fn greedy<B: Backend>(
 ) -> Result<Vec<u32>> {
     let opts = GenerateOptions { max_tokens, sampling: SamplingParams::default(), stop_at_eos: true };
     Ok(generate(model, ids, &opts, probes, |_| Ok(true))?.generated_ids)
+}
+
+/// A Patchscope as `scalpel patchscope` and Python's `Model.patchscope` ask for it, in their terms.
+pub struct Scope<'a> {
+    pub source: &'a str,
+    /// Negative counts from the end.
+    pub source_pos: i64,
+    pub target: &'a str,
+    /// The target position is this token's last occurrence.
+    pub placeholder: &'a str,
+    pub source_layers: Vec<usize>,
+    /// None: each run's target layer is its source layer.
+    pub target_layer: Option<usize>,
+    pub max_tokens: usize,
+}
+
+/// Runs the target unpatched, then once per source layer patched; returns JSON {source,
+/// source_pos, target, target_pos, unpatched: {generated_ids, tokens, text}, results: [{…,
+/// source_layer, target_layer}]} (text without end-of-sequence tokens). `each` sees the unpatched
+/// entry and then each layer's as it is done, so a sweep can be shown as it goes.
+pub fn scope<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    s: &Scope,
+    mut each: impl FnMut(&Value) -> Result<()>,
+) -> Result<Value> {
+    if s.source.is_empty() || s.target.is_empty() {
+        return Err(Error::Invalid("the source and target prompts must not be empty".into()));
+    }
+    let source = tok.encode(s.source)?;
+    let target = tok.encode(s.target)?;
+    let sp = super::index_from_end(s.source_pos, source.len()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "source position {} is outside the source's {} tokens",
+            s.source_pos,
+            source.len()
+        ))
+    })?;
+    let strings = token_strings(tok, &target)?;
+    let tp = *find_word(&strings, s.placeholder).last().ok_or_else(|| {
+        Error::Invalid(format!(
+            "the placeholder {} is not among the target's tokens {}",
+            quote(s.placeholder),
+            quote_all(&strings)
+        ))
+    })?;
+    let eos = &model.config.eos_token_ids;
+    let said = |ids: Vec<u32>| -> Result<Value> {
+        let visible: Vec<u32> = ids.iter().copied().filter(|i| !eos.contains(i)).collect();
+        Ok(
+            json!({ "generated_ids": ids, "tokens": token_strings(tok, &ids)?, "text": tok.decode(&visible)? }),
+        )
+    };
+    let unpatched = said(unpatched(model, &target, s.max_tokens)?)?;
+    each(&unpatched)?;
+    let mut results = Vec::new();
+    for &l in &s.source_layers {
+        let patch = Patch {
+            source_layer: l,
+            source_pos: sp,
+            target_layer: s.target_layer.unwrap_or(l),
+            target_pos: tp,
+        };
+        let mut entry = said(run(model, &source, &target, &patch, s.max_tokens)?)?;
+        entry["source_layer"] = json!(l);
+        entry["target_layer"] = json!(patch.target_layer);
+        each(&entry)?;
+        results.push(entry);
+    }
+    Ok(json!({
+        "source": s.source, "source_pos": sp, "target": s.target, "target_pos": tp,
+        "unpatched": unpatched, "results": results,
+    }))
 }
