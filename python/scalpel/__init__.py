@@ -24,9 +24,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import _scalpel
+from .microscope import PCA, Analogy, Attention, HeadScores, Lens, Neighbours, Neurons, Patchscope, Similarity
 from .results import Attribution, PatchResult
 
-__all__ = ["Model", "ActivationCache", "ControlVector", "Intervention", "PatchResult", "Attribution", "__version__"]
+__all__ = [
+    "Model", "ActivationCache", "ControlVector", "Intervention", "PatchResult", "Attribution", "Lens", "Attention",
+    "HeadScores", "Neighbours", "Analogy", "Similarity", "Patchscope", "Neurons", "PCA", "__version__",
+]
 __version__: str = _scalpel.__version__
 
 Hook = Callable[[np.ndarray, str], Optional[np.ndarray]]
@@ -340,6 +344,164 @@ class Model:
         ans = repr(self.to_string(answer_id))
         target = f"logit({ans}) − logit({self.to_string(wrong_id)!r})" if wrong_id is not None else f"logit({ans})"
         return Attribution(data, self._engine.pieces(ids), target)
+
+    # The microscope -----------------------------------------------------------------------------
+
+    def _micro(self, op: str, **args) -> dict:
+        return json.loads(self._engine.microscope(op, json.dumps(args)))
+
+    def _layer(self, layer: int) -> int:
+        """A layer index; negative counts from the end (-1 = the last layer)."""
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"a layer is an integer, not {type(layer).__name__}")
+        l = int(layer) + self.n_layers if layer < 0 else int(layer)
+        if not 0 <= l < self.n_layers:
+            raise ValueError(f"layer {layer} is outside the model's layers 0..{self.n_layers - 1} (or -{self.n_layers}..-1)")
+        return l
+
+    @staticmethod
+    def _count(value, name: str, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+        return int(value)
+
+    def lens(self, prompt: Prompt, k: int = 5, chat: bool = False) -> Lens:
+        """The logit lens, as ``scalpel lens``: each layer's ``resid_post`` through the final norm
+        and the unembedding, the top ``k`` tokens at every position."""
+        ids = self._prompt_ids(prompt, chat)
+        return Lens(self._micro("lens", ids=ids, k=self._count(k, "k")), self._engine.pieces(ids))
+
+    def attention(self, prompt: Prompt, chat: bool = False) -> Attention:
+        """Every layer's attention probabilities from the engine's fused attention, with head
+        rankings (``sinks``, ``find``, ``focused``), as ``scalpel attention`` and the report."""
+        ids = self._prompt_ids(prompt, chat)
+        _, arrays = self._engine.run(ids, ["blocks.*.attn_probs"], [], [])
+        probs = np.stack([arrays[f"blocks.{l}.attn_probs"] for l in range(self.n_layers)])
+        return Attention(self, ids, probs, self._engine.pieces(ids))
+
+    def neighbors(self, token: Union[str, int], top: int = 10, include_special: bool = False) -> Neighbours:
+        """The tokens nearest to a word's token (its word-initial form first; the mean of its
+        pieces when it splits) or to a token id, by cosine in the embedding table (and the LM head
+        when untied), as ``scalpel neighbors``. Special tokens are left out unless asked for."""
+        top = self._count(top, "top")
+        if isinstance(token, (int, np.integer)) and not isinstance(token, bool):
+            return Neighbours(self._micro("neighbors", token=None, id=self.token(token), top=top, include_special=bool(include_special)))
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"token must be a non-empty string or an id, not {token!r}")
+        return Neighbours(self._micro("neighbors", token=token, id=None, top=top, include_special=bool(include_special)))
+
+    neighbours = neighbors
+
+    def analogy(self, expression: str, top: int = 10, include_special: bool = False) -> Analogy:
+        """Embedding arithmetic, as ``scalpel analogy``: ``"king - man + woman"``; the nearest
+        tokens to the sum, the input words left out."""
+        if not isinstance(expression, str):
+            raise TypeError(f"the expression is a string, not {type(expression).__name__}")
+        data = self._micro("analogy", expression=expression, top=self._count(top, "top"), include_special=bool(include_special))
+        return Analogy(expression, data)
+
+    def similarity(
+        self,
+        a: str,
+        a_token: str,
+        b: Union[str, Sequence[str]],
+        b_token: Union[str, Sequence[str]],
+        center: Union[bool, Sequence[str]] = False,
+    ) -> Similarity:
+        """One word's representation in context ``a`` against a word in context ``b`` (or each of
+        several), at the embedding and after every layer, as ``scalpel similarity``. ``center``:
+        True subtracts the mean residual over the contexts' tokens; a list of texts, the mean over
+        theirs (raw cosines sit near 1 in later layers whatever the sense)."""
+        bs = [b] if isinstance(b, str) else list(b)
+        ws = [b_token] if isinstance(b_token, str) else list(b_token)
+        if len(bs) != len(ws):
+            raise ValueError(f"{len(bs)} contexts b but {len(ws)} words b_token")
+        if not all(isinstance(x, str) for x in [a, a_token, *bs, *ws]):
+            raise TypeError("contexts and words are strings")
+        if not isinstance(center, bool):
+            center = list(center)
+            if not all(isinstance(t, str) for t in center):
+                raise TypeError("center is a bool or a list of texts")
+        return Similarity(self._micro("similarity", a=a, a_word=a_token, others=list(zip(bs, ws)), center=center))
+
+    def build_steering(
+        self,
+        positive: Sequence[str],
+        negative: Sequence[str],
+        layers: Union[None, int, str, Sequence[int]] = None,
+        method: str = "mean",
+        point: str = "resid_post",
+        chat: bool = False,
+    ) -> ControlVector:
+        """A steering vector from contrasting prompts, as ``scalpel steer build``: per layer the
+        mean last-token representation of ``positive`` minus ``negative`` (``method="mean"``) or
+        the first principal component of the paired differences (``"pca"``), at ``resid_post`` (or
+        ``resid_pre``). ``layers`` as the CLI's (default: every layer but 0). Save it with
+        ``.save(path)`` to use it in llama.cpp or ``scalpel --steer``."""
+        for name, group in (("positive", positive), ("negative", negative)):
+            if isinstance(group, str) or not all(isinstance(p, str) for p in group):
+                raise TypeError(f"{name} is a list of prompt strings")
+        if layers is None:
+            at = list(range(1, self.n_layers))
+        elif isinstance(layers, str):
+            at = self._micro("layers", spec=layers)
+        elif isinstance(layers, (int, np.integer)):
+            at = [self._layer(layers)]
+        else:
+            at = [self._layer(l) for l in layers]
+        encode = lambda ps: [self._engine.encode(p, chat) for p in ps]
+        data = self._micro("steer_build", positive=encode(positive), negative=encode(negative), layers=at, point=point, method=method)
+        return ControlVector({int(l): np.asarray(v, dtype=np.float32) for l, v in data["directions"].items()}, data["model_hint"])
+
+    def patchscope(
+        self,
+        source: str,
+        source_layer: Optional[int] = None,
+        source_pos: int = -1,
+        target: Optional[str] = None,
+        placeholder: str = "?",
+        target_layer: Optional[int] = None,
+        max_tokens: int = 12,
+        sweep: bool = False,
+    ) -> Patchscope:
+        """A Patchscope, as ``scalpel patchscope``: the source's ``resid_post`` at (``source_layer``,
+        ``source_pos``) replaces the target's at the placeholder's last position, then greedy
+        generation says what it holds. ``target`` defaults to the CLI's identity prompt
+        (``"cat -> cat\\n1135 -> 1135\\nhello -> hello\\n?"``); ``sweep`` runs
+        every source layer (target layer = source layer unless given). The unpatched target's own
+        generation comes with it as the baseline."""
+        if not isinstance(source, str) or not source:
+            raise ValueError("source must be a non-empty string")
+        if sweep:
+            layers = list(range(self.n_layers))
+        else:
+            layers = [self.n_layers // 2 if source_layer is None else self._layer(source_layer)]
+        tl = None if target_layer is None else self._layer(target_layer)
+        data = self._micro(
+            "patchscope", source=source, source_pos=int(source_pos), target=target, placeholder=placeholder,
+            source_layers=layers, target_layer=tl, max_tokens=self._count(max_tokens, "max_tokens", 0),
+        )
+        return Patchscope(data)
+
+    def neurons(self, prompt: Prompt, layer: int, chat: bool = False) -> Neurons:
+        """MLP neuron activations of one layer (``blocks.{layer}.mlp_post``), as ``scalpel neurons``."""
+        layer = self._layer(layer)
+        ids = self._prompt_ids(prompt, chat)
+        _, arrays = self._engine.run(ids, [f"blocks.{layer}.mlp_post"], [], [])
+        return Neurons(layer, arrays[f"blocks.{layer}.mlp_post"], self._engine.pieces(ids))
+
+    def pca(self, prompts: Sequence[str], layer: int, position: int = -1, groups: Optional[Sequence[str]] = None) -> PCA:
+        """Each prompt's ``blocks.{layer}.resid_post`` at ``position`` on its first two principal
+        components, as ``scalpel pca``; ``groups`` (one label per prompt) colour the points."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("prompts is a list of strings")
+        prompts = list(prompts)
+        groups = [""] * len(prompts) if groups is None else [str(g) for g in groups]
+        if len(groups) != len(prompts):
+            raise ValueError(f"{len(groups)} groups for {len(prompts)} prompts")
+        layer = self._layer(layer)
+        data = self._micro("pca", prompts=[self._engine.encode(p, False) for p in prompts], layer=layer, position=int(position))
+        return PCA(data, prompts, groups, layer)
 
     def run_with_cache(
         self,

@@ -37,6 +37,10 @@ class Engine:
         head_position: Optional[int] = None,
     ) -> str: ...
     def attribute(self, ids: List[int], position: int, answer: int, wrong: Optional[int] = None) -> str: ...
+    def microscope(self, op: str, args: str) -> str:
+        """Microscope operation ``op`` (lens, heads, layers, find_word, neighbors, analogy,
+        similarity, patchscope, pca, steer_build) with JSON arguments; answers JSON."""
+        ...
     def run(
         self,
         ids: List[int],

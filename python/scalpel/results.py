@@ -21,6 +21,16 @@ def _diverging(v: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def _viridis(t: float) -> str:
+    """The CLI's sequential colour scale: dark purple (0) to yellow (1), clamped."""
+    stops = [(68, 1, 84), (72, 40, 120), (62, 73, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137), (53, 183, 121), (110, 206, 88), (181, 222, 43), (253, 231, 37)]
+    t = min(1.0, max(0.0, float(t) if np.isfinite(t) else 0.0)) * 9
+    i = min(8, int(t))
+    f = t - i
+    r, g, b = (round(a + (c - a) * f) for a, c in zip(stops[i], stops[i + 1]))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
 def _ink(v: float) -> str:
     return "#fff" if np.isfinite(v) and abs(v) > 0.6 else "#000"
 

@@ -6,6 +6,8 @@
 //! The GIL is released for every forward pass and generation; Python code (hooks, streaming
 //! callbacks, signal checks) runs with it taken back for that call only.
 
+mod microscope;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -436,6 +438,14 @@ impl Engine {
             })
             .collect();
         Ok(serde_json::json!({"clean": r.clean, "corrupted": r.corrupted, "sites": sites}).to_string())
+    }
+
+    /// Microscope operation `op` (lens, heads, find_word, neighbors, analogy, similarity,
+    /// patchscope, pca, steer_build) with its arguments as JSON; answers JSON.
+    fn microscope(&self, py: Python<'_>, op: &str, args: &str) -> PyResult<String> {
+        let tok = &self.files.tokenizer;
+        let v = py.detach(|| with_model!(&self.model, m => microscope::call(m, tok, op, args)));
+        Ok(v.map_err(py_err)?.to_string())
     }
 
     /// Direct logit attribution of `answer`'s logit (minus `wrong`'s) at `position` of `ids`: JSON

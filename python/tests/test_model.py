@@ -291,3 +291,120 @@ def test_attribute_sums_and_renders(model):
     assert "Paris" in top.target
     with pytest.raises(ValueError, match="not one token"):
         model.attribute("The capital of France is", answer="Parisxyzzy")
+
+
+def test_lens_matches_the_cli(model):
+    prompt = "The capital of France is"
+    lens = model.lens(prompt, k=5)
+    want = json.loads(cli("lens", "-p", prompt, "--json", "--device", "cpu"))
+    assert lens.top_ids.shape == (model.n_layers, len(lens.tokens), 5)
+    for layer in want["layers"]:
+        for p in layer["positions"]:
+            assert lens.top_ids[layer["layer"], p["position"]].tolist() == [c["id"] for c in p["top"]]
+            np.testing.assert_allclose(lens.top_probs[layer["layer"], p["position"]], [c["prob"] for c in p["top"]], rtol=1e-6)
+    assert lens.at(-1)[0][0] == " Paris" and lens.top_tokens[-1][-1][0] == " Paris"
+    page = lens._repr_html_()
+    assert page.count("<tr>") == model.n_layers + 1 and "<script" not in page
+
+
+def test_attention_maps_and_head_rankings(model):
+    att = model.attention(PROMPT)
+    _, cache = model.run_with_cache(PROMPT, names="blocks.*.attn_probs")
+    assert att.probs.shape == (model.n_layers, model.n_heads, 11, 11)
+    assert np.array_equal(att.probs[22], cache["blocks.22.attn_probs"])
+    sinks = att.sinks(3)
+    want = json.loads(cli("attention", "-p", PROMPT, "--sinks", "--top", "3", "--json", "--device", "cpu"))
+    assert [(l, h) for l, h, _ in sinks] == [(x["layer"], x["head"]) for x in want["heads"]]
+    found = att.find("apple", "green", 3)
+    want = json.loads(cli("attention", "-p", PROMPT, "--find", "--query", "apple", "--key", "green", "--top", "3", "--json", "--device", "cpu"))
+    assert [(l, h) for l, h, _ in found] == [(x["layer"], x["head"]) for x in want["heads"]]
+    assert found[0][2] == pytest.approx(float(att.probs[found[0][0], found[0][1], 9, 3]), abs=1e-6)
+    l, h, _ = att.focused(1)[0]
+    assert f"layer {l}, head {h}: query 10" in att._repr_html_()
+    assert "layer 22, head 7: query 9" in att.show(22, 7, 9)._repr_html_()
+    with pytest.raises(ValueError, match="not among the tokens"):
+        att.find("apple", "banana")
+    with pytest.raises(ValueError, match="before"):
+        att.find("the", "?")
+
+
+def test_embedding_neighbours_and_analogy_match_the_cli(model):
+    n = model.neighbors("apple", top=5)
+    assert n.tokens == [" apple"] and len(n.embedding) == 5 and n.lm_head is None
+    want = json.loads(cli("neighbors", "--token", "apple", "--top", "5", "--json", "--device", "cpu"))
+    assert [i for i, _, _ in n.embedding] == [x["id"] for x in want["embedding"]]
+    a = model.analogy("king - man + woman", top=5)
+    assert a.neighbours[0][1] == " queen" and [t[1] for t in a.terms] == ["king", "man", "woman"]
+    assert "queen" in a._repr_html_() and "queen" in repr(a)
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.neighbors(10**7)
+    with pytest.raises(ValueError, match="top"):
+        model.analogy("king - man", top=0)
+
+
+def test_similarity_matches_the_cli(model):
+    s = model.similarity("I ate a crisp apple", "apple", ["Apple released a phone", "She peeled a banana"], ["Apple", "banana"], center=True)
+    want = json.loads(cli("similarity", "--a", "I ate a crisp apple", "--a-token", "apple", "--b", "Apple released a phone",
+                          "--b-token", "Apple", "--b", "She peeled a banana", "--b-token", "banana", "--center", "--json", "--device", "cpu"))
+    assert s.centred and s.cosine.shape == (2, model.n_layers + 1) and s.points[0] == "embed"
+    for row, comp in zip(s.cosine, want["comparisons"]):
+        np.testing.assert_allclose(row, [x["cosine"] for x in comp["similarity"]], rtol=1e-9)
+    raw = model.similarity("I ate a crisp apple", "apple", "Apple released a phone", "Apple")
+    assert not raw.centred and raw.cosine[0, -1] > s.cosine[0, -1]
+    assert raw._repr_html_().startswith("<svg") and "<script" not in raw._repr_html_()
+    with pytest.raises(ValueError, match="not among the tokens"):
+        model.similarity("I ate an apple", "pear", "x y", "x")
+
+
+def test_steering_build_matches_the_cli(model, tmp_path):
+    pos, neg = ["I love this, it makes me so happy!", "What a wonderful day."], ["I hate this, it makes me so sad.", "What a terrible day."]
+    cv = model.build_steering(pos, neg, layers="10-11")
+    (tmp_path / "p.txt").write_text("\n".join(pos) + "\n")
+    (tmp_path / "n.txt").write_text("\n".join(neg) + "\n")
+    out = tmp_path / "v.gguf"
+    cli("steer", "build", "--positive", str(tmp_path / "p.txt"), "--negative", str(tmp_path / "n.txt"), "--layers", "10-11",
+        "-o", str(out), "--device", "cpu")
+    want = scalpel.ControlVector.load(str(out))
+    assert sorted(cv.directions) == [10, 11]
+    for l in (10, 11):
+        np.testing.assert_array_equal(cv.directions[l], want.directions[l])
+    assert sorted(model.build_steering(pos, neg, layers=[0, 3]).directions) == [3], "layer 0 is left out, as in llama.cpp"
+    with pytest.raises(ValueError, match="method"):
+        model.build_steering(pos, neg, layers=3, method="median")
+
+
+def test_patchscope_matches_the_cli(model):
+    p = model.patchscope("Paris is the capital of France", source_layer=4, max_tokens=6)
+    want = json.loads(cli("patchscope", "--source", "Paris is the capital of France", "--source-layer", "4", "-n", "6", "--json", "--device", "cpu"))
+    assert p.results[0]["generated_ids"] == want["results"][0]["generated_ids"]
+    assert p.unpatched["generated_ids"] == want["unpatched"]["generated_ids"]
+    assert "France" in p.texts()[4] and "unpatched" in p._repr_html_()
+    sweep = model.patchscope("Paris is the capital of France", max_tokens=2, sweep=True)
+    assert [r["source_layer"] for r in sweep.results] == list(range(model.n_layers))
+    with pytest.raises(ValueError, match="placeholder"):
+        model.patchscope("x", placeholder="#")
+
+
+def test_neurons_and_pca(model):
+    n = model.neurons("The capital of France is Paris", layer=-20)
+    assert n.layer == 10 and n.activations.shape == (len(n.tokens), model.d_mlp)
+    want = json.loads(cli("neurons", "-p", "The capital of France is Paris", "--layer", "10", "--neuron", "903", "--json", "--device", "cpu"))
+    np.testing.assert_array_equal(n.neuron(903), np.asarray(want["activations"], np.float32))
+    top = n.top(3)
+    assert top[2][0][1] == float(n.activations[2].max()) and "<table" in n._repr_html_()
+    prompts = ["I ate a crisp apple", "She peeled a banana", "Apple launched a phone", "Google released a product", "The dog barked"]
+    c = model.pca(prompts, layer=15, groups=["fruit", "fruit", "company", "company", ""])
+    assert c.coords.shape == (5, 2) and c.explained[0] >= c.explained[1] > 0
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"scalpel-pca-{os.getpid()}.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(prompts) + "\n")
+    try:
+        want = json.loads(cli("pca", "--prompts", path, "--layer", "15", "--json", "--device", "cpu"))
+    finally:
+        os.remove(path)
+    np.testing.assert_allclose(c.coords, [p["coords"] for p in want["points"]], rtol=1e-9)
+    assert c._repr_html_().count("<circle") == 5 + 2, "a point per prompt and a legend entry per group"
+    with pytest.raises(ValueError, match="layer"):
+        model.neurons("x", layer=99)
+    with pytest.raises(ValueError, match="groups"):
+        model.pca(prompts, layer=3, groups=["a"])

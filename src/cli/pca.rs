@@ -5,15 +5,13 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{Device, ModelArgs, OnBackend, on_device, resolve_position, save_png};
+use super::common::{Device, ModelArgs, OnBackend, on_device, save_png};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
-use crate::interp::capture::{capture, row};
-use crate::interp::pca::pca;
+use crate::interp::pca::of_prompts;
 use crate::interp::render::charts::scatter_plot;
 use crate::model::ModelFiles;
-use crate::probe::Point;
 
 #[derive(Args, Debug)]
 pub struct PcaArgs {
@@ -74,15 +72,8 @@ impl OnBackend for Task {
             crate::dump::check_output(p, args.force)?;
         }
         let model = Model::load(backend, &files)?;
-        let point = Point::ResidPost(layer);
-        let mut reps = Vec::new();
-        for p in &prompts {
-            let ids = files.tokenizer.encode(p)?;
-            let pos = resolve_position(args.position, ids.len(), "--position")?;
-            let caps = capture(&model, &ids, [point])?;
-            reps.push(row(&caps[&point], pos).to_vec());
-        }
-        let result = pca(&reps, 2)?;
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| files.tokenizer.encode(p)).collect::<Result<_>>()?;
+        let result = of_prompts(&model, &ids, layer, args.position)?;
         if args.json {
             let pts: Vec<_> = prompts
                 .iter()

@@ -10,8 +10,8 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
 use crate::interp::render::charts::{Series, line_plot};
-use crate::interp::similarity::across_layers;
-use crate::interp::words::{quote, require_word, token_strings};
+use crate::interp::similarity::{Centre, compare};
+use crate::interp::words::quote;
 use crate::model::ModelFiles;
 
 #[derive(Args, Debug)]
@@ -69,60 +69,38 @@ impl OnBackend for Task {
                 args.b_token.len()
             )));
         }
-        if args.a.is_empty() || args.b.iter().any(String::is_empty) {
-            return Err(Error::Invalid("--a and --b must not be empty".into()));
-        }
-        let ia = tok.encode(&args.a)?;
-        let sa = token_strings(tok, &ia)?;
-        let pa = require_word(&sa, &args.a_token, "--a-token")?[0];
-        let mut others = Vec::new();
-        for (b, w) in args.b.iter().zip(&args.b_token) {
-            let ib = tok.encode(b)?;
-            let sb = token_strings(tok, &ib)?;
-            let pb = require_word(&sb, w, "--b-token")?[0];
-            others.push((b, w, ib, sb, pb));
-        }
         if let Some(p) = &args.png {
             crate::dump::check_output(p, args.force)?;
         }
-        let reference: Option<Vec<Vec<u32>>> = match (&args.center_on, args.center) {
+        let centre = match (&args.center_on, args.center) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                let texts: Vec<Vec<u32>> = text
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(|l| tok.encode(l))
-                    .collect::<Result<_>>()?;
-                if texts.is_empty() {
-                    return Err(Error::Invalid(format!("{} holds no texts to centre on", path.display())));
-                }
-                Some(texts)
+                Centre::Texts(text.lines().map(str::to_string).collect(), path.display().to_string())
             }
-            (None, true) => {
-                Some(std::iter::once(ia.clone()).chain(others.iter().map(|o| o.2.clone())).collect())
-            }
-            (None, false) => None,
-        };
-        let shown = match (&args.center_on, args.center) {
-            (Some(p), _) => format!("centred cosine (mean over every token of {} subtracted)", p.display()),
-            (None, true) => "centred cosine (mean over every token of the contexts subtracted)".to_string(),
-            (None, false) => "raw cosine (--center subtracts the contexts' mean)".to_string(),
+            (None, true) => Centre::Contexts,
+            (None, false) => Centre::None,
         };
         let model = Model::load(backend, &files)?;
-        let centre = reference.map(|r| crate::interp::similarity::mean_residuals(&model, &r)).transpose()?;
-        let mut results = Vec::new();
+        let others: Vec<(String, String)> =
+            args.b.iter().cloned().zip(args.b_token.iter().cloned()).collect();
+        let c = compare(&model, tok, &args.a, &args.a_token, &others, &centre)?;
+        let shown = match centre {
+            Centre::None => "raw cosine (--center subtracts the contexts' mean)".to_string(),
+            _ => c.shown.clone(),
+        };
         let mut series = Vec::new();
-        for (b, w, ib, sb, pb) in &others {
-            let sims = across_layers(&model, &ia, pa, ib, *pb, centre.as_ref())?;
+        for o in &c.others {
             if !args.json {
                 println!(
-                    "{shown} of {} (position {pa} of {}) and {} (position {pb} of {}):",
-                    quote(&sa[pa]),
+                    "{shown} of {} (position {} of {}) and {} (position {} of {}):",
+                    quote(&c.a_token),
+                    c.a_position,
                     quote(&args.a),
-                    quote(&sb[*pb]),
-                    quote(b)
+                    quote(&o.b_token),
+                    o.b_position,
+                    quote(&o.b)
                 );
-                for s in &sims {
+                for s in &o.similarity {
                     let bar = "#".repeat((s.cosine.max(0.0) * 40.0).round() as usize);
                     println!("  {:>6}  {:>7.4}  {bar}", s.point, s.cosine);
                 }
@@ -132,19 +110,24 @@ impl OnBackend for Task {
                     "{} in {}  vs  {} in {}",
                     quote(&args.a_token),
                     quote(&args.a),
-                    quote(w),
-                    quote(b)
+                    quote(&o.b_word),
+                    quote(&o.b)
                 ),
-                values: sims.iter().map(|s| s.cosine).collect(),
+                values: o.similarity.iter().map(|s| s.cosine).collect(),
             });
-            results.push(json!({ "b": b, "b_token": w, "b_position": pb, "similarity": sims }));
         }
         if args.json {
+            let results: Vec<_> = c
+                .others
+                .iter()
+                .map(|o| json!({ "b": o.b, "b_token": o.b_word, "b_position": o.b_position, "similarity": o.similarity }))
+                .collect();
             println!(
                 "{}",
-                json!({ "a": args.a, "a_token": args.a_token, "a_position": pa, "shown": shown, "centred": centre.is_some(), "comparisons": results })
+                json!({ "a": args.a, "a_token": args.a_token, "a_position": c.a_position, "shown": shown, "centred": c.centred, "comparisons": results })
             );
         }
+        let centred = c.centred;
         if let Some(path) = &args.png {
             let mut labels = vec!["embed".to_string()];
             labels.extend((0..files.config.n_layers).map(|l| l.to_string()));
@@ -155,7 +138,7 @@ impl OnBackend for Task {
                     &title,
                     &labels,
                     "layer (resid_post; embed = input)",
-                    if centre.is_some() { "centred cosine similarity" } else { "cosine similarity" },
+                    if centred { "centred cosine similarity" } else { "cosine similarity" },
                     &series,
                 )?,
                 path,

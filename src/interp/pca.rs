@@ -3,7 +3,10 @@
 use serde::Serialize;
 
 use crate::Result;
+use crate::backend::Backend;
 use crate::error::Error;
+use crate::forward::Model;
+use crate::probe::Point;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Pca {
@@ -83,6 +86,29 @@ pub fn pca(rows: &[Vec<f32>], k: usize) -> Result<Pca> {
         components.push(comp);
     }
     Ok(Pca { coords, explained, components })
+}
+
+/// PCA onto 2 components of each prompt's `blocks.{layer}.resid_post` at `position` (negative
+/// counts from each prompt's end): `scalpel pca` and Python's `Model.pca`.
+pub fn of_prompts<B: Backend>(
+    model: &Model<B>,
+    prompts: &[Vec<u32>],
+    layer: usize,
+    position: i64,
+) -> Result<Pca> {
+    if prompts.len() < 3 {
+        return Err(Error::Invalid(format!("PCA needs at least 3 prompts, got {}", prompts.len())));
+    }
+    let point = Point::ResidPost(layer);
+    let mut reps = Vec::with_capacity(prompts.len());
+    for (i, ids) in prompts.iter().enumerate() {
+        let pos = super::index_from_end(position, ids.len()).ok_or_else(|| {
+            Error::Invalid(format!("position {position} is outside prompt {i}'s {} tokens", ids.len()))
+        })?;
+        let caps = super::capture::capture(model, ids, [point])?;
+        reps.push(super::capture::row(&caps[&point], pos).to_vec());
+    }
+    pca(&reps, 2)
 }
 
 #[cfg(test)]

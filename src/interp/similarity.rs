@@ -8,6 +8,8 @@ use serde::Serialize;
 use crate::Result;
 use crate::backend::Backend;
 use crate::forward::Model;
+use crate::interp::words::{require_word, token_strings};
+use crate::model::tokenizer::Tokenizer;
 use crate::probe::Point;
 
 #[derive(Clone, Debug, Serialize)]
@@ -78,4 +80,104 @@ pub fn across_layers<B: Backend>(
             ),
         })
         .collect())
+}
+
+/// What the vectors are centred on before the cosine.
+pub enum Centre {
+    /// Raw cosines.
+    None,
+    /// The mean over every token of the compared contexts.
+    Contexts,
+    /// The mean over every token of these texts, named `.1` in what is shown.
+    Texts(Vec<String>, String),
+}
+
+/// One word in context `a` compared with one in each other context, at every layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub a_word: String,
+    pub a_position: usize,
+    /// The token followed in `a` (the word's last token).
+    pub a_token: String,
+    /// Which cosine is shown, in words.
+    pub shown: String,
+    pub centred: bool,
+    pub others: Vec<Other>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Other {
+    pub b: String,
+    pub b_word: String,
+    pub b_position: usize,
+    pub b_token: String,
+    pub similarity: Vec<LayerSimilarity>,
+}
+
+/// `a_word` in `a` (its first occurrence) against each (context, word) of `others`, at the
+/// embedding and after every layer, centred as `centre` says: what `scalpel similarity` and
+/// Python's `Model.similarity` show.
+pub fn compare<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    a: &str,
+    a_word: &str,
+    others: &[(String, String)],
+    centre: &Centre,
+) -> Result<Comparison> {
+    if a.is_empty() || others.iter().any(|(b, _)| b.is_empty()) {
+        return Err(crate::Error::Invalid("the contexts must not be empty".into()));
+    }
+    if others.is_empty() {
+        return Err(crate::Error::Invalid("nothing to compare the first context with".into()));
+    }
+    let ia = tok.encode(a)?;
+    let sa = token_strings(tok, &ia)?;
+    let pa = require_word(&sa, a_word, "the word")?[0];
+    let mut found = Vec::new();
+    for (b, w) in others {
+        let ib = tok.encode(b)?;
+        let sb = token_strings(tok, &ib)?;
+        let pb = require_word(&sb, w, "the word")?[0];
+        found.push((ib, sb, pb));
+    }
+    let (reference, shown) = match centre {
+        Centre::None => (None, "raw cosine (centring subtracts the contexts' mean)".to_string()),
+        Centre::Contexts => (
+            Some(std::iter::once(ia.clone()).chain(found.iter().map(|f| f.0.clone())).collect::<Vec<_>>()),
+            "centred cosine (mean over every token of the contexts subtracted)".to_string(),
+        ),
+        Centre::Texts(texts, name) => {
+            let ids: Vec<Vec<u32>> = texts
+                .iter()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| tok.encode(t))
+                .collect::<Result<_>>()?;
+            if ids.is_empty() {
+                return Err(crate::Error::Invalid(format!("{name} holds no texts to centre on")));
+            }
+            (Some(ids), format!("centred cosine (mean over every token of {name} subtracted)"))
+        }
+    };
+    let means = reference.map(|r| mean_residuals(model, &r)).transpose()?;
+    let mut out = Vec::new();
+    for ((b, w), (ib, sb, pb)) in others.iter().zip(found) {
+        out.push(Other {
+            b: b.clone(),
+            b_word: w.clone(),
+            b_position: pb,
+            b_token: sb[pb].clone(),
+            similarity: across_layers(model, &ia, pa, &ib, pb, means.as_ref())?,
+        });
+    }
+    Ok(Comparison {
+        a: a.to_string(),
+        a_word: a_word.to_string(),
+        a_position: pa,
+        a_token: sa[pa].clone(),
+        shown,
+        centred: means.is_some(),
+        others: out,
+    })
 }

@@ -1,0 +1,242 @@
+//! The microscope for Python: each call names an operation and passes its arguments as JSON (the
+//! package's typed wrappers have checked and converted them); each runs the library's own interp
+//! function — the one the CLI command runs — and answers JSON that the package turns into a result
+//! object. One entry point keeps this layer to argument plumbing.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use scalpel::Error;
+use scalpel::backend::Backend;
+use scalpel::forward::Model;
+use scalpel::interp::attention::{self, HeadScore};
+use scalpel::interp::embeddings::{Table, analogy, neighbours, word_tokens};
+use scalpel::interp::lens::logit_lens;
+use scalpel::interp::patchscope::{self, Scope};
+use scalpel::interp::pca;
+use scalpel::interp::similarity::{Centre, compare};
+use scalpel::interp::steer::{self, Method, StreamPoint};
+use scalpel::interp::words::{require_word, token_strings};
+use scalpel::model::tokenizer::Tokenizer;
+
+fn args<T: DeserializeOwned>(op: &str, json: &str) -> scalpel::Result<T> {
+    serde_json::from_str(json).map_err(|e| Error::Invalid(format!("{op}: bad arguments: {e}")))
+}
+
+#[derive(Deserialize)]
+struct LensArgs {
+    ids: Vec<u32>,
+    k: usize,
+}
+
+#[derive(Deserialize)]
+struct HeadArgs {
+    ids: Vec<u32>,
+    /// sinks, find or focused.
+    rank: String,
+    #[serde(default)]
+    query: usize,
+    #[serde(default)]
+    keys: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+struct WordArgs {
+    tokens: Vec<String>,
+    word: String,
+}
+
+#[derive(Deserialize)]
+struct NeighbourArgs {
+    token: Option<String>,
+    id: Option<u32>,
+    top: usize,
+    include_special: bool,
+}
+
+#[derive(Deserialize)]
+struct AnalogyArgs {
+    expression: String,
+    top: usize,
+    include_special: bool,
+}
+
+#[derive(Deserialize)]
+struct SimilarityArgs {
+    a: String,
+    a_word: String,
+    others: Vec<(String, String)>,
+    /// None, "contexts", or reference texts.
+    center: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct PatchscopeArgs {
+    source: String,
+    source_pos: i64,
+    /// None: the CLI's identity prompt and its placeholder.
+    target: Option<String>,
+    placeholder: String,
+    source_layers: Vec<usize>,
+    target_layer: Option<usize>,
+    max_tokens: usize,
+}
+
+#[derive(Deserialize)]
+struct PcaArgs {
+    prompts: Vec<Vec<u32>>,
+    layer: usize,
+    position: i64,
+}
+
+#[derive(Deserialize)]
+struct SteerArgs {
+    positive: Vec<Vec<u32>>,
+    negative: Vec<Vec<u32>>,
+    layers: Vec<usize>,
+    point: String,
+    method: String,
+}
+
+/// Runs microscope operation `op` with JSON arguments `json`.
+pub fn call<B: Backend>(model: &Model<B>, tok: &Tokenizer, op: &str, json: &str) -> scalpel::Result<Value> {
+    let n_layers = model.config.n_layers;
+    match op {
+        "lens" => {
+            let a: LensArgs = args(op, json)?;
+            let lens = logit_lens(model, &a.ids, a.k.max(1))?;
+            let top = lens
+                .top
+                .iter()
+                .map(|layer| {
+                    layer
+                        .iter()
+                        .map(|cands| {
+                            cands
+                                .iter()
+                                .map(|c| {
+                                    Ok(json!({"id": c.id, "text": tok.decode(&[c.id])?, "prob": c.prob}))
+                                })
+                                .collect::<scalpel::Result<Vec<_>>>()
+                        })
+                        .collect::<scalpel::Result<Vec<_>>>()
+                })
+                .collect::<scalpel::Result<Vec<_>>>()?;
+            Ok(json!({ "top": top }))
+        }
+        "heads" => {
+            let a: HeadArgs = args(op, json)?;
+            let all: Vec<usize> = (0..n_layers).collect();
+            let maps = attention::maps(model, &a.ids, &all)?;
+            let ranked: Vec<HeadScore> = match a.rank.as_str() {
+                "sinks" => attention::sinks(&maps),
+                "focused" => attention::focused(&maps),
+                "find" => {
+                    if a.query >= a.ids.len() || a.keys.iter().any(|&k| k > a.query) {
+                        return Err(Error::Invalid(format!(
+                            "query {} and keys {:?}: keys must come at or before the query, inside the {} tokens",
+                            a.query,
+                            a.keys,
+                            a.ids.len()
+                        )));
+                    }
+                    attention::find(&maps, a.query, &a.keys)
+                }
+                other => return Err(Error::Invalid(format!("rank {other:?}: sinks, find or focused"))),
+            };
+            Ok(json!(ranked))
+        }
+        "layers" => {
+            #[derive(Deserialize)]
+            struct Spec {
+                spec: String,
+            }
+            let a: Spec = args(op, json)?;
+            Ok(json!(scalpel::interp::parse_layers(&a.spec, n_layers)?))
+        }
+        "find_word" => {
+            let a: WordArgs = args(op, json)?;
+            Ok(json!(require_word(&a.tokens, &a.word, "the word")?))
+        }
+        "neighbors" => {
+            let a: NeighbourArgs = args(op, json)?;
+            let ids = match (a.id, &a.token) {
+                (Some(id), _) => vec![id],
+                (None, Some(w)) => word_tokens(tok, w)?,
+                (None, None) => return Err(Error::Invalid("give a token or an id".into())),
+            };
+            let emb = neighbours(model, tok, Table::Embedding, &ids, a.top, a.include_special)?;
+            let head = match model.config.tie_embeddings {
+                true => None,
+                false => Some(neighbours(model, tok, Table::Unembedding, &ids, a.top, a.include_special)?),
+            };
+            Ok(json!({ "ids": ids, "tokens": token_strings(tok, &ids)?, "embedding": emb, "lm_head": head }))
+        }
+        "analogy" => {
+            let a: AnalogyArgs = args(op, json)?;
+            let r = analogy(model, tok, Table::Embedding, &a.expression, a.top, a.include_special)?;
+            let terms = r
+                .terms
+                .iter()
+                .map(|(sign, word, ids)| {
+                    Ok(json!({"sign": sign, "word": word, "ids": ids, "tokens": token_strings(tok, ids)?}))
+                })
+                .collect::<scalpel::Result<Vec<_>>>()?;
+            Ok(json!({ "terms": terms, "neighbours": r.neighbours }))
+        }
+        "similarity" => {
+            let a: SimilarityArgs = args(op, json)?;
+            let centre = match a.center {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => Centre::None,
+                Some(Value::Bool(true)) => Centre::Contexts,
+                Some(Value::Array(texts)) => Centre::Texts(
+                    texts.iter().map(|t| t.as_str().unwrap_or_default().to_string()).collect(),
+                    "the reference texts".into(),
+                ),
+                Some(other) => {
+                    return Err(Error::Invalid(format!("center {other}: a bool or a list of texts")));
+                }
+            };
+            Ok(json!(compare(model, tok, &a.a, &a.a_word, &a.others, &centre)?))
+        }
+        "patchscope" => {
+            let a: PatchscopeArgs = args(op, json)?;
+            let s = Scope {
+                source: &a.source,
+                source_pos: a.source_pos,
+                target: a.target.as_deref().unwrap_or(patchscope::DEFAULT_TARGET),
+                placeholder: &a.placeholder,
+                source_layers: a.source_layers,
+                target_layer: a.target_layer,
+                max_tokens: a.max_tokens,
+            };
+            patchscope::scope(model, tok, &s, |_| Ok(()))
+        }
+        "pca" => {
+            let a: PcaArgs = args(op, json)?;
+            Ok(json!(pca::of_prompts(model, &a.prompts, a.layer, a.position)?))
+        }
+        "steer_build" => {
+            let a: SteerArgs = args(op, json)?;
+            let point = match a.point.as_str() {
+                "resid_post" => StreamPoint::ResidPost,
+                "resid_pre" => StreamPoint::ResidPre,
+                other => return Err(Error::Invalid(format!("point {other:?}: resid_post or resid_pre"))),
+            };
+            let method = match a.method.as_str() {
+                "mean" => Method::Mean,
+                "pca" => Method::Pca,
+                other => return Err(Error::Invalid(format!("method {other:?}: mean or pca"))),
+            };
+            let mut directions = steer::build(model, &a.positive, &a.negative, &a.layers, point, method)?;
+            // As `steer build`: llama.cpp control vectors have no direction for block 0's output.
+            directions.remove(&0);
+            if directions.is_empty() {
+                return Err(Error::Invalid("no direction left (only layer 0 was selected)".into()));
+            }
+            Ok(json!({ "directions": directions, "model_hint": model.config.arch.name() }))
+        }
+        other => Err(Error::Invalid(format!("unknown microscope operation {other:?}"))),
+    }
+}
