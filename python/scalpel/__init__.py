@@ -345,6 +345,39 @@ class Model:
         target = f"logit({ans}) − logit({self.to_string(wrong_id)!r})" if wrong_id is not None else f"logit({ans})"
         return Attribution(data, self._engine.pieces(ids), target)
 
+    # Parameters --------------------------------------------------------------------------------
+
+    def param_names(self) -> List[str]:
+        """The parameters the forward pass reads, by Hugging Face name
+        (``model.layers.3.self_attn.q_proj.weight``) whatever the file's format; ``param`` also
+        takes the file's own names (``blk.3.attn_q.weight`` in a GGUF)."""
+        return [name for name, _, _ in self._engine.param_names()]
+
+    def param(self, name: str) -> np.ndarray:
+        """One parameter as a float32 array (dequantized from the file's format, loaded on request),
+        in Hugging Face's layout: matrices ``[out, in]``, norms ``[d]``, as the file stores their
+        values (Gemma's GGUF norms hold llama.cpp's 1 + w)."""
+        if not isinstance(name, str):
+            raise TypeError(f"a parameter name is a string, not {type(name).__name__}")
+        return self._engine.param(name)
+
+    def named_parameters(self) -> Iterator[Tuple[str, np.ndarray]]:
+        """(name, array) for every parameter, each loaded as it is reached."""
+        for name in self.param_names():
+            yield name, self.param(name)
+
+    @property
+    def W_E(self) -> np.ndarray:
+        """The embedding table ``[d_vocab, d_model]`` (TransformerLens's name)."""
+        return self.param("model.embed_tokens.weight")
+
+    @property
+    def W_U(self) -> np.ndarray:
+        """The unembedding ``[d_model, d_vocab]`` (TransformerLens's name; the embedding's transpose
+        when the model ties them)."""
+        tied = "lm_head.weight" not in self.param_names()
+        return (self.W_E if tied else self.param("lm_head.weight")).T
+
     # The microscope -----------------------------------------------------------------------------
 
     def _micro(self, op: str, **args) -> dict:

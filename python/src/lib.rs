@@ -31,6 +31,7 @@ use scalpel::interp::steer::{ControlVector, ablate_with, steer_with};
 use scalpel::interp::words::resolve_token;
 use scalpel::model::ModelFiles;
 use scalpel::model::stored::WeightMode;
+use scalpel::model::weights::{Weight, all_weights};
 use scalpel::probe::{self, Captured, Hook, Point, Probes};
 use scalpel::sample::SamplingParams;
 use std::path::{Path, PathBuf};
@@ -438,6 +439,39 @@ impl Engine {
             })
             .collect();
         Ok(serde_json::json!({"clean": r.clean, "corrupted": r.corrupted, "sites": sites}).to_string())
+    }
+
+    /// The parameters the forward pass reads, by Hugging Face name (`model.layers.3.mlp.up_proj.weight`,
+    /// whatever the file), with the file's own name: [(name, file_name, shape)]. A tied LM head
+    /// is not listed.
+    fn param_names(&self) -> Vec<(String, String, Vec<usize>)> {
+        let (c, w) = (&self.files.config, &self.files.weights);
+        all_weights(c)
+            .into_iter()
+            .filter(|&x| !(x == Weight::LmHead && c.tie_embeddings))
+            .map(|x| (x.hf_name(c.arch, "model."), w.name_of(x, c), x.shape(c)))
+            .collect()
+    }
+
+    /// One parameter as f32 (dequantized from the stored format), in Hugging Face's layout, by its
+    /// Hugging Face or file name.
+    fn param<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let (c, files) = (&self.files.config, &self.files.weights);
+        let found = all_weights(c)
+            .into_iter()
+            .find(|&x| x.hf_name(c.arch, "model.") == name || files.name_of(x, c) == name);
+        let Some(w) = found else {
+            return Err(PyValueError::new_err(format!(
+                "no parameter {name:?} (model.param_names() lists them)"
+            )));
+        };
+        let data = py.detach(|| files.load(w, c)).map_err(py_err)?;
+        let Some(data) = data else {
+            return Err(PyValueError::new_err(format!(
+                "{name}: the file has no such tensor (the LM head is tied to the embedding)"
+            )));
+        };
+        array(py, data, &w.shape(c))
     }
 
     /// Microscope operation `op` (lens, heads, find_word, neighbors, analogy, similarity,

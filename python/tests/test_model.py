@@ -408,3 +408,33 @@ def test_neurons_and_pca(model):
         model.neurons("x", layer=99)
     with pytest.raises(ValueError, match="groups"):
         model.pca(prompts, layer=3, groups=["a"])
+
+
+def test_named_parameters_as_numpy(model):
+    names = model.param_names()
+    assert names[0] == "model.embed_tokens.weight" and "model.norm.weight" in names
+    assert "lm_head.weight" not in names, "SmolLM2 ties its LM head to the embedding"
+    assert len(names) == 1 + 9 * model.n_layers + 1
+    e = model.W_E
+    assert e.shape == (model.d_vocab, model.d_model) and e.dtype == np.float32
+    ids = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(PROMPT, names="embed")
+    np.testing.assert_array_equal(cache["embed"], e[ids], "the embed point is the table's rows")
+    assert model.W_U.shape == (model.d_model, model.d_vocab) and np.array_equal(model.W_U, e.T)
+    q = model.param("model.layers.3.self_attn.q_proj.weight")
+    assert q.shape == (model.n_heads * model.d_head, model.d_model)
+    # The GGUF name gives the same array as the Hugging Face name (llama.cpp's row order undone).
+    np.testing.assert_array_equal(model.param("blk.3.attn_q.weight"), q)
+    # The MLP's parameters are the ones the forward pass uses: mlp_post = silu(gate x) * (up x) of
+    # the normed resid_mid.
+    _, cache = model.run_with_cache(PROMPT, names=["blocks.2.resid_mid", "blocks.2.mlp_post"])
+    x = cache["blocks.2.resid_mid"].astype(np.float64)
+    eps = model.config["rms_eps"]
+    x = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * model.param("model.layers.2.post_attention_layernorm.weight")
+    gate = x @ model.param("model.layers.2.mlp.gate_proj.weight").T
+    up = x @ model.param("model.layers.2.mlp.up_proj.weight").T
+    assert rel(gate / (1 + np.exp(-gate)) * up, cache["blocks.2.mlp_post"]) < 1e-4
+    with pytest.raises(ValueError, match="no parameter"):
+        model.param("model.layers.99.mlp.up_proj.weight")
+    with pytest.raises(ValueError, match="tied"):
+        model.param("lm_head.weight")

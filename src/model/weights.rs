@@ -140,6 +140,16 @@ pub fn layer_weights(c: &Config) -> Vec<LayerWeight> {
     v
 }
 
+/// Every weight the forward pass reads, in load order: the embedding, each layer's, the final
+/// norm, and the LM head (which a tied model's file does not have).
+pub fn all_weights(c: &Config) -> Vec<Weight> {
+    let per_layer = layer_weights(c);
+    let mut v = vec![Weight::Embed];
+    v.extend((0..c.n_layers).flat_map(|l| per_layer.iter().map(move |&w| Weight::Layer(l, w))));
+    v.extend([Weight::FinalNorm, Weight::LmHead]);
+    v
+}
+
 /// One parameter as the file stores it, for `scalpel params`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ParamInfo {
