@@ -17,6 +17,7 @@ Probe names are those of ``scalpel trace`` (the dump format in docs/DESIGN.md): 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -24,12 +25,12 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import _scalpel
-from .microscope import PCA, Analogy, Attention, HeadScores, Lens, Neighbours, Neurons, Patchscope, Similarity
+from .microscope import PCA, Analogy, Attention, HeadScores, Lens, Neighbours, Neurons, Patchscope, Similarity, TopExamples
 from .results import Attribution, PatchResult
 
 __all__ = [
     "Model", "ActivationCache", "ControlVector", "Intervention", "PatchResult", "Attribution", "Lens", "Attention",
-    "HeadScores", "Neighbours", "Analogy", "Similarity", "Patchscope", "Neurons", "PCA", "__version__",
+    "HeadScores", "Neighbours", "Analogy", "Similarity", "Patchscope", "Neurons", "PCA", "TopExamples", "__version__",
 ]
 __version__: str = _scalpel.__version__
 
@@ -535,6 +536,59 @@ class Model:
         layer = self._layer(layer)
         data = self._micro("pca", prompts=[self._engine.encode(p, False) for p in prompts], layer=layer, position=int(position))
         return PCA(data, prompts, groups, layer)
+
+    def top_examples(
+        self,
+        corpus: Union[str, "os.PathLike[str]", Sequence[str]],
+        layer: Optional[int] = None,
+        neuron: Optional[int] = None,
+        direction: Union[None, str, ControlVector, np.ndarray] = None,
+        head: Optional[int] = None,
+        key: Union[None, str, int] = None,
+        top: int = 10,
+        window: int = 128,
+        context: int = 10,
+        include_first: bool = False,
+        max_documents: Optional[int] = None,
+    ) -> TopExamples:
+        """The contexts of a corpus that most activate one thing, as ``scalpel top-examples``: a
+        neuron (``layer``, ``neuron``: ``blocks.{layer}.mlp_post``), a direction (``direction``: a
+        control-vector file, a ``ControlVector`` — ``layer`` picks one of its layers — or one
+        vector with ``layer``; projected on ``blocks.{layer}.resid_post`` at unit length), or a
+        head's attention to a token (``layer``, ``head``, ``key``). ``corpus``: a .txt file
+        (documents separated by blank lines), a .jsonl file (``{"text": ...}`` per line), or a
+        list of documents. Ctrl-C stops the scan between documents."""
+        args: dict = dict(
+            layer=None if layer is None else self._layer(layer), neuron=None, directions=None, direction_name=None,
+            head=None, key=None, top=self._count(top, "top"), window=self._count(window, "window", 2),
+            context=self._count(context, "context", 0), include_first=bool(include_first),
+            max_documents=None if max_documents is None else self._count(max_documents, "max_documents"),
+        )
+        if isinstance(corpus, (str, bytes)) or hasattr(corpus, "__fspath__"):
+            args.update(corpus=os.fspath(corpus), documents=None)
+        else:
+            docs = list(corpus)
+            if not all(isinstance(d, str) for d in docs):
+                raise TypeError("corpus is a file path or a list of document strings")
+            args.update(corpus=None, documents=docs)
+        chosen = [x is not None for x in (neuron, direction, head)]
+        if sum(chosen) != 1:
+            raise ValueError("choose one of neuron=, direction=, head=")
+        if neuron is not None:
+            args["neuron"] = self._count(neuron, "neuron", 0)
+        elif head is not None:
+            if key is None:
+                raise ValueError("head= needs key= (the attended-to token: its text, '#id' or an id)")
+            args.update(head=self._count(head, "head", 0), key=f"#{int(key)}" if isinstance(key, (int, np.integer)) else key)
+        else:
+            if isinstance(direction, np.ndarray) or (isinstance(direction, (list, tuple))):
+                if layer is None:
+                    raise ValueError("a direction given as a vector needs layer=")
+                cv, name = ControlVector({self._layer(layer): np.asarray(direction, dtype=np.float32)}), "the direction"
+            else:
+                cv, name = self._vector(direction, None)
+            args.update(directions={l: v.tolist() for l, v in cv.directions.items()}, direction_name=name)
+        return TopExamples(self._micro("top_examples", **args))
 
     def run_with_cache(
         self,

@@ -338,3 +338,26 @@ class PCA:
             parts.append(f"<text x='{px(cx) + 6:.1f}' y='{py(cy) + 4:.1f}' font-size='10'>{_e(p[:40])}</text>")
         parts.append(f"<text x='{w / 2}' y='{h - 8}' text-anchor='middle' font-size='11'>PC1 ({100 * self.explained[0]:.1f}%) — PC2 ({100 * self.explained[1]:.1f}%) up</text>")
         return f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='font-family:sans-serif'>{''.join(parts)}</svg>"
+
+
+class TopExamples:
+    """The corpus contexts that most activate a neuron, a direction or a head's attention to a token
+    (``Model.top_examples``), best first: each a dict with ``score``, ``document``, ``position``,
+    ``token``, ``before``, ``after``, ``tokens`` and their ``scores``, and ``focus`` (the
+    example's index in ``tokens``). ``probe`` says what was scored over ``documents`` documents."""
+
+    def __init__(self, data: dict):
+        self.probe: str = data["probe"]
+        self.documents: int = int(data["documents"])
+        self.examples: List[dict] = data["examples"]
+        self._html: str = data["html"]
+
+    def __repr__(self) -> str:
+        lines = [f"TopExamples({self.probe}, {len(self.examples)} of {self.documents} documents)"]
+        for e in self.examples[:10]:
+            text = (e["before"][-30:] + "⟦" + e["token"] + "⟧" + e["after"][:30]).replace("\n", "\\n")
+            lines.append(f"  {e['score']:>9.3f}  doc {e['document']:<4} …{text}…")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return self._html

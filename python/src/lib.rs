@@ -478,8 +478,13 @@ impl Engine {
     /// patchscope, pca, steer_build) with its arguments as JSON; answers JSON.
     fn microscope(&self, py: Python<'_>, op: &str, args: &str) -> PyResult<String> {
         let tok = &self.files.tokenizer;
-        let v = py.detach(|| with_model!(&self.model, m => microscope::call(m, tok, op, args)));
-        Ok(v.map_err(py_err)?.to_string())
+        let raised = Raised::default();
+        // Between the steps of a long operation: Ctrl-C (KeyboardInterrupt) stops it there.
+        let between =
+            || Python::attach(|py| py.check_signals().map_err(|e| raised.keep(e, "a signal handler")));
+        let v = py.detach(|| with_model!(&self.model, m => microscope::call(m, tok, op, args, between)));
+        let v = v.map_err(|e| raised.or(e))?;
+        Ok(v.to_string())
     }
 
     /// Direct logit attribution of `answer`'s logit (minus `wrong`'s) at `position` of `ids`: JSON

@@ -12,12 +12,13 @@ use scalpel::backend::Backend;
 use scalpel::forward::Model;
 use scalpel::interp::attention::{self, HeadScore};
 use scalpel::interp::embeddings::{Table, analogy, neighbours, word_tokens};
+use scalpel::interp::examples::{Corpus, Probe, ScanOptions, html_table, scan_corpus};
 use scalpel::interp::lens::logit_lens;
 use scalpel::interp::patchscope::{self, Scope};
 use scalpel::interp::pca;
 use scalpel::interp::similarity::{Centre, compare};
 use scalpel::interp::steer::{self, Method, StreamPoint};
-use scalpel::interp::words::{require_word, token_strings};
+use scalpel::interp::words::{quote, require_word, resolve_token, token_strings};
 use scalpel::model::tokenizer::Tokenizer;
 
 fn args<T: DeserializeOwned>(op: &str, json: &str) -> scalpel::Result<T> {
@@ -91,6 +92,25 @@ struct PcaArgs {
 }
 
 #[derive(Deserialize)]
+struct ExamplesArgs {
+    /// A corpus file (.txt or .jsonl), or the documents themselves.
+    corpus: Option<String>,
+    documents: Option<Vec<String>>,
+    layer: Option<usize>,
+    neuron: Option<usize>,
+    /// A control vector's directions, and what to call it.
+    directions: Option<std::collections::BTreeMap<usize, Vec<f32>>>,
+    direction_name: Option<String>,
+    head: Option<usize>,
+    key: Option<String>,
+    top: usize,
+    window: usize,
+    context: usize,
+    include_first: bool,
+    max_documents: Option<usize>,
+}
+
+#[derive(Deserialize)]
 struct SteerArgs {
     positive: Vec<Vec<u32>>,
     negative: Vec<Vec<u32>>,
@@ -99,8 +119,15 @@ struct SteerArgs {
     method: String,
 }
 
-/// Runs microscope operation `op` with JSON arguments `json`.
-pub fn call<B: Backend>(model: &Model<B>, tok: &Tokenizer, op: &str, json: &str) -> scalpel::Result<Value> {
+/// Runs microscope operation `op` with JSON arguments `json`; `between` runs between steps of a long
+/// operation (each document of a corpus scan) and may stop it with an error (Ctrl-C).
+pub fn call<B: Backend>(
+    model: &Model<B>,
+    tok: &Tokenizer,
+    op: &str,
+    json: &str,
+    mut between: impl FnMut() -> scalpel::Result<()>,
+) -> scalpel::Result<Value> {
     let n_layers = model.config.n_layers;
     match op {
         "lens" => {
@@ -236,6 +263,59 @@ pub fn call<B: Backend>(model: &Model<B>, tok: &Tokenizer, op: &str, json: &str)
                 return Err(Error::Invalid("no direction left (only layer 0 was selected)".into()));
             }
             Ok(json!({ "directions": directions, "model_hint": model.config.arch.name() }))
+        }
+        "top_examples" => {
+            let a: ExamplesArgs = args(op, json)?;
+            let need_layer =
+                || a.layer.ok_or_else(|| Error::Invalid("a layer is needed with a neuron or a head".into()));
+            let (probe, what) = match (a.neuron, &a.directions, a.head) {
+                (Some(neuron), None, None) => {
+                    let layer = need_layer()?;
+                    (Probe::Neuron { layer, neuron }, format!("neuron {neuron} of blocks.{layer}.mlp_post"))
+                }
+                (None, Some(d), None) => {
+                    let name = a.direction_name.as_deref().unwrap_or("the direction");
+                    let probe = Probe::direction(d, a.layer, name)?;
+                    let Probe::Direction { layer, .. } = probe else { unreachable!("a direction probe") };
+                    (probe, format!("{name} on blocks.{layer}.resid_post"))
+                }
+                (None, None, Some(head)) => {
+                    let layer = need_layer()?;
+                    let (key, text) = resolve_token(tok, a.key.as_deref().unwrap_or_default(), "the key")?;
+                    (
+                        Probe::HeadToToken { layer, head, key },
+                        format!("layer {layer} head {head}'s attention to {}", quote(&text)),
+                    )
+                }
+                _ => return Err(Error::Invalid("choose one of a neuron, a direction or a head".into())),
+            };
+            let opts = ScanOptions {
+                top: a.top,
+                window: a.window,
+                context: a.context,
+                include_first: a.include_first,
+                max_documents: a.max_documents,
+            };
+            let (examples, documents) = match (&a.corpus, a.documents) {
+                (Some(path), None) => {
+                    let mut corpus = Corpus::open(std::path::Path::new(path))?;
+                    scan_corpus(model, tok, &probe, &opts, || corpus.next_document(), |_| between())?
+                }
+                (None, Some(docs)) => {
+                    let mut docs = docs.into_iter();
+                    scan_corpus(model, tok, &probe, &opts, || Ok(docs.next()), |_| between())?
+                }
+                _ => return Err(Error::Invalid("give a corpus file or a list of documents".into())),
+            };
+            if documents == 0 {
+                return Err(Error::Invalid("the corpus holds no documents".into()));
+            }
+            let ex: Vec<Value> = examples.iter().map(|e| e.to_json(tok)).collect::<scalpel::Result<_>>()?;
+            let label = model.config.arch.name();
+            Ok(json!({
+                "probe": what, "documents": documents, "examples": ex,
+                "html": html_table(&what, label, documents, &examples, tok)?,
+            }))
         }
         other => Err(Error::Invalid(format!("unknown microscope operation {other:?}"))),
     }

@@ -438,3 +438,39 @@ def test_named_parameters_as_numpy(model):
         model.param("model.layers.99.mlp.up_proj.weight")
     with pytest.raises(ValueError, match="tied"):
         model.param("lm_head.weight")
+
+
+def test_top_examples_finds_the_planted_context(model, tmp_path):
+    subj = ["The cat", "My neighbour", "A teacher", "The old man", "Our team", "The river", "A small bird"]
+    verb = ["walked to", "looked at", "talked about", "waited for", "painted", "visited", "cleaned"]
+    obj = ["the market", "a red door", "the garden", "an empty room", "the long road", "the blue sky"]
+    docs = [" ".join(f"{subj[(i + j) % 7]} {verb[(i * 3 + j) % 7]} {obj[(i * 5 + j) % 6]}." for j in range(1 + i % 3)) for i in range(30)]
+    planted = "The violinist tuned her instrument before the concert in Vienna began."
+    docs.insert(17, planted)
+    # The direction: Vienna's residual minus Berlin's in the same sentence (what is common cancels).
+    _, a = model.run_with_cache(planted, names="blocks.6.resid_post")
+    _, b = model.run_with_cache(planted.replace("Vienna", "Berlin"), names="blocks.6.resid_post")
+    at = a.str_tokens.index(" Vienna")
+    v = a["blocks.6.resid_post"][at] - b["blocks.6.resid_post"][at]
+    top = model.top_examples(docs, direction=v, layer=6, top=3)
+    first = top.examples[0]
+    assert (first["document"], first["token"], first["position"]) == (17, " Vienna", at)
+    assert top.documents == 31 and "Vienna" in top._repr_html_() and "<script" not in top._repr_html_()
+    # The same corpus from a file through the CLI: the same examples.
+    (tmp_path / "c.txt").write_text("\n\n".join(docs) + "\n")
+    scalpel.ControlVector({6: v}).save(str(tmp_path / "v.gguf"))
+    want = json.loads(cli("top-examples", "--corpus", str(tmp_path / "c.txt"), "--direction", str(tmp_path / "v.gguf"),
+                          "--top", "3", "--json", "--device", "cpu"))
+    from_file = model.top_examples(tmp_path / "c.txt", direction=str(tmp_path / "v.gguf"), top=3)
+    assert from_file.examples == want["examples"] == top.examples
+    # A neuron's scores, best first; a head's attention to a token.
+    n = model.top_examples(docs, layer=6, neuron=100, top=5)
+    assert [e["score"] for e in n.examples] == sorted((e["score"] for e in n.examples), reverse=True)
+    h = model.top_examples(docs, layer=3, head=2, key="the", top=2, max_documents=10)
+    assert h.documents == 10 and all(0 <= e["score"] <= 1 for e in h.examples)
+    with pytest.raises(FileNotFoundError):
+        model.top_examples(tmp_path / "missing.txt", layer=1, neuron=1)
+    with pytest.raises(ValueError, match="one of"):
+        model.top_examples(docs, layer=1)
+    with pytest.raises(ValueError, match="neurons 0"):
+        model.top_examples(docs, layer=1, neuron=10**6)

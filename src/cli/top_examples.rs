@@ -1,9 +1,7 @@
 //! `scalpel top-examples`: the corpus contexts that most activate a neuron, a direction or a
 //! head's attention to a token — a terminal table, JSON, and a self-contained HTML page.
 
-use std::collections::HashSet;
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
@@ -12,12 +10,10 @@ use super::common::{Device, ModelArgs, OnBackend, on_device, resolve_layer};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::Model;
-use crate::interp::examples::{Example, Probe, TopK, scan_document};
-use crate::interp::render::canvas::visible;
+use crate::interp::examples::{Corpus, Probe, ScanOptions, html_page, scan_corpus};
 use crate::interp::steer::ControlVector;
 use crate::interp::words::{quote, resolve_token};
 use crate::model::ModelFiles;
-use crate::model::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
 #[command(long_about = "The contexts of a corpus that most activate one thing: a neuron (--layer --neuron: \
@@ -77,71 +73,6 @@ pub struct TopExamplesArgs {
     pub device: Device,
 }
 
-/// The documents of a corpus file, read as a stream, with the bytes consumed so far.
-struct Corpus {
-    lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
-    path: PathBuf,
-    jsonl: bool,
-    line: usize,
-    bytes: u64,
-}
-
-impl Corpus {
-    fn open(path: &Path) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-        Ok(Corpus {
-            lines: std::io::BufReader::new(f).lines(),
-            path: path.to_path_buf(),
-            jsonl,
-            line: 0,
-            bytes: 0,
-        })
-    }
-
-    fn next_line(&mut self) -> Result<Option<String>> {
-        match self.lines.next() {
-            None => Ok(None),
-            Some(l) => {
-                let l = l.map_err(|e| Error::io(&self.path, e))?;
-                self.line += 1;
-                self.bytes += l.len() as u64 + 1;
-                Ok(Some(l))
-            }
-        }
-    }
-
-    /// The next document, or None at the end.
-    fn next_document(&mut self) -> Result<Option<String>> {
-        if self.jsonl {
-            while let Some(l) = self.next_line()? {
-                if l.trim().is_empty() {
-                    continue;
-                }
-                let bad = |m: &str| Error::format(&self.path, format!("line {}", self.line), m);
-                let v: serde_json::Value = serde_json::from_str(&l).map_err(|e| bad(&e.to_string()))?;
-                let text = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| bad("no \"text\" string"))?;
-                return Ok(Some(text.to_string()));
-            }
-            return Ok(None);
-        }
-        let mut doc = String::new();
-        while let Some(l) = self.next_line()? {
-            if l.trim().is_empty() {
-                if !doc.is_empty() {
-                    return Ok(Some(doc));
-                }
-                continue;
-            }
-            if !doc.is_empty() {
-                doc.push('\n');
-            }
-            doc.push_str(&l);
-        }
-        Ok((!doc.is_empty()).then_some(doc))
-    }
-}
-
 struct Task {
     args: TopExamplesArgs,
     files: ModelFiles,
@@ -164,33 +95,9 @@ impl OnBackend for Task {
             }
             (None, Some(path), None) => {
                 let cv = ControlVector::read(path)?;
-                let layer = match layer {
-                    Some(l) => l,
-                    None if cv.directions.len() == 1 => *cv.directions.keys().next().unwrap(),
-                    None => {
-                        return Err(Error::Invalid(format!(
-                            "{} holds {} layers: choose one with --layer",
-                            path.display(),
-                            cv.directions.len()
-                        )));
-                    }
-                };
-                let v = cv.directions.get(&layer).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{} has no direction for layer {layer} (it has {:?})",
-                        path.display(),
-                        cv.directions.keys().collect::<Vec<_>>()
-                    ))
-                })?;
-                let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-                if !(norm > 0.0 && norm.is_finite()) {
-                    return Err(Error::Invalid(format!(
-                        "{}: the direction for layer {layer} is zero or not finite",
-                        path.display()
-                    )));
-                }
-                let unit = v.iter().map(|&x| (x as f64 / norm) as f32).collect();
-                (Probe::Direction { layer, unit }, format!("{} on blocks.{layer}.resid_post", path.display()))
+                let probe = Probe::direction(&cv.directions, layer, &path.display().to_string())?;
+                let Probe::Direction { layer, .. } = probe else { unreachable!("a direction probe") };
+                (probe, format!("{} on blocks.{layer}.resid_post", path.display()))
             }
             (None, None, &Some(head)) => {
                 let layer = need_layer()?;
@@ -204,69 +111,47 @@ impl OnBackend for Task {
             }
             _ => return Err(Error::Invalid("choose one of --neuron, --direction, --head".into())),
         };
-        if args.window < 2 {
-            return Err(Error::Invalid("--window must be at least 2 tokens".into()));
-        }
         if let Some(p) = &args.html {
             crate::dump::check_output(p, args.force)?;
         }
         let size = std::fs::metadata(&args.corpus).map_err(|e| Error::io(&args.corpus, e))?.len();
         let mut corpus = Corpus::open(&args.corpus)?;
         let model = Model::load(backend, &files)?;
-        probe.check(&model)?;
-        let prefix = tok.encode("")?;
-        let mut skip: HashSet<u32> = prefix.iter().copied().collect();
-        skip.extend(tok.eos_token().and_then(|e| tok.token_id(e)));
-        let window = args.window.min(files.config.context_length);
-        let mut top = TopK::new(args.top);
         let bar = crate::progress::bar(size, "documents");
-        let mut documents = 0;
-        while let Some(doc) = corpus.next_document()? {
-            if args.max_documents.is_some_and(|m| documents >= m) {
-                break;
-            }
-            if crate::mem::interrupted() {
-                return Err(Error::Interrupted(format!("stopped after {documents} documents")));
-            }
-            let ids = tok.encode(&doc)?;
-            scan_document(
-                &model,
-                &probe,
-                &ids,
-                &prefix,
-                &skip,
-                documents,
-                window,
-                args.context,
-                args.include_first,
-                &mut top,
-            )?;
-            documents += 1;
-            bar.set_position(corpus.bytes.min(size));
-        }
+        let opts = ScanOptions {
+            top: args.top,
+            window: args.window,
+            context: args.context,
+            include_first: args.include_first,
+            max_documents: args.max_documents,
+        };
+        let bytes = std::cell::Cell::new(0);
+        let (examples, documents) = scan_corpus(
+            &model,
+            tok,
+            &probe,
+            &opts,
+            || {
+                let doc = corpus.next_document();
+                bytes.set(corpus.bytes);
+                doc
+            },
+            |_| {
+                bar.set_position(bytes.get().min(size));
+                Ok(())
+            },
+        )?;
         bar.finish_and_clear();
         if documents == 0 {
             return Err(Error::Invalid(format!("{} holds no documents", args.corpus.display())));
         }
-        let pieces = |ids: &[u32]| -> Result<Vec<String>> { ids.iter().map(|&i| tok.decode(&[i])).collect() };
         if args.json {
-            let ex: Vec<_> = top
-                .examples
-                .iter()
-                .map(|e| {
-                    let p = pieces(&e.ids)?;
-                    Ok(json!({
-                        "score": e.score, "document": e.document, "position": e.position,
-                        "token": p[e.focus], "before": p[..e.focus].concat(), "after": p[e.focus + 1..].concat(),
-                        "tokens": p, "scores": e.scores, "focus": e.focus,
-                    }))
-                })
-                .collect::<Result<_>>()?;
+            let ex: Vec<_> = examples.iter().map(|e| e.to_json(tok)).collect::<Result<_>>()?;
             println!("{}", json!({"probe": what, "documents": documents, "examples": ex}));
         } else {
-            println!("top {} of {documents} documents for {what}:", top.examples.len());
-            for (rank, e) in top.examples.iter().enumerate() {
-                let p = pieces(&e.ids)?;
+            println!("top {} of {documents} documents for {what}:", examples.len());
+            for (rank, e) in examples.iter().enumerate() {
+                let p: Vec<String> = e.ids.iter().map(|&i| tok.decode(&[i])).collect::<Result<_>>()?;
                 let line = format!(
                     "{}⟦{}⟧{}",
                     visible_inline(&p[..e.focus].concat()),
@@ -283,7 +168,7 @@ impl OnBackend for Task {
             }
         }
         if let Some(path) = &args.html {
-            let page = html_page(&what, &files.label, documents, &top.examples, tok)?;
+            let page = html_page(&what, &files.label, documents, &examples, tok)?;
             crate::dump::write_atomic(path, args.force, |f| std::io::Write::write_all(f, page.as_bytes()))?;
             crate::info!("wrote {}", path.display());
         }
@@ -294,57 +179,6 @@ impl OnBackend for Task {
 /// Text on one terminal line: newlines and tabs shown as escapes.
 fn visible_inline(s: &str) -> String {
     s.replace('\n', "\\n").replace('\t', "\\t")
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// One page, no scripts or network: each example's tokens shaded by their own score (relative to
-/// the best example's), the example's token outlined.
-fn html_page(
-    what: &str,
-    label: &str,
-    documents: usize,
-    examples: &[Example],
-    tok: &Tokenizer,
-) -> Result<String> {
-    let max = examples.iter().map(|e| e.score.abs()).fold(0f32, f32::max).max(1e-12);
-    let mut rows = String::new();
-    for (rank, e) in examples.iter().enumerate() {
-        let mut spans = String::new();
-        for (i, (&id, &s)) in e.ids.iter().zip(&e.scores).enumerate() {
-            let a = (s / max).clamp(-1.0, 1.0);
-            let bg = if a >= 0.0 {
-                format!("rgba(214,39,40,{a:.3})")
-            } else {
-                format!("rgba(31,119,180,{:.3})", -a)
-            };
-            let outline = if i == e.focus { "outline:2px solid #000;" } else { "" };
-            spans.push_str(&format!(
-                "<span title=\"{s:.4}\" style=\"background:{bg};{outline}white-space:pre-wrap\">{}</span>",
-                escape(&visible(&tok.decode(&[id])?))
-            ));
-        }
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td class=\"ctx\">{spans}</td></tr>\n",
-            rank + 1,
-            e.score,
-            e.document,
-            e.position
-        ));
-    }
-    Ok(format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>top examples — {w}</title><style>\
-         body{{font:14px sans-serif;margin:20px}} td{{padding:3px 8px;vertical-align:top}} \
-         .ctx{{font:13px monospace}} th{{text-align:left}}</style></head><body>\
-         <h2>Top examples: {w}</h2><p>{l}; {documents} documents; a token's shade is its own score \
-         (red positive, blue negative, relative to the best example's {max:.3}); hover for the value; \
-         the example's token is outlined.</p>\
-         <table><tr><th>#</th><th>score</th><th>document</th><th>token</th><th>context</th></tr>\n{rows}</table></body></html>",
-        w = escape(what),
-        l = escape(label),
-    ))
 }
 
 pub fn run(args: TopExamplesArgs) -> anyhow::Result<()> {
