@@ -65,6 +65,7 @@ on_every_device!(
     hooks_see_each_point_once_and_their_changes_flow_on,
     heads_split_the_attention_output_and_one_can_be_ablated,
     patching_the_one_differing_position_restores_the_clean_run,
+    top_examples_are_the_best_scores_by_their_definition,
 );
 
 const IDS: [u32; 6] = [40, 41, 72, 101, 108, 111];
@@ -453,6 +454,70 @@ fn patching_the_one_differing_position_restores_the_clean_run<B: Backend>(backen
                 .collect();
             let want = naive(edits);
             assert!((heads[l][h] - want).abs() <= tol, "head {h} of layer {l}: {} vs {want}", heads[l][h]);
+        }
+    }
+}
+
+/// `top-examples`' scan on every device: with one window per document, the kept examples are the
+/// best positions by each probe's definition (a neuron's mlp_post, the residual's projection on a
+/// unit direction, a head's attention mass on a token), best first; with shorter windows the
+/// documents are split and every example still names its own token.
+fn top_examples_are_the_best_scores_by_their_definition<B: Backend>(backend: B) {
+    use scalpel::interp::examples::{Probe, TopK, scan_document};
+    let (_d, model) = tiny(backend);
+    let c = model.config.clone();
+    let mut rng = Lcg(11);
+    let docs: Vec<Vec<u32>> =
+        (0..4).map(|i| (0..7 + i).map(|_| 40 + (rng.next_f32().abs() * 60.0) as u32).collect()).collect();
+    let unit = {
+        let v = rng.vec(c.hidden_size, 1.0);
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let key = docs[0][2];
+    let probes = [
+        Probe::Neuron { layer: 1, neuron: 3 },
+        Probe::Direction { layer: 0, unit: unit.clone() },
+        Probe::HeadToToken { layer: 1, head: 1, key },
+    ];
+    let none = std::collections::HashSet::new();
+    for probe in &probes {
+        let mut top = TopK::new(5);
+        let mut all: Vec<(f32, usize, usize)> = Vec::new();
+        for (i, d) in docs.iter().enumerate() {
+            scan_document(&model, probe, d, &[], &none, i, 64, 2, false, &mut top).unwrap();
+            let mut p = Probes::capturing([probe.point()]);
+            run(&model, d, &mut p);
+            let cap = &p.captured()[&probe.point()][0];
+            for q in 1..d.len() {
+                let s = match probe {
+                    Probe::Neuron { neuron, .. } => cap.data[q * c.intermediate_size + neuron],
+                    Probe::Direction { unit, .. } => {
+                        cap.data[q * c.hidden_size..][..c.hidden_size].iter().zip(unit).map(|(a, b)| a * b).sum()
+                    }
+                    Probe::HeadToToken { head, key, .. } => {
+                        (0..=q).filter(|&k| d[k] == *key).map(|k| cap.data[(head * d.len() + q) * d.len() + k]).sum()
+                    }
+                };
+                all.push((s, i, q));
+            }
+        }
+        all.sort_by(|a, b| b.0.total_cmp(&a.0));
+        assert_eq!(top.examples.len(), 5);
+        for (e, want) in top.examples.iter().zip(&all) {
+            let tol = 1e-4 * (1.0 + want.0.abs());
+            assert!((e.score - want.0).abs() <= tol, "{probe:?}: {} vs {want:?}", e.score);
+            assert_eq!(e.ids[e.focus], docs[e.document][e.position], "the example names its own token");
+        }
+        assert!(top.examples[0].score.is_finite() && top.examples.windows(2).all(|w| w[0].score >= w[1].score));
+
+        // Windows of 4 split every document; positions stay the document's own.
+        let mut split = TopK::new(5);
+        for (i, d) in docs.iter().enumerate() {
+            scan_document(&model, probe, d, &[], &none, i, 4, 1, true, &mut split).unwrap();
+        }
+        for e in &split.examples {
+            assert_eq!(e.ids[e.focus], docs[e.document][e.position]);
         }
     }
 }
