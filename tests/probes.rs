@@ -492,12 +492,15 @@ fn top_examples_are_the_best_scores_by_their_definition<B: Backend>(backend: B) 
             for q in 1..d.len() {
                 let s = match probe {
                     Probe::Neuron { neuron, .. } => cap.data[q * c.intermediate_size + neuron],
-                    Probe::Direction { unit, .. } => {
-                        cap.data[q * c.hidden_size..][..c.hidden_size].iter().zip(unit).map(|(a, b)| a * b).sum()
-                    }
-                    Probe::HeadToToken { head, key, .. } => {
-                        (0..=q).filter(|&k| d[k] == *key).map(|k| cap.data[(head * d.len() + q) * d.len() + k]).sum()
-                    }
+                    Probe::Direction { unit, .. } => cap.data[q * c.hidden_size..][..c.hidden_size]
+                        .iter()
+                        .zip(unit)
+                        .map(|(a, b)| a * b)
+                        .sum(),
+                    Probe::HeadToToken { head, key, .. } => (0..=q)
+                        .filter(|&k| d[k] == *key)
+                        .map(|k| cap.data[(head * d.len() + q) * d.len() + k])
+                        .sum(),
                 };
                 all.push((s, i, q));
             }
@@ -509,7 +512,9 @@ fn top_examples_are_the_best_scores_by_their_definition<B: Backend>(backend: B) 
             assert!((e.score - want.0).abs() <= tol, "{probe:?}: {} vs {want:?}", e.score);
             assert_eq!(e.ids[e.focus], docs[e.document][e.position], "the example names its own token");
         }
-        assert!(top.examples[0].score.is_finite() && top.examples.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(
+            top.examples[0].score.is_finite() && top.examples.windows(2).all(|w| w[0].score >= w[1].score)
+        );
 
         // Windows of 4 split every document; positions stay the document's own.
         let mut split = TopK::new(5);

@@ -403,25 +403,7 @@ impl Engine {
         self.check_ids(&clean)?;
         self.check_ids(&corrupted)?;
         self.check_ids(&[answer])?;
-        let metric = match (metric, wrong) {
-            ("logit_diff", Some(wrong)) => Metric::LogitDiff { answer, wrong },
-            ("logit_diff", None) => {
-                return Err(PyValueError::new_err("metric 'logit_diff' needs wrong=<token>"));
-            }
-            (_, Some(_)) => {
-                return Err(PyValueError::new_err(format!(
-                    "wrong= is only for metric 'logit_diff', not {metric:?}"
-                )));
-            }
-            ("logit", None) => Metric::Logit(answer),
-            ("prob", None) => Metric::Prob(answer),
-            ("logprob", None) => Metric::LogProb(answer),
-            (m, None) => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown metric {m:?} (logit_diff, logit, prob, logprob)"
-                )));
-            }
-        };
+        let metric = Metric::named(Some(metric), answer, wrong).map_err(py_err)?;
         if let Some(w) = wrong {
             self.check_ids(&[w])?;
         }

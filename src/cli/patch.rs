@@ -104,27 +104,15 @@ impl OnBackend for Task {
         }
         let (answer, answer_s) = resolve_token(tok, &args.answer, "--answer")?;
         let wrong = args.wrong.as_deref().map(|w| resolve_token(tok, w, "--wrong")).transpose()?;
-        let kind =
-            args.metric.unwrap_or(if wrong.is_some() { MetricKind::LogitDiff } else { MetricKind::Logprob });
-        let metric = match (kind, &wrong) {
-            (MetricKind::LogitDiff, Some((w, _))) => Metric::LogitDiff { answer, wrong: *w },
-            (MetricKind::LogitDiff, None) => {
-                return Err(Error::Invalid("--metric logit-diff needs --wrong TOKEN".into()));
-            }
-            (_, Some(_)) => {
-                return Err(Error::Invalid(format!(
-                    "--wrong is only for --metric logit-diff, not {}",
-                    super::common::value_name(&kind)
-                )));
-            }
-            (MetricKind::Logit, None) => Metric::Logit(answer),
-            (MetricKind::Prob, None) => Metric::Prob(answer),
-            (MetricKind::Logprob, None) => Metric::LogProb(answer),
-        };
+        let metric = Metric::named(
+            args.metric.map(|k| super::common::value_name(&k)).as_deref(),
+            answer,
+            wrong.as_ref().map(|w| w.0),
+        )?;
         let metric_name = match &wrong {
             Some((_, w)) => format!("logit({}) − logit({})", quote(&answer_s), quote(w)),
-            None if kind == MetricKind::Logit => format!("logit({})", quote(&answer_s)),
-            None if kind == MetricKind::Prob => format!("p({})", quote(&answer_s)),
+            None if matches!(metric, Metric::Logit(_)) => format!("logit({})", quote(&answer_s)),
+            None if matches!(metric, Metric::Prob(_)) => format!("p({})", quote(&answer_s)),
             None => format!("log p({})", quote(&answer_s)),
         };
         crate::info!("metric: {metric_name} at the last position");

@@ -82,6 +82,24 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// The metric called `name` — logit-diff (or logit_diff), logit, prob, logprob — of `answer`
+    /// and, for logit-diff only, `wrong`; without a name, logit-diff when there is a wrong token
+    /// and logprob otherwise: `scalpel patch --metric` and Python's `Model.patch(metric=)`.
+    pub fn named(name: Option<&str>, answer: u32, wrong: Option<u32>) -> Result<Metric> {
+        let name = name.unwrap_or(if wrong.is_some() { "logit-diff" } else { "logprob" });
+        match (name.replace('_', "-").as_str(), wrong) {
+            ("logit-diff", Some(wrong)) => Ok(Metric::LogitDiff { answer, wrong }),
+            ("logit-diff", None) => Err(Error::Invalid("the logit-diff metric needs a wrong token".into())),
+            ("logit" | "prob" | "logprob", Some(_)) => {
+                Err(Error::Invalid(format!("a wrong token is only for the logit-diff metric, not {name}")))
+            }
+            ("logit", None) => Ok(Metric::Logit(answer)),
+            ("prob", None) => Ok(Metric::Prob(answer)),
+            ("logprob", None) => Ok(Metric::LogProb(answer)),
+            _ => Err(Error::Invalid(format!("unknown metric {name:?} (logit-diff, logit, prob, logprob)"))),
+        }
+    }
+
     pub fn of(&self, logits: &[f32]) -> f32 {
         let lse = || super::log_sum_exp(logits);
         match *self {
