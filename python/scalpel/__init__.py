@@ -107,10 +107,13 @@ class Intervention:
     the CLI's ``--steer`` / ``--ablate`` semantics. Pass it to a call (``interventions=[...]``)
     or use it as a context manager: every call on its model inside the ``with`` applies it."""
 
-    def __init__(self, model: "Model", kind: str, vector: ControlVector, scale: float, layers: Optional[str], source: str):
+    def __init__(
+        self, model: "Model", kind: str, vector: ControlVector, scale: float, layers: Optional[str], source: str,
+        positions: Optional[List[int]] = None,
+    ):
         self._model = model
-        self._arg = (kind, {l: v.tolist() for l, v in vector.directions.items()}, float(scale), layers, source)
-        self.kind, self.vector, self.scale, self.layers = kind, vector, scale, layers
+        self._arg = (kind, {l: v.tolist() for l, v in vector.directions.items()}, float(scale), layers, source, positions)
+        self.kind, self.vector, self.scale, self.layers, self.positions = kind, vector, scale, layers, positions
 
     def __enter__(self) -> "Intervention":
         self._model._active.append(self)
@@ -120,7 +123,10 @@ class Intervention:
         self._model._active.remove(self)
 
     def __repr__(self) -> str:
-        return f"Intervention({self.kind}, {self._arg[4]}, scale={self.scale}, layers={self.layers})"
+        if self.kind == "replace":
+            return f"Intervention(replace {self.layers} at position {self.positions[0]})"
+        at = "" if self.positions is None else f", positions={self.positions}"
+        return f"Intervention({self.kind}, {self._arg[4]}, scale={self.scale}, layers={self.layers}{at})"
 
 
 _DONE = object()
@@ -217,24 +223,39 @@ class Model:
         vector: Union[str, ControlVector, np.ndarray],
         scale: float = 1.0,
         layers: Union[None, int, str, Sequence[int]] = None,
+        positions: Optional[Sequence[int]] = None,
     ) -> Intervention:
         """Adds ``scale`` × the vector to ``blocks.{l}.resid_post`` at every position (generated
-        tokens included), for each layer it has (or ``layers``: ``12``, ``"10-14"``, ``[3, 5]``).
-        ``vector``: a control-vector file, a ``ControlVector``, or one direction (then ``layers``
-        says where)."""
+        tokens included) or at ``positions`` (token indices from 0), for each layer it has (or
+        ``layers``: ``12``, ``"10-14"``, ``[3, 5]``). ``vector``: a control-vector file, a
+        ``ControlVector``, or one direction (then ``layers`` says where)."""
         cv, source = self._vector(vector, layers)
-        return Intervention(self, "steer", cv, scale, _layer_spec(layers), source)
+        return Intervention(self, "steer", cv, scale, _layer_spec(layers), source, _positions(positions))
 
     def ablate(
         self,
         vector: Union[str, ControlVector, np.ndarray],
         layers: Union[None, int, str, Sequence[int]] = None,
+        positions: Optional[Sequence[int]] = None,
     ) -> Intervention:
         """Projects the direction out of the residual stream after every sublayer of every layer
-        (or of ``layers``); one direction serves every layer, a file of several gives each layer
-        its own."""
+        (or of ``layers``), at every position or at ``positions``; one direction serves every
+        layer, a file of several gives each layer its own."""
         cv, source = self._vector(vector, None)
-        return Intervention(self, "ablate", cv, 1.0, _layer_spec(layers), source)
+        return Intervention(self, "ablate", cv, 1.0, _layer_spec(layers), source, _positions(positions))
+
+    def replace(self, name: str, position: int, value: np.ndarray) -> Intervention:
+        """Replaces one row of a probe point — ``name`` (``"blocks.4.resid_post"``, any point but
+        ``attn_probs``) at token ``position`` — with ``value`` (that point's row: ``[d_model]``
+        for the residual stream, ``[d_mlp]`` for ``mlp_post``, ``[n_heads * d_head]`` for
+        ``attn_z``), as a Patchscope transplants a state; the engine does it, no Python runs."""
+        if not isinstance(name, str):
+            raise TypeError(f"the point is named by a string, not {type(name).__name__}")
+        (pos,) = _positions([position])
+        row = np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(row)):
+            raise ValueError("the replacement row holds NaN or infinity")
+        return Intervention(self, "replace", ControlVector({pos: row}), 0.0, name, "", [pos])
 
     def _vector(self, vector, layers) -> Tuple[ControlVector, str]:
         if isinstance(vector, ControlVector):
@@ -710,6 +731,20 @@ def _layer_spec(layers) -> Optional[str]:
     if isinstance(layers, (int, np.integer)):
         return str(int(layers))
     return ",".join(str(int(l)) for l in layers)
+
+
+def _positions(positions) -> Optional[List[int]]:
+    """Token positions (absolute, from 0), or None for all."""
+    if positions is None:
+        return None
+    if isinstance(positions, (int, np.integer)):
+        positions = [positions]
+    out = []
+    for p in positions:
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0:
+            raise ValueError(f"positions are token indices from 0, got {p!r}")
+        out.append(int(p))
+    return out
 
 
 def _as_float32(fn: Hook) -> Hook:

@@ -7,8 +7,9 @@ import numpy as np
 
 __version__: str
 
-# ("steer" | "ablate", {layer: direction}, scale, layers spec or None, source name)
-Edit = Tuple[str, Dict[int, List[float]], float, Optional[str], str]
+# ("steer" | "ablate", {layer: direction}, scale, layers spec or None, source name, positions or None),
+# or ("replace", {position: row}, 0.0, point name, "", None)
+Edit = Tuple[str, Dict[int, List[float]], float, Optional[str], str, Optional[List[int]]]
 
 class Engine:
     """A loaded model on one backend (the engine behind ``scalpel.Model``)."""

@@ -32,7 +32,7 @@ use scalpel::interp::words::resolve_token;
 use scalpel::model::ModelFiles;
 use scalpel::model::stored::WeightMode;
 use scalpel::model::weights::{Weight, all_weights};
-use scalpel::probe::{self, Captured, Hook, Point, Probes};
+use scalpel::probe::{self, Captured, Edit, Hook, Point, Positions, Probes};
 use scalpel::sample::SamplingParams;
 use std::path::{Path, PathBuf};
 
@@ -106,35 +106,59 @@ struct Engine {
     model: Loaded,
 }
 
-/// A steering vector added, or a direction ablated, with the CLI's semantics (`--steer`,
-/// `--ablate`): from Python as (kind, {layer: vector}, scale, layers, source).
-struct Intervention {
-    ablate: bool,
-    vector: ControlVector,
-    scale: f32,
-    layers: Option<String>,
-    source: PathBuf,
+/// A built-in intervention, applied by the engine without Python in the loop: a steering vector
+/// added or a direction ablated with the CLI's semantics (`--steer`, `--ablate`), at chosen
+/// positions or all; or one row of a probe point replaced.
+enum Intervention {
+    Steer { vector: ControlVector, scale: f32, layers: Option<String>, positions: Positions, source: PathBuf },
+    Ablate { vector: ControlVector, layers: Option<String>, positions: Positions, source: PathBuf },
+    Replace { point: Point, position: usize, row: Vec<f32> },
 }
 
-type InterventionArg = (String, BTreeMap<usize, Vec<f32>>, f32, Option<String>, String);
+/// From Python: (kind, {layer: vector}, scale, layers spec or None, source name, positions or
+/// None). A replacement is ("replace", {position: row}, 0, point name, "", None).
+type InterventionArg = (String, BTreeMap<usize, Vec<f32>>, f32, Option<String>, String, Option<Vec<usize>>);
 
-fn interventions(args: Vec<InterventionArg>) -> PyResult<Vec<Intervention>> {
+fn interventions(args: Vec<InterventionArg>, n_layers: usize) -> PyResult<Vec<Intervention>> {
     args.into_iter()
-        .map(|(kind, directions, scale, layers, source)| {
-            let ablate = match kind.as_str() {
-                "steer" => false,
-                "ablate" => true,
-                other => {
-                    return Err(PyValueError::new_err(format!(
-                        "intervention {other:?}: expected steer or ablate"
-                    )));
-                }
-            };
+        .map(|(kind, directions, scale, layers, source, positions)| {
             if !scale.is_finite() {
                 return Err(PyValueError::new_err(format!("{source}: the scale {scale} is not finite")));
             }
-            let vector = ControlVector { directions, model_hint: String::new() };
-            Ok(Intervention { ablate, vector, scale, layers, source: PathBuf::from(source) })
+            let positions = positions.map_or(Positions::All, Positions::Only);
+            let vector = |directions| ControlVector { directions, model_hint: String::new() };
+            match kind.as_str() {
+                "steer" => Ok(Intervention::Steer {
+                    vector: vector(directions),
+                    scale,
+                    layers,
+                    positions,
+                    source: PathBuf::from(source),
+                }),
+                "ablate" => Ok(Intervention::Ablate {
+                    vector: vector(directions),
+                    layers,
+                    positions,
+                    source: PathBuf::from(source),
+                }),
+                "replace" => {
+                    let name = layers.unwrap_or_default();
+                    let points = probe::select(&name, n_layers).map_err(py_err)?;
+                    let [point] = points[..] else {
+                        return Err(PyValueError::new_err(format!(
+                            "replace needs one probe point, {name:?} names {}",
+                            points.len()
+                        )));
+                    };
+                    let Some((position, row)) = directions.into_iter().next() else {
+                        return Err(PyValueError::new_err("replace needs a row"));
+                    };
+                    Ok(Intervention::Replace { point, position, row })
+                }
+                other => Err(PyValueError::new_err(format!(
+                    "intervention {other:?}: expected steer, ablate or replace"
+                ))),
+            }
         })
         .collect()
 }
@@ -143,10 +167,17 @@ fn interventions(args: Vec<InterventionArg>) -> PyResult<Vec<Intervention>> {
 fn probes_with<B: Backend>(m: &Model<B>, edits: &[Intervention]) -> scalpel::Result<Probes<B>> {
     let mut probes = Probes::none();
     for e in edits {
-        if e.ablate {
-            ablate_with(m, &mut probes, &e.vector, e.layers.as_deref(), &e.source)?;
-        } else {
-            steer_with(m, &mut probes, &e.vector, e.scale, e.layers.as_deref(), &e.source)?;
+        match e {
+            Intervention::Steer { vector, scale, layers, positions, source } => {
+                steer_with(m, &mut probes, vector, *scale, layers.as_deref(), positions, source)?
+            }
+            Intervention::Ablate { vector, layers, positions, source } => {
+                ablate_with(m, &mut probes, vector, layers.as_deref(), positions, source)?
+            }
+            Intervention::Replace { point, position, row } => {
+                let row = m.backend.upload(row, &[row.len()])?;
+                probes.edit(*point, Edit::Replace { position: *position, row })?
+            }
         }
     }
     Ok(probes)
@@ -273,7 +304,7 @@ impl Engine {
         edits: Vec<InterventionArg>,
     ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyDict>)> {
         self.check_ids(&ids)?;
-        let edits = interventions(edits)?;
+        let edits = interventions(edits, self.files.config.n_layers)?;
         let n_layers = self.files.config.n_layers;
         let mut points = Vec::new();
         for pat in &capture {
@@ -325,7 +356,7 @@ impl Engine {
         on_piece: Option<Py<PyAny>>,
         edits: Vec<InterventionArg>,
     ) -> PyResult<String> {
-        let edits = interventions(edits)?;
+        let edits = interventions(edits, self.files.config.n_layers)?;
         let sampling = SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty, seed };
         sampling.validate().map_err(py_err)?;
         let context = self.files.config.context_length;

@@ -474,3 +474,69 @@ def test_top_examples_finds_the_planted_context(model, tmp_path):
         model.top_examples(docs, layer=1)
     with pytest.raises(ValueError, match="neurons 0"):
         model.top_examples(docs, layer=1, neuron=10**6)
+
+
+def test_interventions_at_positions_and_replace(model):
+    """steer/ablate at chosen positions do what a hook does at those rows and nothing elsewhere;
+    replace transplants a row as a hook would, and in generation reproduces the Patchscope."""
+    prompt = "The movie was really good"
+    base = model(prompt)
+    _, base_cache = model.run_with_cache(prompt, names="blocks.*.resid_post")
+    v = np.random.default_rng(3).standard_normal(model.d_model).astype(np.float32)
+
+    def add_at_2(a, n):
+        a[2] += 2.0 * v
+
+    steered = model(prompt, interventions=[model.steer(v, 2.0, layers=5, positions=[2])])
+    assert rel(steered, model.run_with_hooks(prompt, [("blocks.5.resid_post", add_at_2)])) < 1e-6
+    assert np.array_equal(steered[:2], base[:2]) and rel(steered[2:], base[2:]) > 1e-4, "causal: earlier rows untouched"
+
+    u = v / np.linalg.norm(v)
+    _, cache = model.run_with_cache(prompt, names="blocks.*.resid_post", interventions=[model.ablate(u, positions=[3])])
+    for name, rows in cache.items():
+        assert abs(rows[3] @ u) <= 1e-4 * np.abs(rows[3]).max() * np.sqrt(model.d_model), name
+        assert np.array_equal(rows[:3], base_cache[name][:3]), name
+
+    source = "Paris is the capital of France"
+    target = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
+    _, src = model.run_with_cache(source, names="blocks.4.resid_post")
+    row = src["blocks.4.resid_post"][-1]
+    last = len(model.to_tokens(target)) - 1
+    swap = model.replace("blocks.4.resid_post", last, row)
+
+    def put(a, n):
+        a[last] = row
+
+    assert np.array_equal(model(target, interventions=[swap]), model.run_with_hooks(target, [("blocks.4.resid_post", put)]))
+    scope = model.patchscope(source, source_layer=4, max_tokens=6)
+    with swap:
+        assert model.generate(target, max_tokens=6) == scope.texts()[4]
+    assert "France" in scope.texts()[4]
+
+    with pytest.raises(ValueError, match="positions"):
+        model.steer(v, 1.0, layers=5, positions=[-1])
+    with pytest.raises(ValueError, match="one probe point"):
+        model(target, interventions=[model.replace("blocks.*.resid_post", 0, row)])
+    with pytest.raises(ValueError):
+        model(target, interventions=[model.replace("blocks.4.resid_post", 0, row[:7])])
+    with pytest.raises(ValueError, match="edited"):
+        model(target, interventions=[model.replace("blocks.4.attn_probs", 0, row)])
+
+
+def test_run_with_cache_does_not_leak(model):
+    """200 run_with_cache calls in a loop: resident memory stays flat (nothing kept across the
+    boundary). The first calls settle the allocators; the growth after them is measured."""
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+    for _ in range(20):
+        model.run_with_cache(PROMPT)
+    before = rss_mib()
+    for _ in range(200):
+        logits, cache = model.run_with_cache(PROMPT)
+    del logits, cache
+    grown = rss_mib() - before
+    # One call's cache (every point, logits included) is ~18 MiB here: keeping each call's would
+    # grow by ~3.5 GiB (checked by holding them on purpose).
+    assert grown < 20, f"resident memory grew by {grown:.1f} MiB over 200 calls"

@@ -175,16 +175,18 @@ impl std::str::FromStr for VectorSpec {
 /// included), for the layers `spec` selects.
 pub fn add_steering<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: &VectorSpec) -> Result<()> {
     let cv = ControlVector::read(&spec.path)?;
-    steer_with(model, probes, &cv, spec.scale, spec.layers.as_deref(), &spec.path)
+    steer_with(model, probes, &cv, spec.scale, spec.layers.as_deref(), &Positions::All, &spec.path)
 }
 
-/// `add_steering` with a vector in memory; `source` names it in messages.
+/// `add_steering` with a vector in memory, at `positions` (absolute, generated tokens included);
+/// `source` names it in messages.
 pub fn steer_with<B: Backend>(
     model: &Model<B>,
     probes: &mut Probes<B>,
     cv: &ControlVector,
     scale: f32,
     layers: Option<&str>,
+    positions: &Positions,
     source: &Path,
 ) -> Result<()> {
     let c = &model.config;
@@ -197,7 +199,7 @@ pub fn steer_with<B: Backend>(
     for l in chosen {
         if let Some(v) = cv.directions.get(&l) {
             let vector = model.backend.upload(v, &[v.len()])?;
-            probes.edit(Point::ResidPost(l), Edit::Add { vector, scale, positions: Positions::All })?;
+            probes.edit(Point::ResidPost(l), Edit::Add { vector, scale, positions: positions.clone() })?;
             any = true;
         }
     }
@@ -215,15 +217,16 @@ pub fn steer_with<B: Backend>(
 /// (all by default): a file with one direction uses it everywhere, otherwise each layer its own.
 pub fn add_ablation<B: Backend>(model: &Model<B>, probes: &mut Probes<B>, spec: &VectorSpec) -> Result<()> {
     let cv = ControlVector::read(&spec.path)?;
-    ablate_with(model, probes, &cv, spec.layers.as_deref(), &spec.path)
+    ablate_with(model, probes, &cv, spec.layers.as_deref(), &Positions::All, &spec.path)
 }
 
-/// `add_ablation` with a vector in memory; `source` names it in messages.
+/// `add_ablation` with a vector in memory, at `positions`; `source` names it in messages.
 pub fn ablate_with<B: Backend>(
     model: &Model<B>,
     probes: &mut Probes<B>,
     cv: &ControlVector,
     layers: Option<&str>,
+    positions: &Positions,
     source: &Path,
 ) -> Result<()> {
     let c = &model.config;
@@ -246,7 +249,7 @@ pub fn ablate_with<B: Backend>(
         }
         for p in points {
             let unit = model.backend.upload(&unit, &[unit.len()])?;
-            probes.edit(p, Edit::Ablate { unit, positions: Positions::All })?;
+            probes.edit(p, Edit::Ablate { unit, positions: positions.clone() })?;
         }
     }
     Ok(())

@@ -567,7 +567,11 @@ impl Backend for Cpu {
     fn set_row(&self, x: &mut CpuTensor, row: usize, values: &CpuTensor) -> Result<()> {
         let n = x.row_len();
         check(values.data.len() == n && row < x.rows(), || {
-            format!("replace: row {row} of {} with {} values", x.rows(), values.data.len())
+            format!(
+                "replace: a row of {} values for rows of {n} (row {row} of {})",
+                values.data.len(),
+                x.rows()
+            )
         })?;
         x.data[row * n..(row + 1) * n].copy_from_slice(&values.data);
         Ok(())

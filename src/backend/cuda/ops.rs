@@ -685,7 +685,7 @@ impl Backend for Cuda {
     fn set_row(&self, x: &mut CudaTensor, row: usize, values: &CudaTensor) -> Result<()> {
         let n = x.row_len();
         check(values.numel() == n && row < x.rows() && values.dtype == DType::F32, || {
-            format!("replace: row {row} of {} with {} values", x.rows(), values.numel())
+            format!("replace: a row of {} values for rows of {n} (row {row} of {})", values.numel(), x.rows())
         })?;
         let (xp, xd) = (x.mptr(), x.dtype.ffi());
         // SAFETY: row < rows, n values.
