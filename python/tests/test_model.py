@@ -25,7 +25,18 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def model():
-    return scalpel.Model(device="cpu")
+    return on("cpu")
+
+
+_models = {}
+
+
+def on(device):
+    """The default model on `device`, loaded once per test session ("mock": the CUDA backend with
+    its kernels run on the CPU — the same code a GPU runs, slowly)."""
+    if device not in _models:
+        _models[device] = scalpel.Model(device=device)
+    return _models[device]
 
 
 def cli(*args):
@@ -63,12 +74,14 @@ def test_config_and_tokens(model):
     assert [list(t) for t in model.to_tokens(["a b", "c"])] == [list(model.to_tokens("a b")), list(model.to_tokens("c"))]
 
 
-def test_run_with_cache_equals_the_trace_dump(model, tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "mock"])
+def test_run_with_cache_equals_the_trace_dump(device, tmp_path):
     """The same forward pass as `scalpel trace`: every point bit for bit (same engine, same
-    device, same order of operations)."""
+    device, same order of operations) — on the CPU and on the CUDA backend (mock device)."""
+    model = on(device)
     points = "embed,blocks.*.resid_post,blocks.3.attn_probs,blocks.7.mlp_post,final_norm,logits"
     out = tmp_path / "t.safetensors"
-    cli("trace", "-p", PROMPT, "-o", str(out), "--points", points, "--device", "cpu")
+    cli("trace", "-p", PROMPT, "-o", str(out), "--points", points, "--device", device)
     dump, meta = read_safetensors(out)
     logits, cache = model.run_with_cache(PROMPT, names=points.split(","))
     assert sorted(cache) == sorted(n for n in dump if n != "tokens")
@@ -293,10 +306,12 @@ def test_attribute_sums_and_renders(model):
         model.attribute("The capital of France is", answer="Parisxyzzy")
 
 
-def test_lens_matches_the_cli(model):
+@pytest.mark.parametrize("device", ["cpu", "mock"])
+def test_lens_matches_the_cli(device):
+    model = on(device)
     prompt = "The capital of France is"
     lens = model.lens(prompt, k=5)
-    want = json.loads(cli("lens", "-p", prompt, "--json", "--device", "cpu"))
+    want = json.loads(cli("lens", "-p", prompt, "--json", "--device", device))
     assert lens.top_ids.shape == (model.n_layers, len(lens.tokens), 5)
     for layer in want["layers"]:
         for p in layer["positions"]:
