@@ -37,11 +37,11 @@ class Lens:
     first; ``top_tokens[layer][position]`` the candidates' text; ``tokens`` the prompt's."""
 
     def __init__(self, data: dict, tokens: List[str]):
-        top = data["top"]
+        top = [[p["top"] for p in layer["positions"]] for layer in data["layers"]]
         self.tokens = tokens
         self.top_ids = np.asarray([[[c["id"] for c in cands] for cands in layer] for layer in top], dtype=np.int64)
         self.top_probs = np.asarray([[[c["prob"] for c in cands] for cands in layer] for layer in top], dtype=np.float32)
-        self.top_tokens: List[List[List[str]]] = [[[c["text"] for c in cands] for cands in layer] for layer in top]
+        self.top_tokens: List[List[List[str]]] = [[[c["token"] for c in cands] for cands in layer] for layer in top]
 
     def at(self, layer: int, position: int = -1) -> List[Tuple[str, float]]:
         """The candidates at one layer and position: (text, probability), most likely first."""

@@ -133,24 +133,7 @@ pub fn call<B: Backend>(
         "lens" => {
             let a: LensArgs = args(op, json)?;
             let lens = logit_lens(model, &a.ids, a.k.max(1))?;
-            let top = lens
-                .top
-                .iter()
-                .map(|layer| {
-                    layer
-                        .iter()
-                        .map(|cands| {
-                            cands
-                                .iter()
-                                .map(|c| {
-                                    Ok(json!({"id": c.id, "text": tok.decode(&[c.id])?, "prob": c.prob}))
-                                })
-                                .collect::<scalpel::Result<Vec<_>>>()
-                        })
-                        .collect::<scalpel::Result<Vec<_>>>()
-                })
-                .collect::<scalpel::Result<Vec<_>>>()?;
-            Ok(json!({ "top": top }))
+            Ok(json!({ "layers": lens.labelled(tok, &token_strings(tok, &a.ids)?)? }))
         }
         "heads" => {
             let a: HeadArgs = args(op, json)?;

@@ -59,25 +59,7 @@ impl OnBackend for Task {
         let lens = logit_lens(&model, &ids, args.top.max(1))?;
         let strings = token_strings(tok, &ids)?;
         if args.json {
-            let layers: Vec<_> = lens
-                .top
-                .iter()
-                .enumerate()
-                .map(|(l, layer)| {
-                    let positions = layer
-                        .iter()
-                        .enumerate()
-                        .map(|(p, cands)| {
-                            let top = cands
-                                .iter()
-                                .map(|c| Ok(json!({"id": c.id, "token": tok.decode(&[c.id])?, "prob": c.prob, "logprob": c.logprob})))
-                                .collect::<Result<Vec<_>>>()?;
-                            Ok(json!({"position": p, "input": strings[p], "top": top}))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(json!({"layer": l, "point": format!("blocks.{l}.resid_post"), "positions": positions}))
-                })
-                .collect::<Result<_>>()?;
+            let layers = lens.labelled(tok, &strings)?;
             println!(
                 "{}",
                 json!({

@@ -2,10 +2,12 @@
 //! read what the model "would say" if it stopped at that layer.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::Result;
 use crate::backend::Backend;
 use crate::forward::Model;
+use crate::model::tokenizer::Tokenizer;
 use crate::probe::Point;
 
 #[derive(Clone, Debug, Serialize)]
@@ -28,6 +30,33 @@ impl Lens {
 
     pub fn positions(&self) -> usize {
         self.top.first().map_or(0, Vec::len)
+    }
+
+    /// Labelled for people and programs (`scalpel lens --json`, Python's `Model.lens`):
+    /// `[{layer, point, positions: [{position, input, top: [{id, token, prob, logprob}]}]}]`;
+    /// `inputs` are the prompt's token texts.
+    pub fn labelled(&self, tok: &Tokenizer, inputs: &[String]) -> Result<Vec<Value>> {
+        self.top
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let positions = layer
+                    .iter()
+                    .enumerate()
+                    .map(|(p, cands)| {
+                        let top = cands
+                            .iter()
+                            .map(|c| {
+                                let token = tok.decode(&[c.id])?;
+                                Ok(json!({"id": c.id, "token": token, "prob": c.prob, "logprob": c.logprob}))
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(json!({"position": p, "input": inputs[p], "top": top}))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(json!({"layer": l, "point": format!("blocks.{l}.resid_post"), "positions": positions}))
+            })
+            .collect()
     }
 }
 
