@@ -193,10 +193,7 @@ impl<B: Backend> Model<B> {
     /// Rows of the unembedding (LM head) for `ids`, as f32 on the host: the direction each
     /// token's logit reads from the final normalized residual.
     pub fn unembedding_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        let vocab = self.unembedding().rows();
-        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
-        }
+        self.config.check_ids(ids)?;
         let step = self.backend.step(ids, 0)?;
         self.backend.download(&self.backend.embed(self.unembedding(), &step, None)?)
     }
@@ -295,11 +292,7 @@ impl<B: Backend> Model<B> {
                 start + ids.len()
             )));
         }
-        // Checked here for every backend: a GPU gather cannot report a bad id, it reads past the table.
-        let vocab = self.embed.rows();
-        if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
-        }
+        self.config.check_ids(ids)?;
         self.backend.step(ids, start)
     }
 

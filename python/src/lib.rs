@@ -525,13 +525,7 @@ impl Engine {
 
 impl Engine {
     fn check_ids(&self, ids: &[u32]) -> PyResult<()> {
-        let vocab = self.files.config.vocab_size;
-        match ids.iter().find(|&&i| i as usize >= vocab) {
-            Some(bad) => {
-                Err(PyValueError::new_err(format!("token id {bad} is outside the vocabulary (0..{vocab})")))
-            }
-            None => Ok(()),
-        }
+        self.files.config.check_ids(ids).map_err(py_err)
     }
 }
 

@@ -114,9 +114,7 @@ impl Probe {
             Probe::HeadToToken { head, .. } if *head >= c.n_heads => {
                 bad(format!("--head {head}: the model has heads 0..{}", c.n_heads - 1))
             }
-            Probe::HeadToToken { key, .. } if *key as usize >= c.vocab_size => {
-                bad(format!("token id {key} is outside the vocabulary of {}", c.vocab_size))
-            }
+            Probe::HeadToToken { key, .. } => c.check_ids(&[*key]),
             _ => Ok(()),
         }
     }

@@ -163,10 +163,7 @@ impl<'m, B: Backend> Patcher<'m, B> {
                 corrupted.len()
             )));
         }
-        let vocab = model.config.vocab_size;
-        if let Some(id) = metric.ids().into_iter().find(|&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
-        }
+        model.config.check_ids(&metric.ids())?;
         let n = model.config.n_layers;
         let last = |ids: &[u32]| -> Result<f32> {
             let mut cache = model.new_cache(ids.len())?;

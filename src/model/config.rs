@@ -251,6 +251,17 @@ impl Common {
 }
 
 impl Config {
+    /// An error naming the first of `ids` outside the vocabulary: checked before any backend
+    /// gathers rows (a GPU gather cannot report a bad id; it reads past the table).
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            Some(id) => {
+                Err(Error::Invalid(format!("token id {id} is outside the vocabulary of {}", self.vocab_size)))
+            }
+            None => Ok(()),
+        }
+    }
+
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads
     }
