@@ -14,14 +14,24 @@ pub fn capture_with<B: Backend>(
     model: &Model<B>,
     ids: &[u32],
     points: impl IntoIterator<Item = Point>,
+    probes: Probes<B>,
+) -> Result<BTreeMap<Point, Captured>> {
+    let capacity = crate::generate::cache_size(ids.len(), 0, model.config.context_length)?;
+    capture_in(model, ids, points, probes, &mut model.new_cache(capacity)?)
+}
+
+/// [`capture_with`] into a KV cache the caller keeps (activation patching resumes passes from it).
+pub fn capture_in<B: Backend>(
+    model: &Model<B>,
+    ids: &[u32],
+    points: impl IntoIterator<Item = Point>,
     mut probes: Probes<B>,
+    cache: &mut B::Cache,
 ) -> Result<BTreeMap<Point, Captured>> {
     for p in points {
         probes.capture(p);
     }
-    let capacity = crate::generate::cache_size(ids.len(), 0, model.config.context_length)?;
-    let mut cache = model.new_cache(capacity)?;
-    model.forward(ids, 0, &mut cache, &mut probes, Logits::Last)?;
+    model.forward(ids, 0, cache, &mut probes, Logits::Last)?;
     let mut out = BTreeMap::new();
     for (p, mut chunks) in probes.take_captured() {
         let c = chunks.pop().ok_or_else(|| Error::Invalid(format!("{p} was not captured")))?;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::forward::{Logits, Model};
-use crate::interp::capture::{capture, row};
+use crate::interp::capture::{capture, capture_in, row};
 use crate::probe::{Captured, Edit, Point, Probes};
 
 /// What is patched: one (layer, position) cell of a residual-width point, or one head at a layer.
@@ -179,10 +179,7 @@ impl<'m, B: Backend> Patcher<'m, B> {
             points.extend((0..n).map(Point::AttnZ));
         }
         let mut cache = model.new_cache(corrupted.len())?;
-        let mut probes = Probes::capturing(points);
-        model.forward(corrupted, 0, &mut cache, &mut probes, Logits::Last)?;
-        let corrupted_cap =
-            probes.take_captured().into_iter().filter_map(|(p, mut c)| Some((p, c.pop()?))).collect();
+        let corrupted_cap = capture_in(model, corrupted, points, Probes::none(), &mut cache)?;
         Ok(Patcher {
             model,
             corrupted_ids: corrupted.to_vec(),
