@@ -556,7 +556,7 @@ class Model:
             raise ValueError(f"{len(groups)} groups for {len(prompts)} prompts")
         layer = self._layer(layer)
         data = self._micro("pca", prompts=[self._engine.encode(p, False) for p in prompts], layer=layer, position=int(position))
-        return PCA(data, prompts, groups, layer)
+        return PCA(data, prompts, groups, layer, self._engine, self.name)
 
     def top_examples(
         self,

@@ -6,6 +6,7 @@ and SVG only: no scripts, no network)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -311,33 +312,37 @@ class Neurons:
 class PCA:
     """Each prompt's representation projected on its first two principal components
     (``Model.pca``): ``coords`` is ``[n_prompts, 2]``, ``explained`` the fraction of variance of
-    each component; ``groups`` the labels that colour the points."""
+    each component; ``groups`` the labels that colour the points. In a notebook: the CLI's own
+    scatter plot (``scalpel pca --png``), labels kept apart, as an inline PNG."""
 
-    def __init__(self, data: dict, prompts: List[str], groups: List[str], layer: int):
+    def __init__(self, data: dict, prompts: List[str], groups: List[str], layer: int, engine=None, model_name: str = ""):
         self.prompts = prompts
         self.groups = groups
         self.layer = layer
         self.coords = np.asarray(data["coords"], dtype=np.float64)
         self.explained = np.asarray(data["explained"], dtype=np.float64)
         self.components = np.asarray(data["components"], dtype=np.float64)
+        self._engine = engine
+        self._model_name = model_name
 
     def __repr__(self) -> str:
         return f"PCA(blocks.{self.layer}.resid_post of {len(self.prompts)} prompts; PC1 {100 * self.explained[0]:.1f}%, PC2 {100 * self.explained[1]:.1f}%)"
 
+    def png(self) -> bytes:
+        """The scatter plot as PNG bytes (what ``scalpel pca --png`` writes)."""
+        args = {
+            "title": f"{self._model_name} — PCA of blocks.{self.layer}.resid_post",
+            "x_title": f"PC1 ({100 * self.explained[0]:.1f}% of variance)",
+            "y_title": f"PC2 ({100 * self.explained[1]:.1f}%)",
+            "points": [[float(x), float(y)] for x, y in self.coords[:, :2]],
+            "labels": self.prompts,
+            "groups": self.groups,
+        }
+        return self._engine.picture("scatter", json.dumps(args))
+
     def _repr_html_(self) -> str:
-        w, h = 640, 440
-        x, y = self.coords[:, 0], self.coords[:, 1]
-        mx, my = (x.max() - x.min()) * 0.1 or 1, (y.max() - y.min()) * 0.1 or 1
-        px, py, parts = _svg_axes(w, h, x.min() - mx, x.max() + mx, y.min() - my, y.max() + my, (48, 12, 28, 32))
-        names = list(dict.fromkeys(g for g in self.groups if g))
-        colour = lambda g: _PALETTE[names.index(g) % len(_PALETTE)] if g in names else ("#888" if names else _PALETTE[0])
-        for i, g in enumerate(names):
-            parts.append(f"<circle cx='{60 + 110 * i}' cy='14' r='4' fill='{colour(g)}'/><text x='{68 + 110 * i}' y='18' font-size='11'>{_e(g)}</text>")
-        for (cx, cy), p, g in zip(self.coords, self.prompts, self.groups):
-            parts.append(f"<circle cx='{px(cx):.1f}' cy='{py(cy):.1f}' r='4' fill='{colour(g)}'><title>{_e(p)}</title></circle>")
-            parts.append(f"<text x='{px(cx) + 6:.1f}' y='{py(cy) + 4:.1f}' font-size='10'>{_e(p[:40])}</text>")
-        parts.append(f"<text x='{w / 2}' y='{h - 8}' text-anchor='middle' font-size='11'>PC1 ({100 * self.explained[0]:.1f}%) — PC2 ({100 * self.explained[1]:.1f}%) up</text>")
-        return f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='font-family:sans-serif'>{''.join(parts)}</svg>"
+        data = base64.b64encode(self.png()).decode("ascii")
+        return f"<img alt='{_e(repr(self))}' src='data:image/png;base64,{data}'/>"
 
 
 class TopExamples:

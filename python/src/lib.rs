@@ -16,7 +16,7 @@ use pyo3::exceptions::{
     PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use scalpel::backend::cpu::Cpu;
 use scalpel::backend::cpu::qmatmul::{Activations, set_activations};
 use scalpel::backend::cuda::{Cuda, MockOptions};
@@ -498,6 +498,12 @@ impl Engine {
         let v = py.detach(|| with_model!(&self.model, m => microscope::call(m, tok, op, args, between)));
         let v = v.map_err(|e| raised.or(e))?;
         Ok(v.to_string())
+    }
+
+    /// A picture drawn by the CLI's chart code (`scatter`), from JSON arguments: PNG bytes.
+    fn picture<'py>(&self, py: Python<'py>, op: &str, args: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let png = py.detach(|| microscope::picture(op, args)).map_err(py_err)?;
+        Ok(PyBytes::new(py, &png))
     }
 
     /// Direct logit attribution of `answer`'s logit (minus `wrong`'s) at `position` of `ids`: JSON

@@ -16,6 +16,7 @@ use scalpel::interp::examples::{Corpus, Probe, ScanOptions, html_table, scan_cor
 use scalpel::interp::lens::logit_lens;
 use scalpel::interp::patchscope::{self, Scope};
 use scalpel::interp::pca;
+use scalpel::interp::render::charts::scatter_plot;
 use scalpel::interp::similarity::{Centre, compare};
 use scalpel::interp::steer::{self, Method, StreamPoint};
 use scalpel::interp::words::{quote, require_word, resolve_token, token_strings};
@@ -301,5 +302,27 @@ pub fn call<B: Backend>(
             }))
         }
         other => Err(Error::Invalid(format!("unknown microscope operation {other:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ScatterArgs {
+    title: String,
+    x_title: String,
+    y_title: String,
+    points: Vec<(f64, f64)>,
+    labels: Vec<String>,
+    groups: Vec<String>,
+}
+
+/// A picture drawn by the CLI's own chart code, as PNG bytes: `scatter` (the PCA map, labels kept
+/// apart, coloured by group).
+pub fn picture(op: &str, json: &str) -> scalpel::Result<Vec<u8>> {
+    match op {
+        "scatter" => {
+            let a: ScatterArgs = args(op, json)?;
+            scatter_plot(&a.title, &a.x_title, &a.y_title, &a.points, &a.labels, &a.groups)?.to_png()
+        }
+        other => Err(Error::Invalid(format!("unknown picture {other:?}"))),
     }
 }

@@ -418,7 +418,10 @@ def test_neurons_and_pca(model):
     finally:
         os.remove(path)
     np.testing.assert_allclose(c.coords, [p["coords"] for p in want["points"]], rtol=1e-9)
-    assert c._repr_html_().count("<circle") == 5 + 2, "a point per prompt and a legend entry per group"
+    png = c.png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    page = c._repr_html_()
+    assert page.startswith("<img") and "data:image/png;base64," in page and "<script" not in page
     with pytest.raises(ValueError, match="layer"):
         model.neurons("x", layer=99)
     with pytest.raises(ValueError, match="groups"):
