@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::forward::Model;
 use crate::interp::words::{require_word, token_strings};
 use crate::model::tokenizer::Tokenizer;
-use crate::probe::Point;
+use crate::probe::{Captured, Point};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerSimilarity {
@@ -24,26 +24,38 @@ fn points(n_layers: usize) -> Vec<Point> {
     std::iter::once(Point::Embed).chain((0..n_layers).map(Point::ResidPost)).collect()
 }
 
+/// The residual stream of one text at every compared point: one forward pass.
+type Stream = BTreeMap<Point, Captured>;
+
+fn stream<B: Backend>(model: &Model<B>, ids: &[u32]) -> Result<Stream> {
+    super::capture::capture(model, ids, points(model.config.n_layers))
+}
+
 /// Per point, the mean of the residual stream over the tokens of `texts` (each text's first token
 /// left out where it has others): what is subtracted to
 /// centre the vectors. Later layers share a large common component (anisotropy) that keeps raw
 /// cosines near 1 whatever the sense; the centred cosine compares what is left.
 pub fn mean_residuals<B: Backend>(model: &Model<B>, texts: &[Vec<u32>]) -> Result<BTreeMap<Point, Vec<f32>>> {
-    let d = model.config.hidden_size;
+    let streams: Vec<Stream> = texts.iter().map(|ids| stream(model, ids)).collect::<Result<_>>()?;
+    mean_of(&streams.iter().collect::<Vec<_>>(), model.config.hidden_size)
+}
+
+/// [`mean_residuals`] of streams already captured.
+fn mean_of(streams: &[&Stream], d: usize) -> Result<BTreeMap<Point, Vec<f32>>> {
     let mut sums: BTreeMap<Point, Vec<f64>> = BTreeMap::new();
     let mut count = 0usize;
-    for ids in texts {
+    for cap in streams {
+        let t = cap.values().next().map_or(0, |c| c.shape[0]);
         // The first token is left out: with nothing before it, it holds the attention sink's
         // activations, tens of times any other token's, and would be all the mean says.
-        let skip = usize::from(ids.len() > 1);
-        let cap = super::capture::capture(model, ids, points(model.config.n_layers))?;
-        for (p, c) in cap {
-            let acc = sums.entry(p).or_insert_with(|| vec![0.0; d]);
+        let skip = usize::from(t > 1);
+        for (p, c) in cap.iter() {
+            let acc = sums.entry(*p).or_insert_with(|| vec![0.0; d]);
             for row in c.data.chunks(d).skip(skip) {
                 acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f64);
             }
         }
-        count += ids.len() - skip;
+        count += t - skip;
     }
     if count == 0 {
         return Err(crate::Error::Invalid("no tokens to take the mean over".into()));
@@ -51,35 +63,30 @@ pub fn mean_residuals<B: Backend>(model: &Model<B>, texts: &[Vec<u32>]) -> Resul
     Ok(sums.into_iter().map(|(p, v)| (p, v.iter().map(|x| (x / count as f64) as f32).collect())).collect())
 }
 
-/// Cosine similarity of the residual stream at position `pa` of `a` and `pb` of `b`, at embed and
-/// after every layer; with `centre`, of the two vectors minus that point's mean.
-pub fn across_layers<B: Backend>(
-    model: &Model<B>,
-    a: &[u32],
+/// Cosine similarity of the residual stream at position `pa` of stream `a` and `pb` of `b`, at
+/// embed and after every layer; with `centre`, of the two vectors minus that point's mean.
+fn across_layers(
+    a: &Stream,
     pa: usize,
-    b: &[u32],
+    b: &Stream,
     pb: usize,
     centre: Option<&BTreeMap<Point, Vec<f32>>>,
-) -> Result<Vec<LayerSimilarity>> {
-    let points = points(model.config.n_layers);
-    let ca = super::capture::capture(model, a, points.iter().copied())?;
-    let cb = super::capture::capture(model, b, points.iter().copied())?;
+) -> Vec<LayerSimilarity> {
     let centred = |row: &[f32], p: &Point| -> Vec<f32> {
         match centre {
             Some(m) => row.iter().zip(&m[p]).map(|(x, m)| x - m).collect(),
             None => row.to_vec(),
         }
     };
-    Ok(points
-        .iter()
+    a.keys()
         .map(|p| LayerSimilarity {
             point: p.layer().map_or("embed".to_string(), |l| l.to_string()),
             cosine: super::cosine(
-                &centred(super::capture::row(&ca[p], pa), p),
-                &centred(super::capture::row(&cb[p], pb), p),
+                &centred(super::capture::row(&a[p], pa), p),
+                &centred(super::capture::row(&b[p], pb), p),
             ),
         })
-        .collect())
+        .collect()
 }
 
 /// What the vectors are centred on before the cosine.
@@ -142,12 +149,7 @@ pub fn compare<B: Backend>(
         let pb = require_word(&sb, w, "the word")?[0];
         found.push((ib, sb, pb));
     }
-    let (reference, shown) = match centre {
-        Centre::None => (None, "raw cosine (centring subtracts the contexts' mean)".to_string()),
-        Centre::Contexts => (
-            Some(std::iter::once(ia.clone()).chain(found.iter().map(|f| f.0.clone())).collect::<Vec<_>>()),
-            "centred cosine (mean over every token of the contexts subtracted)".to_string(),
-        ),
+    let reference = match centre {
         Centre::Texts(texts, name) => {
             let ids: Vec<Vec<u32>> = texts
                 .iter()
@@ -157,18 +159,35 @@ pub fn compare<B: Backend>(
             if ids.is_empty() {
                 return Err(crate::Error::Invalid(format!("{name} holds no texts to centre on")));
             }
-            (Some(ids), format!("centred cosine (mean over every token of {name} subtracted)"))
+            Some(ids)
         }
+        _ => None,
     };
-    let means = reference.map(|r| mean_residuals(model, &r)).transpose()?;
+    // Each context runs once: its stream serves the cosines and, with Centre::Contexts, the mean.
+    let stream_a = stream(model, &ia)?;
+    let streams: Vec<Stream> = found.iter().map(|f| stream(model, &f.0)).collect::<Result<_>>()?;
+    let (means, shown) = match centre {
+        Centre::None => (None, "raw cosine (centring subtracts the contexts' mean)".to_string()),
+        Centre::Contexts => (
+            Some(mean_of(
+                &std::iter::once(&stream_a).chain(&streams).collect::<Vec<_>>(),
+                model.config.hidden_size,
+            )?),
+            "centred cosine (mean over every token of the contexts subtracted)".to_string(),
+        ),
+        Centre::Texts(_, name) => (
+            reference.map(|r| mean_residuals(model, &r)).transpose()?,
+            format!("centred cosine (mean over every token of {name} subtracted)"),
+        ),
+    };
     let mut out = Vec::new();
-    for ((b, w), (ib, sb, pb)) in others.iter().zip(found) {
+    for (((b, w), (_, sb, pb)), s) in others.iter().zip(found).zip(&streams) {
         out.push(Other {
             b: b.clone(),
             b_word: w.clone(),
             b_position: pb,
             b_token: sb[pb].clone(),
-            similarity: across_layers(model, &ia, pa, &ib, pb, means.as_ref())?,
+            similarity: across_layers(&stream_a, pa, s, pb, means.as_ref()),
         });
     }
     Ok(Comparison {
