@@ -283,11 +283,11 @@ pub fn call<B: Backend>(
             let (examples, documents) = match (&a.corpus, a.documents) {
                 (Some(path), None) => {
                     let mut corpus = Corpus::open(std::path::Path::new(path))?;
-                    scan_corpus(model, tok, &probe, &opts, || corpus.next_document(), |_| between())?
+                    scan_corpus(model, tok, &probe, &opts, || corpus.next_document(), &mut between)?
                 }
                 (None, Some(docs)) => {
                     let mut docs = docs.into_iter();
-                    scan_corpus(model, tok, &probe, &opts, || Ok(docs.next()), |_| between())?
+                    scan_corpus(model, tok, &probe, &opts, || Ok(docs.next()), &mut between)?
                 }
                 _ => return Err(Error::Invalid("give a corpus file or a list of documents".into())),
             };

@@ -125,7 +125,6 @@ impl OnBackend for Task {
             include_first: args.include_first,
             max_documents: args.max_documents,
         };
-        let bytes = std::cell::Cell::new(0);
         let (examples, documents) = scan_corpus(
             &model,
             tok,
@@ -133,13 +132,10 @@ impl OnBackend for Task {
             &opts,
             || {
                 let doc = corpus.next_document();
-                bytes.set(corpus.bytes);
+                bar.set_position(corpus.bytes.min(size));
                 doc
             },
-            |_| {
-                bar.set_position(bytes.get().min(size));
-                Ok(())
-            },
+            || Ok(()),
         )?;
         bar.finish_and_clear();
         if documents == 0 {

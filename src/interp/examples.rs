@@ -73,21 +73,20 @@ impl Probe {
         layer: Option<usize>,
         name: &str,
     ) -> Result<Probe> {
+        let have = || directions.keys().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
         let layer = match layer {
             Some(l) => l,
             None if directions.len() == 1 => *directions.keys().next().expect("one direction"),
             None => {
-                let have: Vec<String> = directions.keys().map(|l| l.to_string()).collect();
                 return Err(Error::Invalid(format!(
                     "{name} holds {} layers ({}): choose one (--layer; layer= in Python)",
                     directions.len(),
-                    have.join(", ")
+                    have()
                 )));
             }
         };
         let v = directions.get(&layer).ok_or_else(|| {
-            let have: Vec<String> = directions.keys().map(|l| l.to_string()).collect();
-            Error::Invalid(format!("{name} has no direction for layer {layer} (it has {})", have.join(", ")))
+            Error::Invalid(format!("{name} has no direction for layer {layer} (it has {})", have()))
         })?;
         let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
         if !(norm > 0.0 && norm.is_finite()) {
@@ -297,7 +296,7 @@ pub fn scan_corpus<B: Backend>(
     probe: &Probe,
     opts: &ScanOptions,
     mut next: impl FnMut() -> Result<Option<String>>,
-    mut after_each: impl FnMut(usize) -> Result<()>,
+    mut after_each: impl FnMut() -> Result<()>,
 ) -> Result<(Vec<Example>, usize)> {
     if opts.window < 2 {
         return Err(Error::Invalid("the window must be at least 2 tokens".into()));
@@ -330,7 +329,7 @@ pub fn scan_corpus<B: Backend>(
             &mut top,
         )?;
         documents += 1;
-        after_each(documents)?;
+        after_each()?;
     }
     Ok((top.examples, documents))
 }
