@@ -602,12 +602,10 @@ class Model:
                 raise ValueError("head= needs key= (the attended-to token: its text, '#id' or an id)")
             args.update(head=self._count(head, "head", 0), key=f"#{int(key)}" if isinstance(key, (int, np.integer)) else key)
         else:
-            if isinstance(direction, np.ndarray) or (isinstance(direction, (list, tuple))):
-                if layer is None:
-                    raise ValueError("a direction given as a vector needs layer=")
-                cv, name = ControlVector({self._layer(layer): np.asarray(direction, dtype=np.float32)}), "the direction"
-            else:
-                cv, name = self._vector(direction, None)
+            is_file = isinstance(direction, (str, bytes)) or hasattr(direction, "__fspath__")
+            if layer is None and not (is_file or isinstance(direction, ControlVector)):
+                raise ValueError("a direction given as a vector needs layer=")
+            cv, name = self._vector(direction, args["layer"])
             args.update(directions={l: v.tolist() for l, v in cv.directions.items()}, direction_name=name)
         return TopExamples(self._micro("top_examples", **args))
 

@@ -43,7 +43,7 @@ class Engine:
     def param(self, name: str) -> np.ndarray: ...
     def microscope(self, op: str, args: str) -> str:
         """Microscope operation ``op`` (lens, heads, layers, find_word, neighbors, analogy,
-        similarity, patchscope, pca, steer_build) with JSON arguments; answers JSON."""
+        similarity, patchscope, pca, steer_build, top_examples) with JSON arguments; answers JSON."""
         ...
     def run(
         self,

@@ -303,7 +303,6 @@ impl Engine {
         hooks: Vec<(String, Py<PyAny>)>,
         edits: Vec<InterventionArg>,
     ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyDict>)> {
-        self.check_ids(&ids)?;
         let edits = interventions(edits, self.files.config.n_layers)?;
         let n_layers = self.files.config.n_layers;
         let mut points = Vec::new();
@@ -431,13 +430,8 @@ impl Engine {
         sites: Vec<String>,
         head_position: Option<usize>,
     ) -> PyResult<String> {
-        self.check_ids(&clean)?;
-        self.check_ids(&corrupted)?;
-        self.check_ids(&[answer])?;
+        // The engine checks every id (the prompts in the forward pass, the metric's tokens first).
         let metric = Metric::named(Some(metric), answer, wrong).map_err(py_err)?;
-        if let Some(w) = wrong {
-            self.check_ids(&[w])?;
-        }
         let sites: Vec<Site> =
             sites.iter().map(|s| s.parse()).collect::<scalpel::Result<_>>().map_err(py_err)?;
         let r = py.detach(|| {
@@ -487,8 +481,8 @@ impl Engine {
         array(py, data, &w.shape(c))
     }
 
-    /// Microscope operation `op` (lens, heads, find_word, neighbors, analogy, similarity,
-    /// patchscope, pca, steer_build) with its arguments as JSON; answers JSON.
+    /// Microscope operation `op` (lens, heads, layers, find_word, neighbors, analogy, similarity,
+    /// patchscope, pca, steer_build, top_examples) with its arguments as JSON; answers JSON.
     fn microscope(&self, py: Python<'_>, op: &str, args: &str) -> PyResult<String> {
         let tok = &self.files.tokenizer;
         let raised = Raised::default();
@@ -517,11 +511,6 @@ impl Engine {
         answer: u32,
         wrong: Option<u32>,
     ) -> PyResult<String> {
-        self.check_ids(&ids)?;
-        self.check_ids(&[answer])?;
-        if let Some(w) = wrong {
-            self.check_ids(&[w])?;
-        }
         let a = py.detach(
             || with_model!(&self.model, m => attribution::attribute(m, &ids, position, answer, wrong)),
         );

@@ -51,13 +51,15 @@ pub fn attribute<B: Backend>(
     if position >= ids.len() {
         return Err(Error::Invalid(format!("position {position} is outside the {} tokens", ids.len())));
     }
+    let mut token_ids = vec![target];
+    token_ids.extend(baseline);
+    // Before the pass, so a bad token costs no forward.
+    c.check_ids(&token_ids)?;
     let mut points = vec![Point::Embed, Point::ResidPost(n - 1), Point::Logits];
     for l in 0..n {
         points.extend([Point::AttnOut(l), Point::MlpOut(l), Point::HeadOut(l)]);
     }
     let cap = capture(model, ids, points)?;
-    let mut token_ids = vec![target];
-    token_ids.extend(baseline);
     let rows = model.unembedding_rows(&token_ids)?;
     let gain = model.final_norm_gain()?;
     let x = row(&cap[&Point::ResidPost(n - 1)], position);
