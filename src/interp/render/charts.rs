@@ -411,12 +411,11 @@ pub fn scatter_plot(
             names.push(g);
         }
     }
-    let (w, h) = (820.0, 620.0);
     let legend_rows = if names.is_empty() { 0.0 } else { 1.0 + (names.len() as f32 / 5.0).floor() };
     let legend_h = legend_rows * (FONT + 6.0);
+    let (w, h) = (820.0, 620.0 + legend_h);
     let (left, right, top, bottom) = (70.0, 40.0, TITLE + 3.0 * PAD + legend_h, 60.0);
-    let mut c = Canvas::new(w as usize, (h + legend_h) as usize);
-    let h = h + legend_h;
+    let mut c = Canvas::new(w as usize, h as usize);
     c.text(PAD, PAD + TITLE, TITLE, BLACK, Align::Left, title)?;
     let colour = |g: &str| match names.iter().position(|n| *n == g) {
         Some(i) => PALETTE[i % PALETTE.len()],
