@@ -7,7 +7,14 @@
 # Models: the default model (SmolLM2-135M-Instruct Q4_1) and a random-weight GGUF of
 # Llama-3.2-3B's shapes in the Q4_K_M mix (scripts/bench/random_gguf.py, written once into the
 # models directory, ~2 GB). llama.cpp comes from the llama-cpp-python package, built from source
-# into .venv-llamacpp (git-ignored) on first use (about ten minutes on 2 cores).
+# into .venv-llamacpp (git-ignored) on first use (about ten minutes on 2 cores): never a wheel from
+# pip's cache, which may have been built for another machine's instruction set.
+#
+# On CPUs with AMX, llama.cpp 0.3.36's AMX matrix product segfaults on the first batch (seen on an
+# Intel Xeon with AMX, Q4_1 and Q4_K_M alike; ggml-org/llama.cpp#20824, closed without a fix), so
+# there it is built without AMX: GGML_NATIVE off and every other instruction-set option this CPU
+# has turned on by name (AVX-512 and VNNI included), so that only AMX is missing. The venv records
+# the flags it was built with and is rebuilt when they change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -15,10 +22,24 @@ prompt=64
 decode=64
 python=$(command -v python3)
 venv=.venv-llamacpp
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp, gguf' 2>/dev/null; then
-  echo "bench: installing llama-cpp-python 0.3.36 and gguf into $venv (builds llama.cpp)" >&2
+cmake_args=""
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+  flags=$(grep -m1 '^flags' /proc/cpuinfo)
+  has() { [[ " $flags " == *" $1 "* ]]; }
+  cmake_args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  for f in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI avx512f:AVX512 \
+           avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    has "${f%%:*}" && cmake_args+=" -DGGML_${f#*:}=ON"
+  done
+fi
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp, gguf' 2>/dev/null \
+   || [ "$(cat "$venv/cmake_args" 2>/dev/null)" != "$cmake_args" ]; then
+  echo "bench: building llama-cpp-python 0.3.36 from source into $venv${cmake_args:+ (CMAKE_ARGS=$cmake_args)}" >&2
+  rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check llama-cpp-python==0.3.36 gguf==0.19.0 numpy
+  CMAKE_ARGS="$cmake_args" "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir \
+    --no-binary llama-cpp-python llama-cpp-python==0.3.36 gguf==0.19.0 numpy
+  printf '%s' "$cmake_args" > "$venv/cmake_args"
 fi
 models="${SCALPEL_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/scalpel/models}"
 smol="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
