@@ -2,19 +2,34 @@
 //! a Llama-3.2-3B FFN matrix (8192 x 3072) times one x row, with exact f32 activations and with
 //! int8 activations, on one thread and on all of rayon's. Reports the best of several runs (this
 //! kernel is the whole of a decode step's matmul time) as G weights/s and GB/s of blocks read.
-//! `cargo bench --bench cpu_qmatvec [-- --json]`; threads: RAYON_NUM_THREADS.
+//! `cargo bench --bench cpu_qmatvec [-- --json] [--rows N] [--types Q4_K,Q6_K]`; threads:
+//! RAYON_NUM_THREADS. The default 8192 rows (14 MB of Q4_K) stay in a large last-level cache;
+//! `--rows 131072` (226 MB of Q4_K) measures the kernels streaming from memory, as decode does;
+//! `--split N` cuts the rows into N matrices multiplied one after the other, as a model's layers
+//! are (each call then pays its own start-up: task hand-out, x preparation, streams restarting).
 
 use std::time::Instant;
 
 use scalpel::backend::cpu::qmatmul::{Activations, QMatrix, QType, int8_supported, matvec, set_activations};
 
-const ROWS: usize = 8192;
 const COLS: usize = 3072;
 
-/// Random blocks with small f16 scales (bytes masked so that every f16 field is finite).
-fn random_blocks(ty: QType) -> Vec<u8> {
+/// Random blocks with small f16 scales (bytes masked so that every f16 field is finite). The
+/// float formats' values are drawn afresh as normal numbers: masked random bytes make many of
+/// them subnormal, which some CPUs multiply a hundred times slower.
+fn random_blocks(ty: QType, rows: usize) -> Vec<u8> {
     let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..ty.row_bytes(COLS).unwrap() * ROWS)
+    let n = ty.row_bytes(COLS).unwrap() * rows;
+    if ty == QType::BF16 {
+        return (0..n / 2)
+            .flat_map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let v = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+                ((v.to_bits() >> 16) as u16).to_le_bytes()
+            })
+            .collect();
+    }
+    (0..n)
         .map(|_| {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 33) as u8) & 0x3b
@@ -34,9 +49,22 @@ fn best_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let json = std::env::args().any(|a| a == "--json");
+    scalpel::backend::cpu::use_this_thread_in_pool().expect("the thread pool");
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let rows: usize = opt("--rows").map_or(8192, |s| s.parse().expect("--rows N"));
+    let split: usize = opt("--split").map_or(1, |s| s.parse().expect("--split N"));
+    assert!(split > 0 && rows.is_multiple_of(split), "--split must divide --rows");
+    let types: Vec<QType> = match opt("--types") {
+        Some(list) => list
+            .split(',')
+            .map(|t| QType::ALL.into_iter().find(|q| q.name() == t).expect("--types: GGUF type names"))
+            .collect(),
+        None => vec![QType::Q4_0, QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K, QType::Q5K, QType::BF16],
+    };
     let x: Vec<f32> = (0..COLS).map(|i| (i as f32 * 0.37).sin()).collect();
-    let mut y = vec![0f32; ROWS];
+    let mut y = vec![0f32; rows];
     let all = rayon::current_num_threads();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     if !json {
@@ -45,18 +73,24 @@ fn main() {
             "type", "threads", "act", "ms", "Gweights/s", "GB/s"
         );
     }
-    for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K, QType::Q5K, QType::BF16] {
-        let data = random_blocks(ty);
-        let w = QMatrix::new(ty, ROWS, COLS, &data).unwrap();
+    for ty in types {
+        let data = random_blocks(ty, rows);
+        let part = data.len() / split;
+        let ws: Vec<QMatrix> =
+            data.chunks(part).map(|d| QMatrix::new(ty, rows / split, COLS, d).unwrap()).collect();
         let acts: &[Activations] =
             if int8_supported(ty) { &[Activations::F32, Activations::Int8] } else { &[Activations::F32] };
         for &act in acts {
             set_activations(act);
             for threads in [1, all] {
-                let run = || matvec(&w, &x, &mut y).unwrap();
+                let run = || {
+                    for (w, y) in ws.iter().zip(y.chunks_mut(rows / split)) {
+                        matvec(w, &x, y).unwrap()
+                    }
+                };
                 let s =
                     if threads == 1 { one.install(|| best_seconds(20, run)) } else { best_seconds(20, run) };
-                let (gw, gb) = ((ROWS * COLS) as f64 / s / 1e9, data.len() as f64 / s / 1e9);
+                let (gw, gb) = ((rows * COLS) as f64 / s / 1e9, data.len() as f64 / s / 1e9);
                 let act = format!("{act:?}").to_lowercase();
                 if json {
                     println!(
