@@ -106,6 +106,7 @@ impl OnBackend for Bench {
 }
 
 fn main() {
+    scalpel::backend::cpu::use_this_thread_in_pool().expect("the thread pool");
     let device = if std::env::args().any(|a| a == "cuda") { Device::Cuda } else { Device::Cpu };
     let path = models_dir().join(DEFAULT_MODEL.file);
     let files = ModelFiles::open(Some(path.to_str().expect("utf-8 path")))

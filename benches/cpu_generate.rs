@@ -39,6 +39,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    scalpel::backend::cpu::use_this_thread_in_pool().expect("the thread pool");
     let json = std::env::args().any(|a| a == "--json");
     let path =
         arg("--model").map(std::path::PathBuf::from).unwrap_or_else(|| models_dir().join(DEFAULT_MODEL.file));

@@ -32,6 +32,24 @@ fn generate_streams_the_greedy_continuation_of_transformers() {
     assert!(stderr(&o).contains("tok/s"), "speeds are reported on stderr");
 }
 
+/// The CLI's thread becomes one of the pool's workers when there are two or more threads (and
+/// not with one): every thread count gives transformers' greedy ids, and the same logits, since
+/// each row's product and each head's attention are computed alike however the work is split.
+#[test]
+fn generate_gives_the_same_ids_on_every_thread_count() {
+    let g = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));
+    let want: Vec<u64> = g.i64("greedy").iter().take(10).map(|&x| x as u64).collect();
+    let args = ["generate", "-m", &model_arg(), "-p", "The capital of France is", "-n", "10", "--json", "-q"];
+    for threads in ["1", "2", "3"] {
+        let o = common::scalpel_env(&args, &[("RAYON_NUM_THREADS", threads)]);
+        assert!(o.status.success(), "{threads} threads: {}", stderr(&o));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+        let got: Vec<u64> =
+            v["generated_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert_eq!(got, want, "{threads} threads");
+    }
+}
+
 #[test]
 fn generate_json_reports_ids_text_speed_and_memory() {
     let o = scalpel(&[

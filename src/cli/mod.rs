@@ -118,6 +118,10 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     crate::mem::install_interrupt_handler();
+    if let Err(e) = crate::backend::cpu::use_this_thread_in_pool() {
+        eprintln!("error[invalid]: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
