@@ -32,9 +32,9 @@ fn generate_streams_the_greedy_continuation_of_transformers() {
     assert!(stderr(&o).contains("tok/s"), "speeds are reported on stderr");
 }
 
-/// The CLI's thread becomes one of the pool's workers when there are two or more threads (and
-/// not with one): every thread count gives transformers' greedy ids, and the same logits, since
-/// each row's product and each head's attention are computed alike however the work is split.
+/// The CLI's thread is one of the pool's workers (its only one with one thread): every thread
+/// count gives transformers' greedy ids, since each row's product and each head's attention are
+/// computed alike however the work is split.
 #[test]
 fn generate_gives_the_same_ids_on_every_thread_count() {
     let g = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));

@@ -24,23 +24,16 @@ const PAR_MIN: usize = 1 << 15;
 /// Makes the calling thread one of the global rayon pool's workers, so that the ops it runs
 /// split their work from inside the pool: it takes a share of each op itself and waits on the
 /// others by spinning, where a thread outside the pool hands every op to the workers and sleeps
-/// until they wake it. On the 2-core dev machine that hand-off cost ~40 µs per op, a third of a
-/// SmolLM2 decode step (82 → 99-114 tok/s). The pool keeps RAYON_NUM_THREADS (or one thread per
-/// core) threads in all, this one included.
+/// until they wake it. On the 2-core dev machine that hand-off cost ~40 µs per op: SmolLM2
+/// decode went from 82 to 110-120 tok/s on 2 threads, and from 36 to 68 tok/s on one. The pool
+/// keeps RAYON_NUM_THREADS (or one per core) threads in all, this one included.
 ///
-/// Call it first thing on the thread that will run the model (the CLI's and the benches' main).
-/// With one thread in all it does nothing (rayon's own pool then has one worker, so that parallel
-/// calls from other threads still run). An error if the global pool was already built.
+/// For programs whose parallel work all starts on this thread (the CLI, the benches): with one
+/// thread in all, this thread is the pool's only worker, and a parallel call from another
+/// thread would wait until this one runs parallel work of its own. Call it first thing, before
+/// anything builds the global pool (an error then).
 pub fn use_this_thread_in_pool() -> Result<()> {
-    let threads = match std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse::<usize>().ok()) {
-        Some(n) if n > 0 => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    if threads < 2 {
-        return Ok(());
-    }
     rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
         .use_current_thread()
         .build_global()
         .map_err(|e| Error::Invalid(format!("the CPU thread pool: {e}")))
