@@ -16,8 +16,9 @@
 //! AArch64; `default_isa()` picks the best at run time unless `set_default_isa` says otherwise,
 //! and the `*_with` functions take one explicitly.
 //!
-//! Work is split over row ranges with rayon (the current pool, so the caller chooses the threads
-//! with `ThreadPool::install`).
+//! Work is split over row ranges, run by the CPU backend's spin pool (`spin_pool.rs`: helpers
+//! that stay awake between a decode step's ops); a one-thread rayon pool (`ThreadPool::install`)
+//! keeps them on the caller. Prefill's panels run on rayon.
 
 mod blocks;
 mod format;
@@ -44,7 +45,6 @@ pub use q8::{Activations, activations, int8_supported, set_activations};
 
 use format::invalid;
 use isa::Ready;
-use rayon::prelude::*;
 
 /// Up to this many x rows, `matmul` runs the batched matrix-vector kernels (W read once per four
 /// rows, no f32 copy of W); above it, panels of W are dequantized for `gemm`. gemm 0.19 is slow
@@ -226,7 +226,10 @@ fn batch_group<const M: usize>(ready: Ready, w: &QMatrix, xs: &[&[f32]; M], ys: 
     split_rows(w, ys, |r0, ys| dot_rows(ready, w, r0, xs, ys));
 }
 
-/// Cuts the rows of W into ranges, one rayon task each, and calls `f(r0, ys)` with every y cut to
+/// A task's first row and its rows of each y.
+type RowPart<'a, const M: usize> = (usize, [&'a mut [f32]; M]);
+
+/// Cuts the rows of W into ranges, one task each, and calls `f(r0, ys)` with every y cut to
 /// the range's rows.
 fn split_rows<const M: usize>(
     w: &QMatrix,
@@ -257,7 +260,14 @@ fn split_rows<const M: usize>(
         parts.push((r0, part));
         r0 += len;
     }
-    parts.into_par_iter().for_each(|(r0, mut ys)| f(r0, &mut ys));
+    // The spin pool, not rayon: a decode step's products are too short to wake sleeping workers
+    // for (spin_pool.rs). Each task takes its own part once.
+    let parts: Vec<std::sync::Mutex<RowPart<M>>> = parts.into_iter().map(std::sync::Mutex::new).collect();
+    crate::backend::cpu::spin_pool::run(parts.len(), &|t| {
+        let mut part = parts[t].lock().unwrap_or_else(|e| e.into_inner());
+        let (r0, ys) = &mut *part;
+        f(*r0, ys)
+    });
 }
 
 /// How many rayon tasks a pass over `rows` rows of `row_bytes` should use: none below
