@@ -37,6 +37,24 @@ pub(super) fn load_f32x8(x: &[f32; 8]) -> __m256 {
     unsafe { _mm256_loadu_ps(x.as_ptr()) }
 }
 
+/// How far ahead of the block being decoded the kernels ask for memory: a row's later blocks,
+/// or the next rows of the task. The hardware prefetcher alone left one thread streaming Q4_1
+/// rows from memory at 3.7 GB/s on the Intel dev machine (in cache: 9.4); asking 4 KiB ahead gave
+/// 8.5 GB/s on one thread and 16 GB/s on two (512 B ahead: 6.0, 8 KiB: no better than 4).
+pub(super) const PREFETCH_BYTES: usize = 4096;
+
+/// Asks for the memory `PREFETCH_BYTES` past each 64-byte line of `b` (a prefetch never faults,
+/// past the end of the weights included).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn prefetch(b: &[u8]) {
+    let mut at = 0;
+    while at < b.len() {
+        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(PREFETCH_BYTES + at).cast());
+        at += 64;
+    }
+}
+
 /// Eight little-endian f32 weights from possibly unaligned bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -200,45 +218,54 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
     let low = _mm256_set1_epi32(0x0f);
     match ty {
         QType::F32 => walk_float_row!(row, 4, emit, |c| {
+            prefetch(c);
             let c: &[u8; 128] = arr(c, 0);
             lanes!(g in 4 => load_f32x8_bytes(arr(c, 32 * g)))
         }),
         QType::F16 => walk_float_row!(row, 2, emit, |c| {
+            prefetch(c);
             let c: &[u8; 64] = arr(c, 0);
             lanes!(g in 4 => _mm256_cvtph_ps(load_u8x16(arr(c, 16 * g))))
         }),
         // BF16 is the top half of an f32.
         QType::BF16 => walk_float_row!(row, 2, emit, |c| {
+            prefetch(c);
             let c: &[u8; 64] = arr(c, 0);
             lanes!(g in 4 => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u8x16(arr(c, 16 * g))), 16)))
         }),
         QType::Q4_0 => {
             for (i, b) in row.chunks_exact(18).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q4_0(arr(b, 0)));
             }
         }
         QType::Q4_1 => {
             for (i, b) in row.chunks_exact(20).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q4_1(arr(b, 0)));
             }
         }
         QType::Q5_0 => {
             for (i, b) in row.chunks_exact(22).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q5_0(arr(b, 0)));
             }
         }
         QType::Q5_1 => {
             for (i, b) in row.chunks_exact(24).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q5_1(arr(b, 0)));
             }
         }
         QType::Q8_0 => {
             for (i, b) in row.chunks_exact(34).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q8_0(arr(b, 0)));
             }
         }
         QType::Q4K => {
             for (s, b) in row.chunks_exact(144).enumerate() {
+                prefetch(b);
                 let b: &[u8; 144] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
                 let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
@@ -255,6 +282,7 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
         }
         QType::Q5K => {
             for (s, b) in row.chunks_exact(176).enumerate() {
+                prefetch(b);
                 let b: &[u8; 176] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
                 let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
@@ -275,6 +303,7 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
         QType::Q6K => {
             let off = _mm256_set1_epi32(32);
             for (s, b) in row.chunks_exact(210).enumerate() {
+                prefetch(b);
                 let b: &[u8; 210] = arr(b, 0);
                 // d is the upper half of the block's last 4 bytes.
                 let ds = blocks::k6_scales(f16_pair(arr(b, 206)).1, arr(b, 192));

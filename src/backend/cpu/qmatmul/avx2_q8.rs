@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{f16_pair, hsum8, load_f32x8, load_u8x16, store_f32x8};
+use super::avx2::{f16_pair, hsum8, load_f32x8, load_u8x16, prefetch, store_f32x8};
 use super::blocks::{self, CHUNK, arr, arr_mut};
 use super::format::{QMatrix, QType};
 use super::q8::Q8Row;
@@ -76,18 +76,21 @@ fn walk<S, F: FnMut(S, usize, __m256i, f32, f32) -> S>(ty: QType, row: &[u8], in
     match ty {
         QType::Q4_0 => {
             for (i, b) in row.chunks_exact(18).enumerate() {
+                prefetch(b);
                 let d = f16_one(arr(b, 0));
                 state = f(state, i, nibble_bytes(arr(b, 2)), d, -8.0 * d);
             }
         }
         QType::Q4_1 => {
             for (i, b) in row.chunks_exact(20).enumerate() {
+                prefetch(b);
                 let (d, m) = f16_pair(arr(b, 0));
                 state = f(state, i, nibble_bytes(arr(b, 4)), d, m);
             }
         }
         QType::Q8_0 => {
             for (i, b) in row.chunks_exact(34).enumerate() {
+                prefetch(b);
                 state = f(state, i, load32(arr(b, 2)), f16_one(arr(b, 0)), 0.0);
             }
         }
@@ -153,6 +156,7 @@ fn dot_rows_q4k<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M], ys: &m
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
         let mut off = [_mm256_setzero_ps(); M];
         for (s, b) in w.row(r0 + r).chunks_exact(144).enumerate() {
+            prefetch(b);
             let b: &[u8; 144] = arr(b, 0);
             let (d, dmin) = f16_pair(arr(b, 0));
             let (sc, mn) = blocks::k4_scale_bytes(arr(b, 4));
@@ -198,6 +202,7 @@ fn dot_rows_q6k<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M], ys: &m
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
         let mut off = [_mm256_setzero_ps(); M];
         for (s, b) in w.row(r0 + r).chunks_exact(210).enumerate() {
+            prefetch(b);
             let b: &[u8; 210] = arr(b, 0);
             let d = _mm256_set1_ps(f16_one(arr(b, 208)));
             let ds = [_mm256_mul_ps(d, i8x8_f32(arr(b, 192))), _mm256_mul_ps(d, i8x8_f32(arr(b, 200)))];

@@ -6,6 +6,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::prefetch;
 use super::blocks::{self, CHUNK, arr, arr_mut, lanes, walk_float_row};
 use super::format::{QMatrix, QType};
 
@@ -192,45 +193,54 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
     let low = _mm512_set1_epi32(0x0f);
     match ty {
         QType::F32 => walk_float_row!(row, 4, emit, |c| {
+            prefetch(c);
             let c: &[u8; 128] = arr(c, 0);
             lanes!(h in 2 => load_f32x16_bytes(arr(c, 64 * h)))
         }),
         QType::F16 => walk_float_row!(row, 2, emit, |c| {
+            prefetch(c);
             let c: &[u8; 64] = arr(c, 0);
             lanes!(h in 2 => _mm512_cvtph_ps(load_u8x32(arr(c, 32 * h))))
         }),
         // BF16 is the top half of an f32.
         QType::BF16 => walk_float_row!(row, 2, emit, |c| {
+            prefetch(c);
             let c: &[u8; 64] = arr(c, 0);
             lanes!(h in 2 => _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_u8x32(arr(c, 32 * h))), 16)))
         }),
         QType::Q4_0 => {
             for (i, b) in row.chunks_exact(18).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q4_0(arr(b, 0)));
             }
         }
         QType::Q4_1 => {
             for (i, b) in row.chunks_exact(20).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q4_1(arr(b, 0)));
             }
         }
         QType::Q5_0 => {
             for (i, b) in row.chunks_exact(22).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q5_0(arr(b, 0)));
             }
         }
         QType::Q5_1 => {
             for (i, b) in row.chunks_exact(24).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q5_1(arr(b, 0)));
             }
         }
         QType::Q8_0 => {
             for (i, b) in row.chunks_exact(34).enumerate() {
+                prefetch(b);
                 emit!(i * CHUNK, CHUNK, q8_0(arr(b, 0)));
             }
         }
         QType::Q4K => {
             for (s, b) in row.chunks_exact(144).enumerate() {
+                prefetch(b);
                 let b: &[u8; 144] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
                 let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
@@ -247,6 +257,7 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
         }
         QType::Q5K => {
             for (s, b) in row.chunks_exact(176).enumerate() {
+                prefetch(b);
                 let b: &[u8; 176] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
                 let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
@@ -267,6 +278,7 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
         QType::Q6K => {
             let off = _mm512_set1_epi32(32);
             for (s, b) in row.chunks_exact(210).enumerate() {
+                prefetch(b);
                 let b: &[u8; 210] = arr(b, 0);
                 // d is the upper half of the block's last 4 bytes.
                 let ds = blocks::k6_scales(f16_pair(arr(b, 206)).1, arr(b, 192));
