@@ -604,12 +604,7 @@ fn _scalpel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The importing thread (the one that runs the model, as a rule) joins the CPU pool, as the
     // CLI's does, which saves a hand-off to the workers on every op. Only with two threads or
     // more: with one, a model run from another Python thread would wait for this one.
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads >= 2 {
+    if scalpel::backend::cpu::configured_threads() >= 2 {
         // An error means the pool already exists (something ran parallel work first): it then
         // works as before, only without this thread.
         let _ = scalpel::backend::cpu::use_this_thread_in_pool();

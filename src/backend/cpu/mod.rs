@@ -22,6 +22,16 @@ use crate::model::stored::Stored;
 /// Below this many elements an op runs on one thread: rayon's fork/join costs more than it saves.
 const PAR_MIN: usize = 1 << 15;
 
+/// The CPU's thread count in all: RAYON_NUM_THREADS when set to a positive number (rayon's own
+/// rule), else one per core.
+pub fn configured_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Makes the calling thread one of the global rayon pool's workers, so that the ops it runs
 /// split their work from inside the pool: it takes a share of each op itself and waits on the
 /// others by spinning, where a thread outside the pool hands every op to the workers and sleeps

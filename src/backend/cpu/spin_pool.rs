@@ -48,12 +48,7 @@ static POOL: OnceLock<&'static Pool> = OnceLock::new();
 
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
-        let threads = std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let helpers = threads - 1;
+        let helpers = super::configured_threads() - 1;
         let pool: &'static Pool = Box::leak(Box::new(Pool {
             helpers,
             claim: AtomicU64::new(0),
