@@ -16,7 +16,8 @@ const COLS: usize = 3072;
 
 /// Random blocks with small f16 scales (bytes masked so that every f16 field is finite). The
 /// float formats' values are drawn afresh as normal numbers: masked random bytes make many of
-/// them subnormal, which some CPUs multiply a hundred times slower.
+/// them subnormal, which some CPUs multiply an order of magnitude slower (12x on the Intel dev
+/// machine).
 fn random_blocks(ty: QType, rows: usize) -> Vec<u8> {
     let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
     let n = ty.row_bytes(COLS).unwrap() * rows;

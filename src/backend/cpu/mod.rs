@@ -494,10 +494,9 @@ impl Backend for Cpu {
             (out, max + sum.ln())
         };
         let work: Vec<(Vec<f32>, f32)> = if h * t * step.end() * hd < 8 * PAR_MIN {
-            let slots: Vec<std::sync::Mutex<(Vec<f32>, f32)>> =
-                (0..h * t).map(|_| std::sync::Mutex::new((Vec::new(), 0.0))).collect();
-            spin_pool::run(h * t, &|i| *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = one(i));
-            slots.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+            let mut work = vec![(Vec::new(), 0.0); h * t];
+            spin_pool::for_each_mut(&mut work, &|i, slot| *slot = one(i));
+            work
         } else {
             (0..h * t).into_par_iter().map(one).collect()
         };

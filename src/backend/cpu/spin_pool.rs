@@ -92,6 +92,32 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
     pool.run(n, f);
 }
 
+/// Calls `f(i, &mut items[i])` for every item, each once, as `run` does: each task has its item
+/// to itself (its output slot, its rows of y), with no lock.
+pub fn for_each_mut<T: Send>(items: &mut [T], f: &(dyn Fn(usize, &mut T) + Sync)) {
+    let base = ItemsPtr(items.as_mut_ptr());
+    run(items.len(), &|i| {
+        // SAFETY: `run` calls every index below `items.len()` exactly once, so no two tasks reach
+        // the same item, and `items` stays mutably borrowed until `run` has returned.
+        let item = unsafe { &mut *base.at(i) };
+        f(i, item)
+    });
+}
+
+/// The items of `for_each_mut`, shared by its tasks.
+struct ItemsPtr<T>(*mut T);
+
+// SAFETY: each task dereferences a different item (see `for_each_mut`), and a `T: Send` may be
+// used from the thread that runs its task.
+unsafe impl<T: Send> Sync for ItemsPtr<T> {}
+
+impl<T> ItemsPtr<T> {
+    /// A method, so that closures capture the whole wrapper (which is Sync), not the raw field.
+    fn at(&self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
 fn epoch(v: u64) -> u64 {
     v >> 32
 }
@@ -207,6 +233,18 @@ mod tests {
                 });
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{n} tasks");
             }
+        }
+    }
+
+    #[test]
+    fn for_each_mut_hands_every_item_to_one_task() {
+        for n in [0, 1, 5, 300] {
+            let mut items: Vec<(usize, usize)> = (0..n).map(|i| (i, 0)).collect();
+            for_each_mut(&mut items, &|i, item| {
+                assert_eq!(item.0, i);
+                item.1 += 1;
+            });
+            assert!(items.iter().all(|&(_, hits)| hits == 1), "{n} items");
         }
     }
 

@@ -226,9 +226,6 @@ fn batch_group<const M: usize>(ready: Ready, w: &QMatrix, xs: &[&[f32]; M], ys: 
     split_rows(w, ys, |r0, ys| dot_rows(ready, w, r0, xs, ys));
 }
 
-/// A task's first row and its rows of each y.
-type RowPart<'a, const M: usize> = (usize, [&'a mut [f32]; M]);
-
 /// Cuts the rows of W into ranges, one task each, and calls `f(r0, ys)` with every y cut to
 /// the range's rows.
 fn split_rows<const M: usize>(
@@ -261,13 +258,8 @@ fn split_rows<const M: usize>(
         r0 += len;
     }
     // The spin pool, not rayon: a decode step's products are too short to wake sleeping workers
-    // for (spin_pool.rs). Each task takes its own part once.
-    let parts: Vec<std::sync::Mutex<RowPart<M>>> = parts.into_iter().map(std::sync::Mutex::new).collect();
-    crate::backend::cpu::spin_pool::run(parts.len(), &|t| {
-        let mut part = parts[t].lock().unwrap_or_else(|e| e.into_inner());
-        let (r0, ys) = &mut *part;
-        f(*r0, ys)
-    });
+    // for (spin_pool.rs).
+    crate::backend::cpu::spin_pool::for_each_mut(&mut parts, &|_, (r0, ys)| f(*r0, ys));
 }
 
 /// How many rayon tasks a pass over `rows` rows of `row_bytes` should use: none below
