@@ -7,10 +7,15 @@
 //! `--rows 131072` (226 MB of Q4_K) measures the kernels streaming from memory, as decode does;
 //! `--split N` cuts the rows into N matrices multiplied one after the other, as a model's layers
 //! are (each call then pays its own start-up: task hand-out, x preparation, streams restarting).
+//! `--tokens M` multiplies M x rows at once instead (prefill's `matmul`: above `MATMUL_SMALL_M`
+//! rows, the exact panels + gemm or the int8 GEMM) and reports G multiply-adds/s in the weights
+//! column.
 
 use std::time::Instant;
 
-use scalpel::backend::cpu::qmatmul::{Activations, QMatrix, QType, int8_supported, matvec, set_activations};
+use scalpel::backend::cpu::qmatmul::{
+    Activations, QMatrix, QType, int8_supported, matmul, matvec, set_activations,
+};
 
 const COLS: usize = 3072;
 
@@ -57,6 +62,8 @@ fn main() {
     let rows: usize = opt("--rows").map_or(8192, |s| s.parse().expect("--rows N"));
     let split: usize = opt("--split").map_or(1, |s| s.parse().expect("--split N"));
     assert!(split > 0 && rows.is_multiple_of(split), "--split must divide --rows");
+    let tokens: usize = opt("--tokens").map_or(1, |s| s.parse().expect("--tokens M"));
+    assert!(tokens > 0, "--tokens must be at least 1");
     let types: Vec<QType> = match opt("--types") {
         Some(list) => list
             .split(',')
@@ -64,8 +71,8 @@ fn main() {
             .collect(),
         None => vec![QType::Q4_0, QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K, QType::Q5K, QType::BF16],
     };
-    let x: Vec<f32> = (0..COLS).map(|i| (i as f32 * 0.37).sin()).collect();
-    let mut y = vec![0f32; rows];
+    let x: Vec<f32> = (0..COLS * tokens).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut y = vec![0f32; rows * tokens];
     let all = rayon::current_num_threads();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     if !json {
@@ -74,6 +81,7 @@ fn main() {
             "type", "threads", "act", "ms", "Gweights/s", "GB/s"
         );
     }
+    let runs = if tokens == 1 { 20 } else { 5 };
     for ty in types {
         let data = random_blocks(ty, rows);
         let part = data.len() / split;
@@ -85,13 +93,20 @@ fn main() {
             set_activations(act);
             for threads in [1, all] {
                 let run = || {
-                    for (w, y) in ws.iter().zip(y.chunks_mut(rows / split)) {
-                        matvec(w, &x, y).unwrap()
+                    for (w, y) in ws.iter().zip(y.chunks_mut(rows / split * tokens)) {
+                        if tokens == 1 {
+                            matvec(w, &x, y).unwrap()
+                        } else {
+                            matmul(w, &x, tokens, y).unwrap()
+                        }
                     }
                 };
-                let s =
-                    if threads == 1 { one.install(|| best_seconds(20, run)) } else { best_seconds(20, run) };
-                let (gw, gb) = ((rows * COLS) as f64 / s / 1e9, data.len() as f64 / s / 1e9);
+                let s = if threads == 1 {
+                    one.install(|| best_seconds(runs, run))
+                } else {
+                    best_seconds(runs, run)
+                };
+                let (gw, gb) = ((rows * COLS * tokens) as f64 / s / 1e9, data.len() as f64 / s / 1e9);
                 let act = format!("{act:?}").to_lowercase();
                 if json {
                     println!(

@@ -99,6 +99,74 @@ fn walk<S, F: FnMut(S, usize, __m256i, f32, f32) -> S>(ty: QType, row: &[u8], in
     state
 }
 
+/// Calls `f(c, codes, s, off)` for every chunk `c` of a row of a type `q8::int8_supported` takes:
+/// `codes` the chunk's 32 codes as unsigned bytes (Q8_0's signed ones plus 128), weight `i` of
+/// half `h` = `s[h] · code + off[h]` (for the int8 GEMM's unpacking, once per row per product).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn unsigned_chunks(ty: QType, row: &[u8], mut f: impl FnMut(usize, __m256i, [f32; 2], [f32; 2])) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    match ty {
+        QType::Q4_0 | QType::Q4_1 | QType::Q8_0 => walk(ty, row, (), |(), c, q, s, o| {
+            if ty == QType::Q8_0 {
+                // code + 128 in bytes is the sign bit flipped; the offset takes 128 · s back (a
+                // power of two times s: exact).
+                f(c, _mm256_xor_si256(q, _mm256_set1_epi8(-128)), [s; 2], [-128.0 * s; 2])
+            } else {
+                f(c, q, [s; 2], [o; 2])
+            }
+        }),
+        QType::Q4K => {
+            for (s, b) in row.chunks_exact(144).enumerate() {
+                let b: &[u8; 144] = arr(b, 0);
+                let (dl, ml) = blocks::k4_scales(blocks::f16_at(b, 0), blocks::f16_at(b, 2), arr(b, 4));
+                for j in 0..4 {
+                    let v = load32(arr(b, 16 + 32 * j));
+                    f(8 * s + 2 * j, _mm256_and_si256(v, m4), [dl[2 * j]; 2], [-ml[2 * j]; 2]);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    f(8 * s + 2 * j + 1, hi, [dl[2 * j + 1]; 2], [-ml[2 * j + 1]; 2]);
+                }
+            }
+        }
+        QType::Q6K => {
+            let m30 = _mm256_set1_epi8(0x30);
+            for (s, b) in row.chunks_exact(210).enumerate() {
+                let b: &[u8; 210] = arr(b, 0);
+                let ds = blocks::k6_scales(blocks::f16_at(b, 208), arr(b, 192));
+                for n in 0..2 {
+                    let qa = load32(arr(b, 64 * n));
+                    let qb = load32(arr(b, 64 * n + 32));
+                    let qh = load32(arr(b, 128 + 32 * n));
+                    // As in dot_rows_q6k: 16-bit shifts, each byte's own bits kept by the masks.
+                    let codes = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(qa, m4),
+                            _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(qb, m4),
+                            _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
+                            _mm256_and_si256(qh, m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                        ),
+                    ];
+                    for (t, &q) in codes.iter().enumerate() {
+                        let k = 8 * n + 2 * t;
+                        f(8 * s + 4 * n + t, q, [ds[k], ds[k + 1]], [-32.0 * ds[k], -32.0 * ds[k + 1]]);
+                    }
+                }
+            }
+        }
+        _ => unreachable!("{} has no int8 path", ty.name()),
+    }
+}
+
 /// Independent accumulators per x row: two for one row (the FMA latency), one when several rows
 /// share the registers.
 const fn chains(m: usize) -> usize {

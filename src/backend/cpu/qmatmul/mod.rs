@@ -9,8 +9,9 @@
 //! (`crate::model::quant`), then sums products in f32. Results differ from
 //! dequantize-then-multiply only by float summation order (and by fused multiply-adds in the
 //! sums). No activation quantization by default; `set_activations(Activations::Int8)` opts the
-//! products of up to `MATMUL_SMALL_M` rows into int8 activations (q8.rs: llama.cpp's scheme, its
-//! error bound stated there).
+//! products into int8 activations (q8.rs: llama.cpp's scheme, its error bound stated there): those
+//! of up to `MATMUL_SMALL_M` rows on every family, larger ones (prefill) where AVX-512 VNNI runs
+//! them (int8_gemm.rs).
 //!
 //! Kernels: `Isa::Portable` everywhere, `Isa::Avx2` / `Isa::Avx512` on x86-64, `Isa::Neon` on
 //! AArch64; `default_isa()` picks the best at run time unless `set_default_isa` says otherwise,
@@ -33,6 +34,8 @@ mod avx2;
 mod avx2_q8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod int8_gemm;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -113,10 +116,54 @@ pub fn matmul_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) 
     check_batch(w, x, m, out)?;
     if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
         batch(ready, activations(), w, x, m, out);
+    } else if activations() == Activations::Int8 && int8_gemm_runs(isa, w.ty) {
+        int8_gemm(ready, w, x, m, out);
     } else {
         panel::matmul(ready, w, x, m, out);
     }
     Ok(())
+}
+
+/// `matmul` with int8 activations where `int8_gemm_runs(isa, w.ty)` (more than `MATMUL_SMALL_M`
+/// rows) or `int8_supported(w.ty)` (up to that many), exact otherwise, whatever the process-wide
+/// choice.
+pub fn matmul_int8_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
+    let ready = isa.ready()?;
+    check_batch(w, x, m, out)?;
+    if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
+        batch(ready, Activations::Int8, w, x, m, out);
+    } else if int8_gemm_runs(isa, w.ty) {
+        int8_gemm(ready, w, x, m, out);
+    } else {
+        panel::matmul(ready, w, x, m, out);
+    }
+    Ok(())
+}
+
+/// Whether products of more than `MATMUL_SMALL_M` rows take int8 activations (when chosen) with
+/// the kernels of `isa` on this CPU: AVX-512 VNNI and a type `int8_supported` takes
+/// (int8_gemm.rs). Elsewhere they stay exact (panels + gemm).
+pub fn int8_gemm_runs(isa: Isa, ty: QType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        int8_gemm::runs(isa, ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, ty);
+        false
+    }
+}
+
+/// The int8 GEMM (only called where `int8_gemm_runs`).
+fn int8_gemm(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    int8_gemm::matmul(ready, w, x, m, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ready, w, x, m, out);
+        unreachable!("int8_gemm_runs is false off x86-64");
+    }
 }
 
 /// Dequantizes rows `first..first + out.len() / cols` of W into `out` (row-major f32), with the

@@ -7,8 +7,10 @@
 //! `max |x| / 254`, so a product moves by at most `Σ |w_i| · max|x|_block(i) / 254` (the tests
 //! check exactly that bound). The default stays `Activations::F32` (exact products); this path is
 //! chosen with `set_activations` (the CLI's `--activations int8`). Block formats whose codes fit a
-//! byte with one offset per 16 weights take it (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K); the others, the
-//! float formats, and products of more than `MATMUL_SMALL_M` rows (panels + gemm) stay exact.
+//! byte with one offset per 16 weights take it (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K); the others and the
+//! float formats stay exact. Products of more than `MATMUL_SMALL_M` rows (prefill) take it on
+//! CPUs with AVX-512 VNNI (int8_gemm.rs, same quantization of x, same bound) and stay exact
+//! (panels + gemm) elsewhere.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -27,8 +29,8 @@ pub enum Activations {
 
 static DEFAULT: AtomicU8 = AtomicU8::new(0);
 
-/// The process-wide choice for `matvec`, `matvec_batch` and `matmul` (up to `MATMUL_SMALL_M`
-/// rows).
+/// The process-wide choice for `matvec`, `matvec_batch` and `matmul` (above `MATMUL_SMALL_M`
+/// rows only where `int8_gemm_runs`).
 pub fn activations() -> Activations {
     if DEFAULT.load(Ordering::Relaxed) == 1 { Activations::Int8 } else { Activations::F32 }
 }
