@@ -107,17 +107,24 @@ fn walk<S, F: FnMut(S, usize, __m256i, f32, f32) -> S>(ty: QType, row: &[u8], in
 pub(super) fn unsigned_chunks(ty: QType, row: &[u8], mut f: impl FnMut(usize, __m256i, [f32; 2], [f32; 2])) {
     let m4 = _mm256_set1_epi8(0x0f);
     match ty {
-        QType::Q4_0 | QType::Q4_1 | QType::Q8_0 => walk(ty, row, (), |(), c, q, s, o| {
-            if ty == QType::Q8_0 {
-                // code + 128 in bytes is the sign bit flipped; the offset takes 128 · s back (a
-                // power of two times s: exact).
-                f(c, _mm256_xor_si256(q, _mm256_set1_epi8(-128)), [s; 2], [-128.0 * s; 2])
-            } else {
-                f(c, q, [s; 2], [o; 2])
-            }
-        }),
+        QType::Q4_0 | QType::Q4_1 | QType::Q8_0 => walk(
+            ty,
+            row,
+            (),
+            #[inline(always)]
+            |(), c, q, s, o| {
+                if ty == QType::Q8_0 {
+                    // code + 128 in bytes is the sign bit flipped; the offset takes 128 · s back (a
+                    // power of two times s: exact).
+                    f(c, _mm256_xor_si256(q, _mm256_set1_epi8(-128)), [s; 2], [-128.0 * s; 2])
+                } else {
+                    f(c, q, [s; 2], [o; 2])
+                }
+            },
+        ),
         QType::Q4K => {
             for (s, b) in row.chunks_exact(144).enumerate() {
+                prefetch(b);
                 let b: &[u8; 144] = arr(b, 0);
                 let (dl, ml) = blocks::k4_scales(blocks::f16_at(b, 0), blocks::f16_at(b, 2), arr(b, 4));
                 for j in 0..4 {
@@ -131,6 +138,7 @@ pub(super) fn unsigned_chunks(ty: QType, row: &[u8], mut f: impl FnMut(usize, __
         QType::Q6K => {
             let m30 = _mm256_set1_epi8(0x30);
             for (s, b) in row.chunks_exact(210).enumerate() {
+                prefetch(b);
                 let b: &[u8; 210] = arr(b, 0);
                 let ds = blocks::k6_scales(blocks::f16_at(b, 208), arr(b, 192));
                 for n in 0..2 {

@@ -184,8 +184,9 @@ mod vnni {
     use super::super::format::QMatrix;
     use super::{GROUPS, PackedX, ROWS, Rows, TILE};
 
-    /// Rows `r0..r0 + ROWS` of W (those that exist) into `rows`.
-    #[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
+    /// Rows `r0..r0 + ROWS` of W (those that exist) into `rows`. AVX2 only, the features of the
+    /// chunk walk, so that the per-chunk closure inlines into it.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn unpack(rows: &mut Rows, w: &QMatrix, r0: usize) {
         let cols = rows.cols;
         for r in 0..ROWS {
@@ -197,15 +198,20 @@ mod vnni {
                 continue;
             }
             let (s, off) = (&mut rows.s, &mut rows.off);
-            avx2_q8::unsigned_chunks(w.ty, w.row(r0 + r), |c, q, cs, co| {
-                let dst: &mut [u8; CHUNK] = arr_mut(code, CHUNK * c);
-                // SAFETY: `dst` is 32 writable bytes; the store has no alignment requirement.
-                unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), q) };
-                for h in 0..2 {
-                    s[(2 * c + h) * ROWS + r] = cs[h];
-                    off[(2 * c + h) * ROWS + r] = co[h];
-                }
-            });
+            avx2_q8::unsigned_chunks(
+                w.ty,
+                w.row(r0 + r),
+                #[inline(always)]
+                |c, q, cs, co| {
+                    let dst: &mut [u8; CHUNK] = arr_mut(code, CHUNK * c);
+                    // SAFETY: `dst` is 32 writable bytes; the store has no alignment requirement.
+                    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), q) };
+                    for h in 0..2 {
+                        s[(2 * c + h) * ROWS + r] = cs[h];
+                        off[(2 * c + h) * ROWS + r] = co[h];
+                    }
+                },
+            );
         }
     }
 
