@@ -22,11 +22,11 @@ pub struct ModelArgs {
     /// memory, the same numbers up to summation order).
     #[arg(long, value_enum, default_value_t = WeightMode::Stored)]
     pub weights: WeightMode,
-    /// The CPU's products on stored weights for up to 16 rows (decode, short prompts): `f32`
-    /// multiplies the f32 activations exactly; `int8` quantizes them to 8 bits per 32 values
-    /// first, as llama.cpp does (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K weights; faster decode, each product
-    /// moved by at most Σ|w|·max|x|/254; BENCHMARKS.md has the measured speed and error). Longer
-    /// prompts and other formats stay exact.
+    /// The CPU's products on stored weights: `f32` multiplies the f32 activations exactly; `int8`
+    /// quantizes them to 8 bits per 32 values first, as llama.cpp does (Q4_0, Q4_1, Q8_0, Q4_K,
+    /// Q6_K weights; faster decode and prefill, each product moved by at most Σ|w|·max|x|/254;
+    /// BENCHMARKS.md has the measured speed and error). Products of more than 16 rows (prompts)
+    /// take it on CPUs with AVX-512 VNNI and stay exact elsewhere; other formats stay exact.
     #[arg(long, value_enum, default_value_t = Activations::F32)]
     pub activations: Activations,
 }
