@@ -43,7 +43,7 @@ pub(super) fn runs(isa: Isa, ty: QType) -> bool {
 }
 
 fn vnni_available(isa: Isa) -> bool {
-    isa == Isa::Avx512 && isa.is_available() && is_x86_feature_detected!("avx512vnni")
+    isa == Isa::Avx512 && isa.is_available() && super::avx2_q8::vnni_available()
 }
 
 /// The x rows quantized and packed in tiles of `TILE` tokens (a partial last tile padded with

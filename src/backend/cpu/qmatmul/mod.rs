@@ -342,8 +342,9 @@ fn dot_rows<const M: usize>(
     }
 }
 
-/// Dispatch of the int8-activation row products (AVX2 where ready, portable otherwise: the
-/// AVX-512 family runs the AVX2 kernels, which every AVX-512 CPU has).
+/// Dispatch of the int8-activation row products: the AVX-512 family runs the 256-bit kernels
+/// with VNNI where the CPU has it (AVX-512 VNNI + VL), the AVX2 ones otherwise (which every
+/// AVX-512 CPU has); the AVX2 family runs those; portable otherwise.
 fn dot_rows_int8<const M: usize>(
     ready: Ready,
     w: &QMatrix,
@@ -353,8 +354,11 @@ fn dot_rows_int8<const M: usize>(
 ) {
     match ready.isa() {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: `vnni_available` detected AVX-512F, VL and VNNI; `Ready` for AVX-512, AVX2, FMA, F16C.
+        Isa::Avx512 if avx2_q8::vnni_available() => unsafe { avx2_q8::vnni::dot_rows(w, r0, xs, ys) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `Ready` for AVX2 or AVX-512 means AVX2, FMA and F16C were detected.
-        Isa::Avx2 | Isa::Avx512 => unsafe { avx2_q8::dot_rows(w, r0, xs, ys) },
+        Isa::Avx2 | Isa::Avx512 => unsafe { avx2_q8::plain::dot_rows(w, r0, xs, ys) },
         _ => q8::dot_rows_portable(w, r0, xs, ys),
     }
 }
