@@ -17,8 +17,9 @@
 //! Numerics: those of the int8 matrix-vector kernels (the products of the dequantized weights
 //! with the quantized x, summed in another float order), so q8.rs's error bound holds.
 //!
-//! Only VNNI: without it (AVX2's `vpmaddubsw` + `vpmaddwd` + add, three instructions per 32 byte
-//! products), int8 runs at about the rate of f32 FMAs, and the exact panels + gemm path stays.
+//! Only VNNI so far: without it the exact panels + gemm path stays. An AVX2 version (`vpmaddubsw`
+//! + `vpmaddwd` + add: three instructions for what `vpdpbusd` does in one, on half the width)
+//! would gain less and is not written; nor is a NEON one (`sdot`).
 
 use rayon::prelude::*;
 
