@@ -73,6 +73,27 @@ fn udot_vnni(q: __m256i, x: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x)
 }
 
+/// The codes of chunks `4n..4n + 4` of a Q6_K super-block, one register each: four low bits
+/// from `ql`, two high bits from `qh`. 16-bit shifts move bits across bytes; the masks keep each
+/// byte's own.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_codes(b: &[u8; 210], n: usize) -> [__m256i; 4] {
+    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    let qa = load32(arr(b, 64 * n));
+    let qb = load32(arr(b, 64 * n + 32));
+    let qh = load32(arr(b, 128 + 32 * n));
+    [
+        _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+        _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(qh, m30)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+        ),
+    ]
+}
+
 /// Calls `f(c, codes, s, off)` for every chunk `c` of a row of a type `q8::int8_supported` takes:
 /// `codes` the chunk's 32 codes as unsigned bytes (Q8_0's signed ones plus 128), weight `i` of
 /// half `h` = `s[h] · code + off[h]` (for the int8 GEMM's unpacking, once per row per product).
@@ -110,34 +131,12 @@ pub(super) fn unsigned_chunks(ty: QType, row: &[u8], mut f: impl FnMut(usize, __
             }
         }
         QType::Q6K => {
-            let m30 = _mm256_set1_epi8(0x30);
             for (s, b) in row.chunks_exact(210).enumerate() {
                 prefetch(b);
                 let b: &[u8; 210] = arr(b, 0);
                 let ds = blocks::k6_scales(blocks::f16_at(b, 208), arr(b, 192));
                 for n in 0..2 {
-                    let qa = load32(arr(b, 64 * n));
-                    let qb = load32(arr(b, 64 * n + 32));
-                    let qh = load32(arr(b, 128 + 32 * n));
-                    // As in dot_rows_q6k: 16-bit shifts, each byte's own bits kept by the masks.
-                    let codes = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(qa, m4),
-                            _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(qb, m4),
-                            _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
-                            _mm256_and_si256(qh, m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
-                        ),
-                    ];
+                    let codes = q6k_codes(b, n);
                     for (t, &q) in codes.iter().enumerate() {
                         let k = 8 * n + 2 * t;
                         f(8 * s + 4 * n + t, q, [ds[k], ds[k + 1]], [-32.0 * ds[k], -32.0 * ds[k + 1]]);
@@ -302,7 +301,6 @@ macro_rules! int8_kernels {
         #[inline]
         #[target_feature(enable = $features)]
         fn dot_rows_q6k<const M: usize>(w: &QMatrix, r0: usize, xs: &[&Q8Row; M], ys: &mut [&mut [f32]; M]) {
-            let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
             // Chunk c's x scale for halves 2c and 2c + 1.
             let (first4, last4) =
                 (_mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
@@ -331,28 +329,7 @@ macro_rules! int8_kernels {
                         off[i] = _mm256_fmadd_ps(ds[1], load_f32x8(arr(&xs[i].half_sum, 16 * s + 8)), off[i]);
                     }
                     for n in 0..2 {
-                        let qa = load32(arr(b, 64 * n));
-                        let qb = load32(arr(b, 64 * n + 32));
-                        let qh = load32(arr(b, 128 + 32 * n));
-                        // 16-bit shifts move bits across bytes; the masks keep each byte's own.
-                        let codes = [
-                            _mm256_or_si256(
-                                _mm256_and_si256(qa, m4),
-                                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(qb, m4),
-                                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
-                                _mm256_and_si256(qh, m30),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
-                            ),
-                        ];
+                        let codes = q6k_codes(b, n);
                         for (t, &q) in codes.iter().enumerate() {
                             let c = 4 * n + t;
                             for i in 0..M {

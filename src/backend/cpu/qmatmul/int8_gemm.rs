@@ -17,12 +17,13 @@
 //! Numerics: those of the int8 matrix-vector kernels (the products of the dequantized weights
 //! with the quantized x, summed in another float order), so q8.rs's error bound holds.
 //!
-//! Only VNNI so far: without it the exact panels + gemm path stays. An AVX2 version (`vpmaddubsw`
-//! + `vpmaddwd` + add: three instructions for what `vpdpbusd` does in one, on half the width)
+//! Only VNNI so far: without it the exact panels + gemm path stays. An AVX2 version (`vpmaddubsw`,
+//! `vpmaddwd` and an add: three instructions for what `vpdpbusd` does in one, on half the width)
 //! would gain less and is not written; nor is a NEON one (`sdot`).
 
 use rayon::prelude::*;
 
+use super::OutPtr;
 use super::blocks::CHUNK;
 use super::format::{QMatrix, QType};
 use super::isa::{Isa, Ready};
@@ -120,23 +121,6 @@ impl Rows {
             s: vec![0.0; ROWS * cols / 16],
             off: vec![0.0; ROWS * cols / 16],
         }
-    }
-}
-
-/// `out` shared by the tasks, each writing its own rows' columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-// SAFETY: tasks write disjoint elements (their own rows of W, see `matmul`), and the buffer
-// outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method, so that closures capture the whole wrapper (which is Send), not the raw field.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
     }
 }
 

@@ -66,6 +66,24 @@ const BATCH_GROUP: usize = 4;
 /// projections that follow them 34 → 29 µs).
 const MIN_TASK_BYTES: usize = 16 << 10;
 
+/// The output of a product shared by parallel tasks that each write their own elements (the
+/// prefill paths: each task its own rows of W, so its own columns of `out`).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: the users (panel.rs, int8_gemm.rs) write disjoint elements from different tasks, and the
+// buffer outlives their parallel loops.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method, so that closures capture the whole wrapper (which is Send), not the raw field.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// y = W x: `x` has `cols` elements, `y` has `rows`.
 pub fn matvec(w: &QMatrix, x: &[f32], y: &mut [f32]) -> QResult<()> {
     matvec_with(default_isa(), w, x, y)

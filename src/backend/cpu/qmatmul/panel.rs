@@ -5,8 +5,8 @@
 
 use rayon::prelude::*;
 
-use super::QMatrix;
 use super::isa::Ready;
+use super::{OutPtr, QMatrix};
 
 /// Target size of one f32 panel: half of the 512 KiB L2 of current x86 cores, leaving room for
 /// gemm's packed copies of the panel and of X.
@@ -14,23 +14,6 @@ const PANEL_BYTES: usize = 256 << 10;
 
 /// Panel heights are multiples of this (whole gemm micro-tiles).
 const PANEL_ALIGN: usize = 16;
-
-/// `out` shared by the panel tasks, each writing a disjoint set of columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-// SAFETY: the pointer is only used to write disjoint regions from different tasks (see `matmul`),
-// and the buffer outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method, so that closures capture the whole wrapper (which is Send), not the raw field.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
 
 /// Rows per panel for a W of `rows` x `cols` on `threads` threads.
 fn panel_rows(rows: usize, cols: usize, threads: usize) -> usize {
