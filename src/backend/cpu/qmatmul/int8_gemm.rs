@@ -136,11 +136,12 @@ pub(super) fn matmul(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [
         || Rows::new(w.cols),
         |buf, p| {
             let r0 = p * ROWS;
-            // SAFETY (both calls): `runs` checked AVX-512F and VNNI (with AVX2, FMA, F16C) here.
+            // SAFETY: `runs` checked the AVX-512 family (so AVX2, FMA, F16C) on this CPU.
             unsafe { vnni::unpack(buf, w, r0) };
             let n = ROWS.min(rows - r0);
             for tile in 0..px.tiles {
                 let mut acc = [[0f32; TILE]; ROWS];
+                // SAFETY: `runs` checked AVX-512F and VNNI on this CPU.
                 unsafe {
                     if split {
                         vnni::tile::<true>(&px, tile, buf, &mut acc)

@@ -132,13 +132,7 @@ pub fn matmul(w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> 
 pub fn matmul_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
     let ready = isa.ready()?;
     check_batch(w, x, m, out)?;
-    if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
-        batch(ready, activations(), w, x, m, out);
-    } else if activations() == Activations::Int8 && int8_gemm_runs(isa, w.ty) {
-        int8_gemm(ready, w, x, m, out);
-    } else {
-        panel::matmul(ready, w, x, m, out);
-    }
+    product(ready, activations(), w, x, m, out);
     Ok(())
 }
 
@@ -148,14 +142,21 @@ pub fn matmul_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) 
 pub fn matmul_int8_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
     let ready = isa.ready()?;
     check_batch(w, x, m, out)?;
+    product(ready, Activations::Int8, w, x, m, out);
+    Ok(())
+}
+
+/// The choice behind `matmul`: up to `MATMUL_SMALL_M` rows the batched kernels (int8 where `act`
+/// says and the type allows), above it the int8 GEMM where `act` says and it runs here, else the
+/// exact panels. Sizes are checked.
+fn product(ready: Ready, act: Activations, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
-        batch(ready, Activations::Int8, w, x, m, out);
-    } else if int8_gemm_runs(isa, w.ty) {
+        batch(ready, act, w, x, m, out);
+    } else if act == Activations::Int8 && int8_gemm_runs(ready.isa(), w.ty) {
         int8_gemm(ready, w, x, m, out);
     } else {
         panel::matmul(ready, w, x, m, out);
     }
-    Ok(())
 }
 
 /// Whether products of more than `MATMUL_SMALL_M` rows take int8 activations (when chosen) with
