@@ -1,8 +1,11 @@
 //! AVX-512F kernels (x86-64): the AVX2 kernels' scheme with 16 lanes, so a 32-weight chunk is two
-//! `__m512` registers. Needs avx512f (plus the avx2, fma and f16c every AVX-512 CPU has); every
-//! function here carries that `#[target_feature]`, and the dispatcher calls in only after
-//! `Isa::Avx512.is_available()`. Exactness argument as in avx2.rs: exact code conversion, exact
-//! scale products, and FMA only where the product is exact.
+//! `__m512` registers, except that the 4- and 5-bit formats decode by table lookup: a block's (or
+//! K-quant sub-block's) 16 or 32 possible weights are computed once, by the reference's formula,
+//! and a permute per 16 codes picks them (the 16-lane permutes AVX2 lacks). Needs avx512f (plus
+//! the avx2, fma and f16c every AVX-512 CPU has); every function here carries that
+//! `#[target_feature]`, and the dispatcher calls in only after `Isa::Avx512.is_available()`.
+//! Exactness argument as in avx2.rs: exact code conversion, exact scale products, and FMA only
+//! where the product is exact.
 
 use std::arch::x86_64::*;
 
@@ -73,19 +76,23 @@ fn widen_u8(b: &[u8; 16]) -> __m512i {
     _mm512_cvtepu8_epi32(load_u8x16(b))
 }
 
-/// Integer codes times the scale: exact, as in the reference `code as f32 * d`.
+/// The codes `0..16` as floats, the lanes a code table is built from.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-fn scaled(q: __m512i, d: __m512) -> __m512 {
-    _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)
+fn iota16() -> __m512 {
+    _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.)
 }
 
-/// The 32 nibbles of 16 bytes in chunk order: low nibbles are weights 0..16, high ones 16..32.
+/// A 4-bit format's 32 weights from its 16 code bytes and its code table (lane `j` = the weight
+/// that code `j` stands for). The permute reads only the low four bits of each index lane, so the
+/// low nibbles need no mask: per 16 weights one widening, one permute and (high half) one shift,
+/// where converting and scaling the codes takes four — and the weights are the table's, so they
+/// are the reference's values bit for bit whenever the table is.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-fn nibbles(qs: &[u8; 16]) -> [__m512i; 2] {
+fn nibble_lookup(qs: &[u8; 16], table: __m512) -> Chunk {
     let v = widen_u8(qs);
-    [_mm512_and_si512(v, _mm512_set1_epi32(0x0f)), _mm512_srli_epi32(v, 4)]
+    [_mm512_permutexvar_ps(v, table), _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table)]
 }
 
 /// The fifth bits of a Q5_0/Q5_1 block (bit `e` of `qh` belongs to weight `e`) as 0x10 or 0 in
@@ -100,22 +107,38 @@ fn fifth_bits(qh: u32) -> [__m512i; 2] {
     lanes!(h in 2 => _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(base[h] as i32), iota), bit))
 }
 
+/// A 5-bit format's weights: codes `n | fifth` looked up in a 32-entry table held as codes
+/// `0..16` (`lo`) and `16..32` (`hi`); the two-table permute reads the low five index bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+fn fifth_lookup(n: __m512i, fifth: __m512i, lo: __m512, hi: __m512) -> __m512 {
+    _mm512_permutex2var_ps(lo, _mm512_or_si512(n, fifth), hi)
+}
+
+/// Q4_0's table: `(j - 8) * d`, exact like the reference's product.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 fn q4_0(b: &[u8; 18]) -> Chunk {
     let d = f16_splat(arr(b, 0));
-    let q = nibbles(arr(b, 2));
-    let eight = _mm512_set1_epi32(8);
-    lanes!(h in 2 => scaled(_mm512_sub_epi32(q[h], eight), d))
+    nibble_lookup(arr(b, 2), _mm512_mul_ps(_mm512_sub_ps(iota16(), _mm512_set1_ps(8.)), d))
 }
 
-/// `q * d + m`: the product is exact, so the fused add rounds once, like the reference.
+/// Q4_1's table: `j * d + m`: the product is exact, so the fused add rounds once, like the
+/// reference.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 fn q4_1(b: &[u8; 20]) -> Chunk {
     let (d, m) = (f16_splat(arr(b, 0)), f16_splat(arr(b, 2)));
-    let q = nibbles(arr(b, 4));
-    lanes!(h in 2 => _mm512_fmadd_ps(_mm512_cvtepi32_ps(q[h]), d, m))
+    nibble_lookup(arr(b, 4), _mm512_fmadd_ps(iota16(), d, m))
+}
+
+/// The 16 bytes of a 5-bit block's low nibbles, widened: lane `i` of register `h` holds weight
+/// `16h + i`'s nibble in its low four bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+fn low_nibbles(qs: &[u8; 16]) -> [__m512i; 2] {
+    let v = widen_u8(qs);
+    [_mm512_and_si512(v, _mm512_set1_epi32(0x0f)), _mm512_srli_epi32(v, 4)]
 }
 
 #[inline]
@@ -123,9 +146,11 @@ fn q4_1(b: &[u8; 20]) -> Chunk {
 fn q5_0(b: &[u8; 22]) -> Chunk {
     let d = f16_splat(arr(b, 0));
     let fifth = fifth_bits(u32::from_le_bytes(*arr(b, 2)));
-    let n = nibbles(arr(b, 6));
-    let sixteen = _mm512_set1_epi32(16);
-    lanes!(h in 2 => scaled(_mm512_sub_epi32(_mm512_or_si512(n[h], fifth[h]), sixteen), d))
+    let n = low_nibbles(arr(b, 6));
+    // (j - 16) * d for j in 0..16 and 16..32: exact products.
+    let lo = _mm512_mul_ps(_mm512_sub_ps(iota16(), _mm512_set1_ps(16.)), d);
+    let hi = _mm512_mul_ps(iota16(), d);
+    lanes!(h in 2 => fifth_lookup(n[h], fifth[h], lo, hi))
 }
 
 #[inline]
@@ -133,23 +158,26 @@ fn q5_0(b: &[u8; 22]) -> Chunk {
 fn q5_1(b: &[u8; 24]) -> Chunk {
     let (d, m) = (f16_splat(arr(b, 0)), f16_splat(arr(b, 2)));
     let fifth = fifth_bits(u32::from_le_bytes(*arr(b, 4)));
-    let n = nibbles(arr(b, 8));
-    lanes!(h in 2 => _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_or_si512(n[h], fifth[h])), d, m))
+    let n = low_nibbles(arr(b, 8));
+    let lo = _mm512_fmadd_ps(iota16(), d, m);
+    let hi = _mm512_fmadd_ps(_mm512_add_ps(iota16(), _mm512_set1_ps(16.)), d, m);
+    lanes!(h in 2 => fifth_lookup(n[h], fifth[h], lo, hi))
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 fn q8_0(b: &[u8; 34]) -> Chunk {
     let d = f16_splat(arr(b, 0));
-    lanes!(h in 2 => scaled(_mm512_cvtepi8_epi32(load_u8x16(arr(b, 2 + 16 * h))), d))
+    lanes!(h in 2 => _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load_u8x16(arr(b, 2 + 16 * h)))), d))
 }
 
-/// A K-quant chunk from its unsigned codes: `dl * q - ml`, one rounding as in the reference.
+/// A K-quant sub-block's table from its scale and min: `dl * j - ml`, one rounding as in the
+/// reference; codes `16..32` (Q5_K) in `hi`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-fn k_chunk(q: [__m512i; 2], dl: f32, ml: f32) -> Chunk {
-    let (d, m) = (_mm512_set1_ps(dl), _mm512_set1_ps(ml));
-    lanes!(h in 2 => _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(q[h]), m))
+fn k_table(dl: f32, ml: f32, base: f32) -> __m512 {
+    let j = _mm512_add_ps(iota16(), _mm512_set1_ps(base));
+    _mm512_fmsub_ps(_mm512_set1_ps(dl), j, _mm512_set1_ps(ml))
 }
 
 /// Q5_K: `qh4` holds the `qh` bytes of a register shifted up by 4, so bit `c` (the fifth bit of
@@ -243,15 +271,23 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                 prefetch(b);
                 let b: &[u8; 144] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
-                let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
+                let (dl, ml) = &mut blocks::k4_scales(d, dmin, arr(b, 4));
+                // Through memory, so that each table's broadcasts are loads: kept in registers,
+                // every broadcast took two shuffles on the port the permutes need (5 of the 13
+                // instructions per 32 weights).
+                let (dl, ml) = (std::hint::black_box(dl), std::hint::black_box(ml));
                 // Bytes 32j..32j+32 hold chunk 2j in their low nibbles and chunk 2j+1 in the high.
                 for j in 0..4 {
-                    let q: [__m512i; 2] = lanes!(h in 2 => widen_u8(arr(b, 16 + 32 * j + 16 * h)));
                     let k = 256 * s + 64 * j;
-                    let lo = lanes!(h in 2 => _mm512_and_si512(q[h], low));
-                    emit!(k, CHUNK, k_chunk(lo, dl[2 * j], ml[2 * j]));
-                    let hi = lanes!(h in 2 => _mm512_srli_epi32(q[h], 4));
-                    emit!(k + CHUNK, CHUNK, k_chunk(hi, dl[2 * j + 1], ml[2 * j + 1]));
+                    let (t0, t1) =
+                        (k_table(dl[2 * j], ml[2 * j], 0.), k_table(dl[2 * j + 1], ml[2 * j + 1], 0.));
+                    let q: [__m512i; 2] = lanes!(h in 2 => widen_u8(arr(b, 16 + 32 * j + 16 * h)));
+                    emit!(k, CHUNK, lanes!(h in 2 => _mm512_permutexvar_ps(q[h], t0)));
+                    emit!(
+                        k + CHUNK,
+                        CHUNK,
+                        lanes!(h in 2 => _mm512_permutexvar_ps(_mm512_srli_epi32(q[h], 4), t1))
+                    );
                 }
             }
         }
@@ -260,7 +296,11 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                 prefetch(b);
                 let b: &[u8; 176] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
-                let (dl, ml) = blocks::k4_scales(d, dmin, arr(b, 4));
+                let (dl, ml) = &mut blocks::k4_scales(d, dmin, arr(b, 4));
+                // Through memory, so that each table's broadcasts are loads: kept in registers,
+                // every broadcast took two shuffles on the port the permutes need (5 of the 13
+                // instructions per 32 weights).
+                let (dl, ml) = (std::hint::black_box(dl), std::hint::black_box(ml));
                 // qh byte l carries the fifth bit of weight l of chunk c in bit c.
                 let qh4: [__m512i; 2] = lanes!(h in 2 => _mm512_slli_epi32(widen_u8(arr(b, 16 + 16 * h)), 4));
                 for j in 0..4 {
@@ -268,10 +308,12 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                     let k = 256 * s + 64 * j;
                     let (c, d) = (2 * j, 2 * j + 1);
                     let lo = lanes!(h in 2 => _mm512_or_si512(_mm512_and_si512(q[h], low), fifth_bit_k(qh4[h], c)));
-                    emit!(k, CHUNK, k_chunk(lo, dl[c], ml[c]));
+                    let (t0, t1) = (k_table(dl[c], ml[c], 0.), k_table(dl[c], ml[c], 16.));
+                    emit!(k, CHUNK, lanes!(h in 2 => _mm512_permutex2var_ps(t0, lo[h], t1)));
                     let hi =
                         lanes!(h in 2 => _mm512_or_si512(_mm512_srli_epi32(q[h], 4), fifth_bit_k(qh4[h], d)));
-                    emit!(k + CHUNK, CHUNK, k_chunk(hi, dl[d], ml[d]));
+                    let (t0, t1) = (k_table(dl[d], ml[d], 0.), k_table(dl[d], ml[d], 16.));
+                    emit!(k + CHUNK, CHUNK, lanes!(h in 2 => _mm512_permutex2var_ps(t0, hi[h], t1)));
                 }
             }
         }
@@ -290,8 +332,11 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                     // Register h uses the 16-weight scale 8n + h + 2t. (The loop unrolls and the
                     // match in q6k_codes folds.)
                     for t in 0..4 {
-                        let chunk = lanes!(h in 2 => scaled(
-                            _mm512_sub_epi32(q6k_codes(t, qa[h], qb[h], qh[h]), off),
+                        // (q - 32) * ds with the subtraction in integers: the fused form
+                        // q * ds - 32 * ds rounds to the same value but gives +0 where the
+                        // reference's product is -0.
+                        let chunk = lanes!(h in 2 => _mm512_mul_ps(
+                            _mm512_cvtepi32_ps(_mm512_sub_epi32(q6k_codes(t, qa[h], qb[h], qh[h]), off)),
                             _mm512_set1_ps(ds[8 * n + h + 2 * t])
                         ));
                         emit!(256 * s + 128 * n + CHUNK * t, CHUNK, chunk);
@@ -307,17 +352,17 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
 /// `xs[i].len() == w.cols` and `r0 + ys[i].len() <= w.rows` (all `ys[i]` the same length).
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M], ys: &mut [&mut [f32]; M]) {
-    // Two accumulators per x row (one per register of a chunk); with 32 registers, four x rows
-    // fit easily.
-    let chains = 2;
+    // Four accumulators per x row, rotated by a pair each chunk (a renaming, not a move), so a
+    // chain takes one FMA every other chunk: that hides the FMA latency once the lookup kernels
+    // make a chunk cheaper than it. With 32 registers, four x rows still fit.
     for r in 0..ys[0].len() {
         let acc = walk_row(
             w.ty,
             w.row(r0 + r),
-            [[_mm512_setzero_ps(); 2]; M],
+            [[_mm512_setzero_ps(); 4]; M],
             // Inlined at every chunk site of the walk; the accumulators are its fold state.
             #[inline(always)]
-            |mut acc: [[__m512; 2]; M], k, len, c| {
+            |mut acc: [[__m512; 4]; M], k, len, c| {
                 for (a, x) in acc.iter_mut().zip(xs) {
                     let mut pad = [0f32; CHUNK];
                     let xc: &[f32; CHUNK] = if len == CHUNK {
@@ -326,16 +371,14 @@ pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M],
                         pad[..len].copy_from_slice(&x[k..k + len]);
                         &pad
                     };
-                    for (g, &wv) in c.iter().enumerate() {
-                        let xv = load_f32x16(arr(xc, 16 * g));
-                        a[g % chains] = _mm512_fmadd_ps(wv, xv, a[g % chains]);
-                    }
+                    let sum = lanes!(g in 2 => _mm512_fmadd_ps(c[g], load_f32x16(arr(xc, 16 * g)), a[g]));
+                    *a = [a[2], a[3], sum[0], sum[1]];
                 }
                 acc
             },
         );
         for (y, a) in ys.iter_mut().zip(&acc) {
-            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
         }
     }
 }
