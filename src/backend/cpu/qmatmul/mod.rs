@@ -2,8 +2,9 @@
 //!
 //! `matvec` (decode: batch 1) reads each stored block once and dequantizes it in registers; it
 //! never writes f32 weights. `matvec_batch` does the same for a few x rows at once, reading W once
-//! per group of four. `matmul` (prefill) dequantizes L2-sized panels of W into a reusable buffer
-//! and hands each to `gemm` (panel.rs).
+//! per group of four. `matmul` (prefill) dequantizes a few rows of W at a time into a buffer that
+//! stays in L2 and multiplies them with X packed once (f32_gemm.rs, AVX-512), or hands L2-sized
+//! panels to `gemm` (panel.rs: AVX2, NEON, portable).
 //!
 //! Numerics: every kernel dequantizes to exactly the f32 values of the reference dequantizers
 //! (`crate::model::quant`), then sums products in f32. Results differ from
@@ -35,6 +36,8 @@ mod avx2_q8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod f32_gemm;
+#[cfg(target_arch = "x86_64")]
 mod int8_gemm;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -50,7 +53,7 @@ use format::invalid;
 use isa::Ready;
 
 /// Up to this many x rows, `matmul` runs the batched matrix-vector kernels (W read once per four
-/// rows, no f32 copy of W); above it, panels of W are dequantized for `gemm`. gemm 0.19 is slow
+/// rows, no f32 copy of W); above it, rows of W are dequantized for a GEMM. gemm 0.19 is slow
 /// for a few rows (on the 2-core dev machine, f32 gemm with m = 2..8 took 2-4x its m = 1 time),
 /// and the batched kernels measured as fast or faster up to about 16 rows.
 pub const MATMUL_SMALL_M: usize = 16;
@@ -123,7 +126,7 @@ pub fn matvec_batch_int8_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &
 }
 
 /// out = X Wᵀ: `x` is [m, cols] row-major, `out` is [m, rows] row-major. Up to
-/// `MATMUL_SMALL_M` rows go through `matvec_batch`; more go through panel dequantization + gemm.
+/// `MATMUL_SMALL_M` rows go through `matvec_batch`; more go through a GEMM on dequantized rows.
 pub fn matmul(w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> QResult<()> {
     matmul_with(default_isa(), w, x, m, out)
 }
@@ -148,14 +151,41 @@ pub fn matmul_int8_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f
 
 /// The choice behind `matmul`: up to `MATMUL_SMALL_M` rows the batched kernels (int8 where `act`
 /// says and the type allows), above it the int8 GEMM where `act` says and it runs here, else the
-/// exact panels. Sizes are checked.
+/// exact GEMM (f32_gemm.rs on AVX-512, else gemm on panels). Sizes are checked.
 fn product(ready: Ready, act: Activations, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
         batch(ready, act, w, x, m, out);
     } else if act == Activations::Int8 && int8_gemm_runs(ready.isa(), w.ty) {
         int8_gemm(ready, w, x, m, out);
+    } else if f32_gemm_runs(ready.isa()) {
+        f32_gemm(ready, w, x, m, out);
     } else {
         panel::matmul(ready, w, x, m, out);
+    }
+}
+
+/// Whether exact products of more than `MATMUL_SMALL_M` rows take the AVX-512 f32 GEMM
+/// (f32_gemm.rs) rather than gemm on dequantized panels (panel.rs).
+fn f32_gemm_runs(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        f32_gemm::runs(isa)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
+/// The AVX-512 f32 GEMM (only called where `f32_gemm_runs`).
+fn f32_gemm(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    f32_gemm::matmul(ready, w, x, m, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ready, w, x, m, out);
+        unreachable!("f32_gemm_runs is false off x86-64");
     }
 }
 
