@@ -352,17 +352,19 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
 /// `xs[i].len() == w.cols` and `r0 + ys[i].len() <= w.rows` (all `ys[i]` the same length).
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M], ys: &mut [&mut [f32]; M]) {
-    // Four accumulators per x row, rotated by a pair each chunk (a renaming, not a move), so a
-    // chain takes one FMA every other chunk: that hides the FMA latency once the lookup kernels
-    // make a chunk cheaper than it. With 32 registers, four x rows still fit.
+    // Two accumulators per x row (one per register of a chunk). Four, rotated a pair per chunk,
+    // measured no faster on the K-quants (their loops are bound by the permute port, llvm-mca:
+    // port 5 at 70%) and slower on the one-block-per-iteration formats, where the rotation
+    // costs six register moves per block on the two vector ports. With 32 registers, four x rows
+    // fit easily.
     for r in 0..ys[0].len() {
         let acc = walk_row(
             w.ty,
             w.row(r0 + r),
-            [[_mm512_setzero_ps(); 4]; M],
+            [[_mm512_setzero_ps(); 2]; M],
             // Inlined at every chunk site of the walk; the accumulators are its fold state.
             #[inline(always)]
-            |mut acc: [[__m512; 4]; M], k, len, c| {
+            |mut acc: [[__m512; 2]; M], k, len, c| {
                 for (a, x) in acc.iter_mut().zip(xs) {
                     let mut pad = [0f32; CHUNK];
                     let xc: &[f32; CHUNK] = if len == CHUNK {
@@ -371,14 +373,13 @@ pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M],
                         pad[..len].copy_from_slice(&x[k..k + len]);
                         &pad
                     };
-                    let sum = lanes!(g in 2 => _mm512_fmadd_ps(c[g], load_f32x16(arr(xc, 16 * g)), a[g]));
-                    *a = [a[2], a[3], sum[0], sum[1]];
+                    *a = lanes!(g in 2 => _mm512_fmadd_ps(c[g], load_f32x16(arr(xc, 16 * g)), a[g]));
                 }
                 acc
             },
         );
         for (y, a) in ys.iter_mut().zip(&acc) {
-            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
         }
     }
 }
