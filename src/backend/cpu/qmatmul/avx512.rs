@@ -171,6 +171,14 @@ fn q8_0(b: &[u8; 34]) -> Chunk {
     lanes!(h in 2 => _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load_u8x16(arr(b, 2 + 16 * h)))), d))
 }
 
+/// A Q4_K/Q5_K super-block's scales and mins, kept in memory so that each table's broadcasts are
+/// loads: kept in registers, every broadcast took two shuffles on the port the permutes need (5
+/// of the 13 instructions per 32 weights).
+#[inline(always)]
+fn in_memory<'a>(dl: &'a mut [f32; 8], ml: &'a mut [f32; 8]) -> (&'a mut [f32; 8], &'a mut [f32; 8]) {
+    (std::hint::black_box(dl), std::hint::black_box(ml))
+}
+
 /// A K-quant sub-block's table from its scale and min: `dl * j - ml`, one rounding as in the
 /// reference; codes `16..32` (Q5_K) in `hi`.
 #[inline]
@@ -272,10 +280,7 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                 let b: &[u8; 144] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
                 let (dl, ml) = &mut blocks::k4_scales(d, dmin, arr(b, 4));
-                // Through memory, so that each table's broadcasts are loads: kept in registers,
-                // every broadcast took two shuffles on the port the permutes need (5 of the 13
-                // instructions per 32 weights).
-                let (dl, ml) = (std::hint::black_box(dl), std::hint::black_box(ml));
+                let (dl, ml) = in_memory(dl, ml);
                 // Bytes 32j..32j+32 hold chunk 2j in their low nibbles and chunk 2j+1 in the high.
                 for j in 0..4 {
                     let k = 256 * s + 64 * j;
@@ -297,10 +302,7 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                 let b: &[u8; 176] = arr(b, 0);
                 let (d, dmin) = f16_pair(arr(b, 0));
                 let (dl, ml) = &mut blocks::k4_scales(d, dmin, arr(b, 4));
-                // Through memory, so that each table's broadcasts are loads: kept in registers,
-                // every broadcast took two shuffles on the port the permutes need (5 of the 13
-                // instructions per 32 weights).
-                let (dl, ml) = (std::hint::black_box(dl), std::hint::black_box(ml));
+                let (dl, ml) = in_memory(dl, ml);
                 // qh byte l carries the fifth bit of weight l of chunk c in bit c.
                 let qh4: [__m512i; 2] = lanes!(h in 2 => _mm512_slli_epi32(widen_u8(arr(b, 16 + 16 * h)), 4));
                 for j in 0..4 {

@@ -99,6 +99,7 @@ pub(super) fn matmul(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::blocks::arr_mut;
     use super::{ROWS, TILE};
 
     /// acc[r][16j + t] = Σ_k w[r][k] · x[j][k][t] for the `T` (1 or 2) token tiles in `xs`
@@ -133,7 +134,7 @@ mod avx512 {
         }
         for (o, ar) in acc.iter_mut().zip(&a) {
             for (j, &v) in ar.iter().enumerate() {
-                let d: &mut [f32; TILE] = (&mut o[j * TILE..(j + 1) * TILE]).try_into().unwrap();
+                let d: &mut [f32; TILE] = arr_mut(o, j * TILE);
                 // SAFETY: `d` is 16 writable floats; the store has no alignment requirement.
                 unsafe { _mm512_storeu_ps(d.as_mut_ptr(), v) };
             }

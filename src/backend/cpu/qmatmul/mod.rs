@@ -155,43 +155,36 @@ pub fn matmul_int8_with(isa: Isa, w: &QMatrix, x: &[f32], m: usize, out: &mut [f
 fn product(ready: Ready, act: Activations, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
     if m <= MATMUL_SMALL_M || w.cols == 0 || w.rows == 0 {
         batch(ready, act, w, x, m, out);
-    } else if act == Activations::Int8 && int8_gemm_runs(ready.isa(), w.ty) {
-        int8_gemm(ready, w, x, m, out);
-    } else if f32_gemm_runs(ready.isa()) {
-        f32_gemm(ready, w, x, m, out);
-    } else {
+    } else if !x86_gemm(ready, act, w, x, m, out) {
         panel::matmul(ready, w, x, m, out);
     }
 }
 
-/// Whether exact products of more than `MATMUL_SMALL_M` rows take the AVX-512 f32 GEMM
-/// (f32_gemm.rs) rather than gemm on dequantized panels (panel.rs).
-fn f32_gemm_runs(isa: Isa) -> bool {
+/// The x86 GEMMs for more than `MATMUL_SMALL_M` rows: int8 (int8_gemm.rs) where `act` says and
+/// `int8_gemm_runs`, else the exact f32 one (f32_gemm.rs) where AVX-512 runs. False, with `out`
+/// untouched, where neither runs: gemm on panels then (panel.rs).
+fn x86_gemm(ready: Ready, act: Activations, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        f32_gemm::runs(isa)
+        if act == Activations::Int8 && int8_gemm::runs(ready.isa(), w.ty) {
+            int8_gemm::matmul(ready, w, x, m, out);
+        } else if f32_gemm::runs(ready.isa()) {
+            f32_gemm::matmul(ready, w, x, m, out);
+        } else {
+            return false;
+        }
+        true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = isa;
+        let _ = (ready, act, w, x, m, out);
         false
-    }
-}
-
-/// The AVX-512 f32 GEMM (only called where `f32_gemm_runs`).
-fn f32_gemm(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    f32_gemm::matmul(ready, w, x, m, out);
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ready, w, x, m, out);
-        unreachable!("f32_gemm_runs is false off x86-64");
     }
 }
 
 /// Whether products of more than `MATMUL_SMALL_M` rows take int8 activations (when chosen) with
 /// the kernels of `isa` on this CPU: AVX-512 VNNI and a type `int8_supported` takes
-/// (int8_gemm.rs). Elsewhere they stay exact (panels + gemm).
+/// (int8_gemm.rs). Elsewhere they stay exact (f32_gemm.rs on AVX-512, else panels + gemm).
 pub fn int8_gemm_runs(isa: Isa, ty: QType) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -201,17 +194,6 @@ pub fn int8_gemm_runs(isa: Isa, ty: QType) -> bool {
     {
         let _ = (isa, ty);
         false
-    }
-}
-
-/// The int8 GEMM (only called where `int8_gemm_runs`).
-fn int8_gemm(ready: Ready, w: &QMatrix, x: &[f32], m: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    int8_gemm::matmul(ready, w, x, m, out);
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ready, w, x, m, out);
-        unreachable!("int8_gemm_runs is false off x86-64");
     }
 }
 

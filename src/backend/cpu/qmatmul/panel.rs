@@ -1,7 +1,7 @@
-//! Prefill without AVX-512 (which takes f32_gemm.rs): out = X Wᵀ for many x rows. W is dequantized a panel of rows at a time (sized to stay
-//! in L2 next to gemm's packing buffers) into a per-task f32 buffer, and gemm multiplies X by each
-//! panel; an f32 copy of the whole W never exists. Panels run in parallel, each writing its own
-//! columns of `out`.
+//! Prefill without AVX-512 (which takes f32_gemm.rs): out = X Wᵀ for many x rows. W is
+//! dequantized a panel of rows at a time (sized to stay in L2 next to gemm's packing buffers) into
+//! a per-task f32 buffer, and gemm multiplies X by each panel; an f32 copy of the whole W never
+//! exists. Panels run in parallel, each writing its own columns of `out`.
 
 use rayon::prelude::*;
 
