@@ -171,12 +171,37 @@ fn q8_0(b: &[u8; 34]) -> Chunk {
     lanes!(h in 2 => _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load_u8x16(arr(b, 2 + 16 * h)))), d))
 }
 
-/// A Q4_K/Q5_K super-block's scales and mins, kept in memory so that each table's broadcasts are
-/// loads: kept in registers, every broadcast took two shuffles on the port the permutes need (5
-/// of the 13 instructions per 32 weights).
-#[inline(always)]
-fn in_memory<'a>(dl: &'a mut [f32; 8], ml: &'a mut [f32; 8]) -> (&'a mut [f32; 8], &'a mut [f32; 8]) {
-    (std::hint::black_box(dl), std::hint::black_box(ml))
+/// A Q4_K/Q5_K super-block's multipliers, as the reference forms them (blocks.rs: `k4_scales`):
+/// lane `2j` is sub-block `j`'s `d * scale`, lane `2j + 1` its `dmin * min`. The 6-bit fields are
+/// unpacked by shifts and masks on the three words of packed scales (`k4_scale_bytes`' formulas,
+/// one 128-bit register), interleaved, widened and scaled by `[d, dmin, d, dmin, ..]`: two wide
+/// shuffles (the widening, the f16 conversion), where the compiler's own vectorization of
+/// `k4_scales` took about nine on the permute port the lookups need.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+fn k4_multipliers(b: &[u8; 20]) -> __m512 {
+    // Words w0, w1, w2 of the packed scales (w3 is codes, unused).
+    let q = load_u8x16(arr(b, 4));
+    // [w0, w2, w1, w2 >> 4] and [w0, w0 >> 2, w1, w1 >> 2], masked: the scales' and mins' low
+    // bits, and the top two bits of bytes 0-3 (w0) and 4-7 (w1) moved to bits 4-5.
+    let p = _mm_srlv_epi32(_mm_shuffle_epi32(q, 0b10_01_10_00), _mm_setr_epi32(0, 0, 0, 4));
+    let r = _mm_srlv_epi32(_mm_shuffle_epi32(q, 0b01_01_00_00), _mm_setr_epi32(0, 2, 0, 2));
+    let low = _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f);
+    let top = _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030);
+    // Bytes: scales 0..8, then mins 0..8; interleaved: scale 0, min 0, scale 1, ..
+    let bytes = _mm_or_si128(_mm_and_si128(p, low), _mm_and_si128(r, top));
+    let pairs = _mm_unpacklo_epi8(bytes, _mm_srli_si128(bytes, 8));
+    let d_dmin = _mm512_cvtph_ps(_mm256_set1_epi32(i32::from_le_bytes(*arr(b, 0))));
+    _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(pairs)), d_dmin)
+}
+
+/// `k4_multipliers` stored, so that each table's broadcasts are loads: kept in a register, every
+/// broadcast took two shuffles on the port the permutes need.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+fn k4_multipliers_in<'a>(b: &[u8; 20], dm: &'a mut [f32; 16]) -> &'a [f32; 16] {
+    store_f32x16(dm, k4_multipliers(b));
+    std::hint::black_box(dm)
 }
 
 /// A K-quant sub-block's table from its scale and min: `dl * j - ml`, one rounding as in the
@@ -212,18 +237,24 @@ fn q6k_codes(t: usize, qa: __m512i, qb: __m512i, qh: __m512i) -> __m512i {
     }
 }
 
-/// Calls `f(k, len, chunk)` for each chunk of a row (see blocks.rs for the chunk order). `f` is
-/// the caller's `#[inline(always)]` consumer; everything else here is plain calls and macros, so
-/// the whole walk compiles as one loop nest with this function's target features.
+/// Calls `f(k, len, slot, chunk)` for each chunk of a row (see blocks.rs for the chunk order).
+/// `slot` (0 or 1) alternates between the chunks that a K-quant super-block's unrolled body emits,
+/// so that a consumer can sum them into separate accumulators without moving registers (it is 0
+/// for the one-block-per-iteration formats). `f` is the caller's `#[inline(always)]` consumer;
+/// everything else here is plain calls and macros, so the whole walk compiles as one loop nest
+/// with this function's target features.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], init: S, mut f: F) -> S {
+fn walk_row<S, F: FnMut(S, usize, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], init: S, mut f: F) -> S {
     let mut state = init;
     // Hands a chunk to the consumer, threading its state (the accumulators) through this
     // function's locals, so that it stays in registers even where this function is not inlined.
     macro_rules! emit {
         ($k:expr, $len:expr, $chunk:expr) => {
-            state = f(state, $k, $len, &$chunk)
+            emit!($k, $len, 0, $chunk)
+        };
+        ($k:expr, $len:expr, $slot:expr, $chunk:expr) => {
+            state = f(state, $k, $len, $slot, &$chunk)
         };
     }
     let low = _mm512_set1_epi32(0x0f);
@@ -278,19 +309,19 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
             for (s, b) in row.chunks_exact(144).enumerate() {
                 prefetch(b);
                 let b: &[u8; 144] = arr(b, 0);
-                let (d, dmin) = f16_pair(arr(b, 0));
-                let (dl, ml) = &mut blocks::k4_scales(d, dmin, arr(b, 4));
-                let (dl, ml) = in_memory(dl, ml);
+                let mut dm = [0.; 16];
+                let dm = k4_multipliers_in(arr(b, 0), &mut dm);
                 // Bytes 32j..32j+32 hold chunk 2j in their low nibbles and chunk 2j+1 in the high.
                 for j in 0..4 {
                     let k = 256 * s + 64 * j;
                     let (t0, t1) =
-                        (k_table(dl[2 * j], ml[2 * j], 0.), k_table(dl[2 * j + 1], ml[2 * j + 1], 0.));
+                        (k_table(dm[4 * j], dm[4 * j + 1], 0.), k_table(dm[4 * j + 2], dm[4 * j + 3], 0.));
                     let q: [__m512i; 2] = lanes!(h in 2 => widen_u8(arr(b, 16 + 32 * j + 16 * h)));
-                    emit!(k, CHUNK, lanes!(h in 2 => _mm512_permutexvar_ps(q[h], t0)));
+                    emit!(k, CHUNK, 0, lanes!(h in 2 => _mm512_permutexvar_ps(q[h], t0)));
                     emit!(
                         k + CHUNK,
                         CHUNK,
+                        1,
                         lanes!(h in 2 => _mm512_permutexvar_ps(_mm512_srli_epi32(q[h], 4), t1))
                     );
                 }
@@ -300,9 +331,8 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
             for (s, b) in row.chunks_exact(176).enumerate() {
                 prefetch(b);
                 let b: &[u8; 176] = arr(b, 0);
-                let (d, dmin) = f16_pair(arr(b, 0));
-                let (dl, ml) = &mut blocks::k4_scales(d, dmin, arr(b, 4));
-                let (dl, ml) = in_memory(dl, ml);
+                let mut dm = [0.; 16];
+                let dm = k4_multipliers_in(arr(b, 0), &mut dm);
                 // qh byte l carries the fifth bit of weight l of chunk c in bit c.
                 let qh4: [__m512i; 2] = lanes!(h in 2 => _mm512_slli_epi32(widen_u8(arr(b, 16 + 16 * h)), 4));
                 for j in 0..4 {
@@ -310,22 +340,31 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                     let k = 256 * s + 64 * j;
                     let (c, d) = (2 * j, 2 * j + 1);
                     let lo = lanes!(h in 2 => _mm512_or_si512(_mm512_and_si512(q[h], low), fifth_bit_k(qh4[h], c)));
-                    let (t0, t1) = (k_table(dl[c], ml[c], 0.), k_table(dl[c], ml[c], 16.));
-                    emit!(k, CHUNK, lanes!(h in 2 => _mm512_permutex2var_ps(t0, lo[h], t1)));
+                    let (t0, t1) =
+                        (k_table(dm[2 * c], dm[2 * c + 1], 0.), k_table(dm[2 * c], dm[2 * c + 1], 16.));
+                    emit!(k, CHUNK, 0, lanes!(h in 2 => _mm512_permutex2var_ps(t0, lo[h], t1)));
                     let hi =
                         lanes!(h in 2 => _mm512_or_si512(_mm512_srli_epi32(q[h], 4), fifth_bit_k(qh4[h], d)));
-                    let (t0, t1) = (k_table(dl[d], ml[d], 0.), k_table(dl[d], ml[d], 16.));
-                    emit!(k + CHUNK, CHUNK, lanes!(h in 2 => _mm512_permutex2var_ps(t0, hi[h], t1)));
+                    let (t0, t1) =
+                        (k_table(dm[2 * d], dm[2 * d + 1], 0.), k_table(dm[2 * d], dm[2 * d + 1], 16.));
+                    emit!(k + CHUNK, CHUNK, 1, lanes!(h in 2 => _mm512_permutex2var_ps(t0, hi[h], t1)));
                 }
             }
         }
         QType::Q6K => {
-            let off = _mm512_set1_epi32(32);
+            // Code q (0..64) as the float 2^23 + q: its bits are the exponent's and q. Subtracting
+            // 2^23 + 32 then gives q - 32 exactly (+0 for q = 32, as the reference's integer
+            // subtraction converts), in one operation on either vector port where the integer
+            // subtraction and conversion took two, one of them on port 0 only.
+            let magic = _mm512_set1_epi32(0x4b00_0000);
+            let off = _mm512_set1_ps(8_388_640.);
             for (s, b) in row.chunks_exact(210).enumerate() {
                 prefetch(b);
                 let b: &[u8; 210] = arr(b, 0);
-                // d is the upper half of the block's last 4 bytes.
-                let ds = blocks::k6_scales(f16_pair(arr(b, 206)).1, arr(b, 192));
+                // d is the upper half of the block's last 4 bytes. The scales stay in memory, so
+                // that their broadcasts are loads (in a register, each took two shuffles).
+                let ds = &mut blocks::k6_scales(f16_pair(arr(b, 206)).1, arr(b, 192));
+                let ds = std::hint::black_box(ds);
                 for n in 0..2 {
                     // Register h covers weights 16h..16h+16 of each chunk: ql[l], ql[l + 32], qh[l].
                     let qa: [__m512i; 2] = lanes!(h in 2 => widen_u8(arr(b, 64 * n + 16 * h)));
@@ -334,14 +373,11 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
                     // Register h uses the 16-weight scale 8n + h + 2t. (The loop unrolls and the
                     // match in q6k_codes folds.)
                     for t in 0..4 {
-                        // (q - 32) * ds with the subtraction in integers: the fused form
-                        // q * ds - 32 * ds rounds to the same value but gives +0 where the
-                        // reference's product is -0.
                         let chunk = lanes!(h in 2 => _mm512_mul_ps(
-                            _mm512_cvtepi32_ps(_mm512_sub_epi32(q6k_codes(t, qa[h], qb[h], qh[h]), off)),
+                            _mm512_sub_ps(_mm512_castsi512_ps(_mm512_or_si512(q6k_codes(t, qa[h], qb[h], qh[h]), magic)), off),
                             _mm512_set1_ps(ds[8 * n + h + 2 * t])
                         ));
-                        emit!(256 * s + 128 * n + CHUNK * t, CHUNK, chunk);
+                        emit!(256 * s + 128 * n + CHUNK * t, CHUNK, t % 2, chunk);
                     }
                 }
             }
@@ -354,19 +390,20 @@ fn walk_row<S, F: FnMut(S, usize, usize, &Chunk) -> S>(ty: QType, row: &[u8], in
 /// `xs[i].len() == w.cols` and `r0 + ys[i].len() <= w.rows` (all `ys[i]` the same length).
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M], ys: &mut [&mut [f32]; M]) {
-    // Two accumulators per x row (one per register of a chunk). Four, rotated a pair per chunk,
-    // measured no faster on the K-quants (their loops are bound by the permute port, llvm-mca:
-    // port 5 at 70%) and slower on the one-block-per-iteration formats, where the rotation
-    // costs six register moves per block on the two vector ports. With 32 registers, four x rows
-    // fit easily.
+    // Two accumulators per x row (one per register of a chunk), and for one x row two more that
+    // the K-quants' odd slots use: with only two, a super-block's 16 multiply-adds form two
+    // chains of eight, 32 cycles of FMA latency per 256 weights, which bounded the Q4_K loop.
+    // Rotating accumulators by chunk instead costs register moves in the formats whose loop body
+    // is one block (six per block: measured slower). With 32 registers, four x rows fit easily.
     for r in 0..ys[0].len() {
         let acc = walk_row(
             w.ty,
             w.row(r0 + r),
-            [[_mm512_setzero_ps(); 2]; M],
+            [[_mm512_setzero_ps(); 4]; M],
             // Inlined at every chunk site of the walk; the accumulators are its fold state.
             #[inline(always)]
-            |mut acc: [[__m512; 2]; M], k, len, c| {
+            |mut acc: [[__m512; 4]; M], k, len, slot, c| {
+                let s = if M == 1 { 2 * slot } else { 0 };
                 for (a, x) in acc.iter_mut().zip(xs) {
                     let mut pad = [0f32; CHUNK];
                     let xc: &[f32; CHUNK] = if len == CHUNK {
@@ -375,13 +412,15 @@ pub(super) fn dot_rows<const M: usize>(w: &QMatrix, r0: usize, xs: &[&[f32]; M],
                         pad[..len].copy_from_slice(&x[k..k + len]);
                         &pad
                     };
-                    *a = lanes!(g in 2 => _mm512_fmadd_ps(c[g], load_f32x16(arr(xc, 16 * g)), a[g]));
+                    for g in 0..2 {
+                        a[s + g] = _mm512_fmadd_ps(c[g], load_f32x16(arr(xc, 16 * g)), a[s + g]);
+                    }
                 }
                 acc
             },
         );
         for (y, a) in ys.iter_mut().zip(&acc) {
-            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
         }
     }
 }
@@ -395,7 +434,7 @@ pub(super) fn dequant_rows(w: &QMatrix, r0: usize, out: &mut [f32]) {
             w.row(r0 + r),
             (),
             #[inline(always)]
-            |(), k, len, c| {
+            |(), k, len, _, c| {
                 let mut tmp = [0f32; CHUNK];
                 let dst: &mut [f32; CHUNK] = if len == CHUNK { arr_mut(o, k) } else { &mut tmp };
                 for (g, &v) in c.iter().enumerate() {
