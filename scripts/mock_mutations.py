@@ -138,6 +138,13 @@ MUTATIONS = [
         "",
         "cuda_model", "prefill_then_decode",
     ),
+    (
+        "missing context bind: kernels launched from a thread the context is not current on",
+        "src/backend/cuda/launch.rs",
+        "            self.gpu.bind()?;\n",
+        "",
+        "kernels", "embed",
+    ),
 ]
 
 

@@ -271,3 +271,57 @@ fn running_out_of_device_memory_is_an_error_that_says_how_much() {
     );
     common::assert_clean_failure(&o, "device", "out of device memory");
 }
+
+#[test]
+fn a_launch_needs_the_context_current_on_its_thread_and_the_backend_binds_it() {
+    let dev = mock(Schedule::Forward);
+    // The device layer's rule, as CUDA's: a thread that never made the context current cannot
+    // launch on it.
+    std::thread::scope(|s| {
+        let e = s.spawn(|| dev.gpu().launched()).join().unwrap().expect_err("no context on this thread");
+        assert!(e.to_string().contains("CUDA_ERROR_INVALID_CONTEXT"), "{e}");
+        s.spawn(|| {
+            dev.gpu().bind().unwrap();
+            dev.gpu().launched().unwrap();
+        });
+    });
+    // The backend binds before each launch: ops work from any thread (Python's, a server's), the
+    // GEMM included.
+    let x: Vec<f32> = (0..12 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let w: Vec<f32> = (0..64 * 64).map(|i| ((i * 53 % 97) as f32 - 48.0) / 400.0).collect();
+    let on_thread = || {
+        let xt = dev.upload(&x, &[12, 64]).unwrap();
+        let wt = dev.weight(scalpel::model::stored::Stored::from_f32(w.clone(), &[64, 64])).unwrap();
+        let mut rows = dev.matmul(&xt, &wt).unwrap();
+        dev.softcap(&mut rows, 3.0).unwrap();
+        dev.download(&rows).unwrap()
+    };
+    let here = on_thread();
+    let there = std::thread::scope(|s| s.spawn(on_thread).join().unwrap());
+    assert_eq!(here, there);
+}
+
+#[test]
+fn the_pool_returns_its_cached_blocks_to_the_device_when_dropped() {
+    use scalpel::backend::cuda::gpu::Gpu;
+    use scalpel::backend::cuda::gpu::mock::Mock;
+    use scalpel::backend::cuda::memory::Memory;
+    let gpu = std::sync::Arc::new(Mock::new(MockOptions {
+        schedule: Schedule::Forward,
+        threads: 1,
+        memory: 1 << 24,
+    }));
+    let (free0, total) = gpu.mem_info().unwrap();
+    assert_eq!(free0, total);
+    let pool = Memory::new(gpu.clone());
+    let blocks: Vec<_> =
+        (0..4).map(|i| pool.alloc(1000 + 4096 * i, true, "an activation").unwrap()).collect();
+    let owned = pool.alloc(5000, false, "a weight").unwrap();
+    drop(blocks);
+    drop(owned);
+    // The activations are cached for reuse while the pool lives...
+    assert!(gpu.mem_info().unwrap().0 < total);
+    drop(pool);
+    // ...and go back to the device with it.
+    assert_eq!(gpu.mem_info().unwrap().0, total, "the pool's cache leaked");
+}

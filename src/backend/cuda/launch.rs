@@ -33,6 +33,9 @@ impl Cuda {
         f: impl FnOnce(&Kernels, ScalpelStream) -> c_int,
     ) -> Result<()> {
         self.op(name, || {
+            // The launcher runs on whatever thread called (Python's, a server's): the context
+            // must be current on it.
+            self.gpu.bind()?;
             let code = f(self.k, self.gpu.stream());
             self.launched(name, code)
         })

@@ -46,6 +46,23 @@ impl Drop for Block {
     }
 }
 
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // Every Block holds the pool, so none is live now: what is left are the cached blocks,
+        // which go back to the device (the device outlives its pool, and another pool may need
+        // the memory: the context is the process's, not this backend's).
+        let s = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, list) in s.free.drain() {
+            for p in list {
+                // SAFETY: cached blocks are owned by the pool and no queued work uses them (the
+                // backend synchronizes its stream before it lets go of the pool).
+                unsafe { self.gpu.free(p) };
+            }
+        }
+        s.held = 0;
+    }
+}
+
 fn mib(b: usize) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }

@@ -1,10 +1,16 @@
 //! The device layer on a real GPU: the NVIDIA driver through cudarc (dynamically loaded, so a
 //! binary without a GPU still starts), one stream, cuBLAS with a fixed workspace (so nothing
 //! allocates while a graph is recorded), and the nvcc-compiled kernels.
+//!
+//! A driver context is current per thread, and the caller may be any thread (Python's, a
+//! server's engine thread): every call here makes the device's context current first
+//! (`bind`, a cuCtxGetCurrent when it already is), and the backend binds before each kernel
+//! launch. There is one context per device and process, the primary context, retained once and
+//! never released: the kernels' runtime state (loaded modules, each kernel's shared-memory
+//! opt-in) lives in it, and a second `Driver` must find it as the first left it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::CudaBlas;
 use cudarc::cublas::sys as blas;
 use cudarc::driver::sys as drv;
 use cudarc::driver::{CudaContext, CudaEvent, CudaGraph, CudaStream, result};
@@ -20,11 +26,42 @@ fn err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::DeviceCall { what: what.to_string(), source: Box::new(e) }
 }
 
+/// The process's context of device `ordinal`, made on first use and kept for the process's life.
+fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    static CONTEXTS: Mutex<Vec<(usize, Arc<CudaContext>)>> = Mutex::new(Vec::new());
+    let mut all = CONTEXTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = all.iter().find(|(o, _)| *o == ordinal) {
+        return Ok(c.clone());
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| err("cannot create a CUDA context", e))?;
+    all.push((ordinal, ctx.clone()));
+    Ok(ctx)
+}
+
+/// A cuBLAS handle on the stream with its fixed workspace, made at the first product: a program
+/// that needs no GEMM (most kernel tests) runs where libcublas is missing or broken.
+struct Blas {
+    handle: blas::cublasHandle_t,
+    workspace: u64,
+}
+
+// SAFETY: the handle is used under the Driver's mutex, on the one stream.
+unsafe impl Send for Blas {}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // Errors are ignored: after a fault the context is gone and so is the handle (cudarc's
+        // own CudaBlas unwraps here, and a panic in drop while unwinding aborts the process).
+        // SAFETY: made in Driver::blas; the stream was synchronized by Driver's drop.
+        let _ = unsafe { cudarc::cublas::result::destroy_handle(self.handle) };
+        let _ = unsafe { result::free_sync(self.workspace) };
+    }
+}
+
 pub struct Driver {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    workspace: u64,
+    blas: Mutex<Option<Blas>>,
     name: String,
 }
 
@@ -38,7 +75,7 @@ impl Driver {
         CudaContext::device_count().is_ok_and(|n| n > 0)
     }
 
-    /// Opens device `ordinal`: a context, one stream, cuBLAS with a fixed workspace.
+    /// Opens device `ordinal`: its context (shared by the process) and a stream of its own.
     pub fn new(ordinal: usize) -> Result<Self> {
         // SAFETY: only probes for the shared libraries.
         if !unsafe { drv::is_culib_present() } {
@@ -53,15 +90,8 @@ impl Driver {
         if ordinal >= n as usize {
             return Err(Error::Device(format!("GPU {ordinal} requested but only {n} present")));
         }
-        // SAFETY: as above.
-        if !unsafe { blas::is_culib_present() } {
-            return Err(Error::Device(
-                "cuBLAS (libcublas.so) was not found: install the CUDA toolkit or the nvidia-cublas wheel and \
-                 put its lib directory on LD_LIBRARY_PATH"
-                    .into(),
-            ));
-        }
-        let ctx = CudaContext::new(ordinal).map_err(|e| err("cannot create a CUDA context", e))?;
+        let ctx = context(ordinal)?;
+        ctx.bind_to_thread().map_err(|e| err("cannot make the CUDA context current", e))?;
         let (major, minor) = ctx.compute_capability().map_err(|e| err("compute capability", e))?;
         if major < 8 {
             return Err(Error::Device(format!(
@@ -73,23 +103,46 @@ impl Driver {
         // SAFETY: every buffer is used on this one stream only.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| err("cannot create a stream", e))?;
-        let blas_handle = CudaBlas::new(stream.clone()).map_err(|e| err("cannot start cuBLAS", e))?;
-        // SAFETY: plain device allocation, freed in Drop.
-        let workspace = unsafe { result::malloc_sync(CUBLAS_WORKSPACE) }
-            .map_err(|e| err("cannot allocate the cuBLAS workspace", e))?;
-        // SAFETY: the workspace outlives the handle (both owned here, freed after it); a fixed
-        // workspace keeps cuBLAS from allocating while a graph is recorded.
-        unsafe {
-            blas::cublasSetWorkspace_v2(
-                *blas_handle.handle(),
-                workspace as *mut std::ffi::c_void,
-                CUBLAS_WORKSPACE,
-            )
-            .result()
-            .map_err(|e| err("cublasSetWorkspace", e))?;
-        }
         let name = ctx.name().unwrap_or_else(|_| "GPU".into());
-        Ok(Driver { ctx, stream, blas: blas_handle, workspace, name })
+        Ok(Driver { ctx, stream, blas: Mutex::new(None), name })
+    }
+
+    /// The cuBLAS handle, made now if this is the first product.
+    fn blas(&self) -> Result<std::sync::MutexGuard<'_, Option<Blas>>> {
+        let mut guard = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            // SAFETY: only probes for the shared library.
+            if !unsafe { blas::is_culib_present() } {
+                return Err(Error::Device(
+                    "cuBLAS (libcublas.so) was not found: install the CUDA toolkit or the nvidia-cublas wheel and \
+                     put its lib directory on LD_LIBRARY_PATH"
+                        .into(),
+                ));
+            }
+            self.bind()?;
+            let handle =
+                cudarc::cublas::result::create_handle().map_err(|e| err("cannot start cuBLAS", e))?;
+            // SAFETY: plain device allocation, freed with the handle.
+            let workspace = match unsafe { result::malloc_sync(CUBLAS_WORKSPACE) } {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = unsafe { cudarc::cublas::result::destroy_handle(handle) };
+                    return Err(err("cannot allocate the cuBLAS workspace", e));
+                }
+            };
+            let made = Blas { handle, workspace };
+            // SAFETY: the handle is ours; the stream outlives it (Driver drops blas first); a fixed
+            // workspace keeps cuBLAS from allocating while a graph is recorded.
+            unsafe {
+                cudarc::cublas::result::set_stream(handle, self.stream.cu_stream() as _)
+                    .map_err(|e| err("cublasSetStream", e))?;
+                blas::cublasSetWorkspace_v2(handle, workspace as *mut std::ffi::c_void, CUBLAS_WORKSPACE)
+                    .result()
+                    .map_err(|e| err("cublasSetWorkspace", e))?;
+            }
+            *guard = Some(made);
+        }
+        Ok(guard)
     }
 
     fn timing_event(&self) -> Result<CudaEvent> {
@@ -102,9 +155,10 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = self.bind();
         let _ = self.stream.synchronize();
-        // SAFETY: allocated in new(); the stream is idle.
-        let _ = unsafe { result::free_sync(self.workspace) };
+        // Before the stream it was set to goes.
+        drop(self.blas.get_mut().map(Option::take));
     }
 }
 
@@ -141,7 +195,12 @@ impl Gpu for Driver {
         self.stream.cu_stream() as ScalpelStream
     }
 
+    fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(|e| err("cannot make the CUDA context current", e))
+    }
+
     fn alloc(&self, bytes: usize) -> std::result::Result<u64, AllocError> {
+        self.bind().map_err(AllocError::Other)?;
         // SAFETY: plain device allocation; the caller owns the pointer.
         unsafe { result::malloc_sync(bytes) }.map_err(|e| match e.0 {
             drv::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => AllocError::OutOfMemory(e.to_string()),
@@ -150,21 +209,25 @@ impl Gpu for Driver {
     }
 
     unsafe fn free(&self, ptr: u64) {
+        let _ = self.bind();
         // SAFETY: the caller's contract.
         let _ = unsafe { result::free_sync(ptr) };
     }
 
     fn mem_info(&self) -> Result<(usize, usize)> {
+        self.bind()?;
         result::mem_get_info().map_err(|e| err("cuMemGetInfo", e))
     }
 
     unsafe fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.bind()?;
         // SAFETY: the caller's contract; a pageable source is staged before this returns.
         unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
             .map_err(|e| err("copy to the GPU", e))
     }
 
     unsafe fn htod_pinned(&self, dst: u64, src: *const u8, len: usize) -> Result<()> {
+        self.bind()?;
         // SAFETY: the caller's contract: src is page-locked and lives until the copy has run.
         let src = unsafe { std::slice::from_raw_parts(src, len) };
         unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
@@ -172,12 +235,14 @@ impl Gpu for Driver {
     }
 
     unsafe fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
         // SAFETY: the caller's contract.
         unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
             .map_err(|e| err("copy on the GPU", e))
     }
 
     unsafe fn memset(&self, dst: u64, byte: u8, bytes: usize) -> Result<()> {
+        self.bind()?;
         // SAFETY: the caller's contract.
         unsafe { result::memset_d8_async(dst, byte, bytes, self.stream.cu_stream()) }
             .map_err(|e| err("memset", e))
@@ -195,10 +260,12 @@ impl Gpu for Driver {
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
         let (alpha, beta) = (g.alpha, g.beta);
+        let blas = self.blas()?;
+        let handle = blas.as_ref().expect("made by blas()").handle;
         // SAFETY: the caller's contract.
         unsafe {
             cudarc::cublas::result::gemm_ex(
-                *self.blas.handle(),
+                handle,
                 op(g.transa),
                 op(g.transb),
                 g.m,
@@ -223,12 +290,14 @@ impl Gpu for Driver {
     }
 
     fn host_alloc(&self, bytes: usize) -> Result<*mut u8> {
+        self.bind()?;
         // SAFETY: page-locked allocation owned by the caller.
         let p = unsafe { result::malloc_host(bytes, 0) }.map_err(|e| err("pinned host memory", e))?;
         Ok(p as *mut u8)
     }
 
     unsafe fn host_free(&self, ptr: *mut u8, _bytes: usize) {
+        let _ = self.bind();
         // SAFETY: the caller's contract.
         let _ = unsafe { result::free_host(ptr as *mut std::ffi::c_void) };
     }
@@ -250,6 +319,9 @@ impl Gpu for Driver {
 
     fn begin_capture(&self) -> Result<()> {
         self.synchronize()?;
+        // cuBLAS is made before a recording, never inside one (it allocates); without it the
+        // recording still works for steps with no GEMM, and a GEMM reports why it cannot run.
+        drop(self.blas());
         self.stream
             .begin_capture(drv::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
             .map_err(|e| err("cannot start recording a CUDA graph", e))
@@ -265,6 +337,7 @@ impl Gpu for Driver {
     }
 
     fn replay(&self, graph: &Graph) -> Result<()> {
+        self.bind()?;
         let g = graph
             .0
             .downcast_ref::<CudaGraph>()

@@ -226,6 +226,12 @@ struct State {
 
 struct StreamHandle(*mut c_void);
 
+thread_local! {
+    /// The mock device whose "context" is current on this thread (its stream's address), as a
+    /// CUDA context is current per thread.
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 // SAFETY: the C++ stream guards its queue with a mutex.
 unsafe impl Send for StreamHandle {}
 unsafe impl Sync for StreamHandle {}
@@ -265,13 +271,18 @@ impl Mock {
     }
 
     /// Moves the launches waiting in the C++ stream to where queued work goes now.
-    fn take_launches(&self, st: &mut State) {
+    /// Moves what the launchers queued into the stream (or the recording); with `keep` false
+    /// it is dropped instead, as CUDA refuses a launch it cannot take.
+    fn take_launches(&self, st: &mut State, keep: bool) {
         let mut buf = [std::ptr::null_mut::<c_void>(); 64];
         loop {
             // SAFETY: buf holds 64 slots; each returned item is owned by us from here.
             let n = unsafe { scalpel_mock_stream_take(self.stream.0, buf.as_mut_ptr(), buf.len()) };
             for &w in &buf[..n] {
                 let op = Op::Kernel(Arc::new(Launch(w)));
+                if !keep {
+                    continue;
+                }
                 match &mut st.capture {
                     Some(c) => c.ops.push(op),
                     None => st.queue.push_back(op),
@@ -293,7 +304,7 @@ impl Mock {
     fn enqueue(&self, op: Op) -> Result<()> {
         let mut st = lock(&self.state);
         Self::sticky(&st)?;
-        self.take_launches(&mut st);
+        self.take_launches(&mut st, true);
         match &mut st.capture {
             Some(c) => c.ops.push(op),
             None => st.queue.push_back(op),
@@ -321,7 +332,7 @@ impl Mock {
                 let mut st = lock(&self.state);
                 Self::sticky(&st)?;
                 self.refuse_if_capturing(&mut st, "synchronizing the stream")?;
-                self.take_launches(&mut st);
+                self.take_launches(&mut st, true);
                 st.queue.drain(..).collect()
             };
             if ops.is_empty() {
@@ -693,9 +704,25 @@ impl Gpu for Mock {
         self.stream.0 as ScalpelStream
     }
 
+    fn bind(&self) -> Result<()> {
+        CURRENT.with(|c| c.set(self.stream.0 as usize));
+        Ok(())
+    }
+
     fn launched(&self) -> Result<()> {
+        // A kernel launch takes the thread's current context, as on a GPU: a launch from a
+        // thread this device was never made current on is refused (the driver's layer binds
+        // in each of its own calls; launches are the backend's to bind).
+        let current = CURRENT.with(|c| c.get()) == self.stream.0 as usize;
         let mut st = lock(&self.state);
-        self.take_launches(&mut st);
+        self.take_launches(&mut st, current);
+        if !current {
+            return Err(Error::Device(
+                "a kernel was launched on a thread where this device's context is not current \
+                 (CUDA_ERROR_INVALID_CONTEXT): bind the device first"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -777,6 +804,8 @@ impl Gpu for Mock {
     }
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
+        // The driver's calls bind the context themselves; so does this one.
+        self.bind()?;
         // What cublasGemmEx refuses before it runs anything.
         let (rows_a, rows_b) = (
             if g.transa == Transpose::N { g.m } else { g.k },
@@ -852,7 +881,7 @@ impl Gpu for Mock {
     fn end_capture(&self) -> Result<Graph> {
         let (capture, frees) = {
             let mut st = lock(&self.state);
-            self.take_launches(&mut st);
+            self.take_launches(&mut st, true);
             let c = st
                 .capture
                 .take()
@@ -876,7 +905,7 @@ impl Gpu for Mock {
             .ok_or_else(|| Error::Invalid("replay: a graph of another device".into()))?;
         let mut st = lock(&self.state);
         Self::sticky(&st)?;
-        self.take_launches(&mut st);
+        self.take_launches(&mut st, true);
         for op in &g.ops {
             match &mut st.capture {
                 Some(c) => c.ops.push(op.clone()),

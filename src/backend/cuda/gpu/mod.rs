@@ -83,6 +83,11 @@ pub trait Gpu: Send + Sync {
     fn kernels(&self) -> &'static Kernels;
     /// The stream every launch and copy goes to.
     fn stream(&self) -> ScalpelStream;
+    /// Makes the device's context current on the calling thread. Every other call here does so
+    /// itself; kernel launchers run outside this interface, so the backend binds before each.
+    fn bind(&self) -> Result<()> {
+        Ok(())
+    }
     /// Called after every kernel launcher: takes what it queued (the mock's launches wait in its
     /// C++ stream until then).
     fn launched(&self) -> Result<()> {
