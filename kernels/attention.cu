@@ -36,7 +36,8 @@ __global__ void __launch_bounds__(ROW_THREADS) attn_rows_kernel(const __nv_bfloa
     __shared__ float qs[32 * J];
     __shared__ float wm[WARPS], wl[WARPS];
     __shared__ float wacc[WARPS][32 * J];
-    const int h = blockIdx.x, row = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    // Rows in x (up to 2^31 - 1 blocks), heads in y (at most 65535, far above any model's).
+    const int row = blockIdx.x, h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int hd = g.head_dim, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int kvh = h / (g.n_heads / g.n_kv_heads);
     const int pos = *start_p + row;
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(ROW_THREADS) attn_rows_kernel(const __nv_bfloa
 // Merges the splits of each (head, row): out = Σ o_s e^{M_s − M} / Σ L_s e^{M_s − M}.
 __global__ void attn_combine_kernel(const float *__restrict__ ws, int splits, ScalpelAttn g,
                                     __nv_bfloat16 *__restrict__ out, float *__restrict__ lse) {
-    const int h = blockIdx.x, row = blockIdx.y, hd = g.head_dim;
+    const int row = blockIdx.x, h = blockIdx.y, hd = g.head_dim;
     const float *base = ws + ((size_t)h * g.t + row) * splits * (hd + 2);
     float M = -INFINITY;
     for (int s = 0; s < splits; s++)
@@ -138,11 +139,12 @@ int launch_rows(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, cons
                 const ScalpelAttn *g, const int32_t *start, uint16_t *out, float *lse, float *ws) {
     const int splits = row_splits(g);
     if (splits > 1 && !ws) return SCALPEL_INVALID_ARGUMENT;
-    attn_rows_kernel<J><<<dim3(g->n_heads, g->t, splits), ROW_THREADS, 0, stream>>>(
+    if (g->n_heads > 65535 || splits > 65535) return SCALPEL_INVALID_ARGUMENT;  // grid y and z limits
+    attn_rows_kernel<J><<<dim3(g->t, g->n_heads, splits), ROW_THREADS, 0, stream>>>(
         as_bf16(q), as_bf16(kc), as_bf16(vc), *g, start, as_bf16(out), lse, ws);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || splits == 1) return (int)e;
-    attn_combine_kernel<<<dim3(g->n_heads, g->t), 128, 0, stream>>>(ws, splits, *g, as_bf16(out), lse);
+    attn_combine_kernel<<<dim3(g->t, g->n_heads), 128, 0, stream>>>(ws, splits, *g, as_bf16(out), lse);
     return (int)cudaGetLastError();
 }
 
@@ -330,12 +332,12 @@ template <int HD, int BN>
 int launch_prefill(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, const uint16_t *vc,
                    const ScalpelAttn *g, const int32_t *start, uint16_t *out, float *lse) {
     constexpr int smem = prefill_smem<HD, BN>();
-    static bool configured = false;  // the opt-in above 48 KiB is per kernel, once per process
-    if (!configured) {
-        cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<HD, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (e != cudaSuccess) return (int)e;
-        configured = true;
-    }
+    // The opt-in above 48 KiB belongs to the context, not the process: set it at every launch
+    // (a host-side attribute write, not stream work, so a recording may hold the launch), so a
+    // context made after another was released still has it.
+    cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<HD, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return (int)e;
+    if (g->n_heads > 65535) return SCALPEL_INVALID_ARGUMENT;  // grid y limit
     const dim3 grid((g->t + BM - 1) / BM, g->n_heads);
     attn_prefill_kernel<HD, BN><<<grid, 128, smem, stream>>>(as_bf16(q), as_bf16(kc), as_bf16(vc), *g, start,
                                                              as_bf16(out), lse);
@@ -349,7 +351,7 @@ __global__ void attn_probs_kernel(const __nv_bfloat16 *__restrict__ q, const __n
                                   ScalpelAttn g, const int32_t *__restrict__ start_p, const float *__restrict__ lse,
                                   int s_len, float *__restrict__ out) {
     extern __shared__ float qsh[];
-    const int h = blockIdx.x, row = blockIdx.y, hd = g.head_dim;
+    const int row = blockIdx.x, h = blockIdx.y, hd = g.head_dim;
     const int kvh = h / (g.n_heads / g.n_kv_heads);
     const int pos = *start_p + row;
     const size_t qoff = ((size_t)row * g.n_heads + h) * hd;
@@ -426,7 +428,8 @@ extern "C" int scalpel_attn_probs(ScalpelStream stream, const uint16_t *q, const
                                   const ScalpelAttn *g, const int32_t *start, const float *lse, int s, float *out) {
     if (!valid(g) || !q || !k_cache || !start || !lse || !out || s <= 0) return SCALPEL_INVALID_ARGUMENT;
     const int zb = (s + 127) / 128;
-    const dim3 grid(g->n_heads, g->t, zb > 64 ? 64 : zb);
+    if (g->n_heads > 65535) return SCALPEL_INVALID_ARGUMENT;  // grid y limit
+    const dim3 grid(g->t, g->n_heads, zb > 64 ? 64 : zb);
     attn_probs_kernel<<<grid, 128, g->head_dim * sizeof(float), stream>>>(as_bf16(q), as_bf16(k_cache), *g, start,
                                                                            lse, s, out);
     return (int)cudaGetLastError();

@@ -239,6 +239,30 @@ fn attention(c: &Ctx) {
     }
 }
 
+/// A prompt longer than a grid's y dimension holds (65535): the row kernel puts query rows in x.
+/// One head of two values and a window of three keys keep it quick on the mock.
+fn attention_past_the_grid_y_limit(c: &Ctx) {
+    let (t, hd) = (65_600usize, 2usize);
+    let p =
+        AttnParams { n_heads: 1, n_kv_heads: 1, head_dim: hd, scale: 0.7, window: Some(3), softcap: None };
+    let q = bf16(&rand(401, t * hd, 2.0));
+    let k = bf16(&rand(402, t * hd, 2.0));
+    let v = bf16(&rand(403, t * hd, 1.0));
+    let mut ccache = c.cpu.new_cache(1, 1, hd, t).unwrap();
+    ccache.k[0].copy_from_slice(&k);
+    ccache.v[0].copy_from_slice(&v);
+    let cstep = c.cpu.step(&vec![0; t], 0).unwrap();
+    let (want, want_lse) = c.cpu.attention(&c.cpu_t(&q, &[t, hd]), &ccache, 0, &cstep, &p).unwrap();
+    let mut gcache = c.gpu.new_cache(1, 1, hd, t).unwrap();
+    c.gpu.write_cache(&mut gcache, 0, &k, &v).unwrap();
+    let gstep = c.gpu.step(&vec![0; t], 0).unwrap();
+    let (out, lse) =
+        c.gpu.attention_with(AttnKernel::Rows, &c.up(&q, &[t, hd]), &gcache, 0, &gstep, &p).unwrap();
+    // Rows of two values: compare in groups of 64 rows, so one bf16 rounding is not a whole row.
+    rows_close(&format!("attention rows t={t}: output"), &c.down(&out), &want.data, 128, BF16_ROW);
+    rows_close(&format!("attention rows t={t}: lse"), &c.down(&lse), &want_lse.data, 128, 1e-4);
+}
+
 fn glu(c: &Ctx) {
     for n in [1536usize, 2 * 2047, 8192 * 3] {
         for act in [Activation::Silu, Activation::GeluTanh] {
@@ -454,6 +478,7 @@ const CASES: &[devices::Case<Ctx>] = &[
     ("matmul", matmul),
     ("rope_kv", rope_kv),
     ("attention", attention),
+    ("attention_past_the_grid_y_limit", attention_past_the_grid_y_limit),
     ("glu", glu),
     ("small_ops", small_ops),
     ("interventions", interventions),
