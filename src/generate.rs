@@ -37,6 +37,10 @@ pub struct Generation {
     pub decode_seconds: f64,
     /// Forward passes of one token after the prefill.
     pub decode_steps: usize,
+    /// Of those, the ones replayed from a recorded graph.
+    pub replayed_steps: usize,
+    /// Why decode steps were not replayed although the backend records (the recording failed).
+    pub graph_failure: Option<String>,
 }
 
 impl Generation {
@@ -65,9 +69,12 @@ pub fn cache_size(prompt_len: usize, max_tokens: usize, context: usize) -> Resul
 /// Generates from `prompt_ids`, calling `on_token` with each new token id as soon as it is chosen.
 /// `on_token` returns false to stop early (Ctrl-C).
 ///
-/// On a backend that can record, the first decode step is recorded (a CUDA graph) and every later
+/// On a backend that can record, the second decode step is recorded (a CUDA graph) and every later
 /// step replays it with the new token and position, when the probes allow it (nothing captured,
-/// edits that apply at every position). Tokens are picked on the device when the backend can.
+/// edits that apply at every position). The first runs plainly: it is the first use of the
+/// one-row products and the split decode attention, and whatever a device does once (loading a
+/// module lazily, choosing a cuBLAS algorithm, allocating) must not happen inside a recording.
+/// Tokens are picked on the device when the backend can.
 pub fn generate<B: Backend>(
     model: &Model<B>,
     prompt_ids: &[u32],
@@ -101,6 +108,8 @@ pub fn generate<B: Backend>(
             prefill_seconds: t0.elapsed().as_secs_f64(),
             decode_seconds: 0.0,
             decode_steps: 0,
+            replayed_steps: 0,
+            graph_failure: None,
         });
     }
     let mut next = choose(&logits, &history)?;
@@ -108,6 +117,8 @@ pub fn generate<B: Backend>(
 
     let t1 = Instant::now();
     let mut decode_steps = 0;
+    let mut replayed_steps = 0;
+    let mut graph_failure = None;
     let mut replay = be.supports_graphs() && probes.replayable();
     let mut recorded: Option<(B::Graph, B::Step)> = None;
     let stop = loop {
@@ -127,21 +138,25 @@ pub fn generate<B: Backend>(
         if pos >= capacity {
             break StopReason::ContextFull;
         }
-        if replay {
+        // The first decode step runs plainly (see above); recording starts with the second.
+        if replay && decode_steps > 0 {
             match &mut recorded {
                 Some((graph, step)) => {
                     be.set_step(step, &[next], pos)?;
                     be.replay(graph)?;
+                    replayed_steps += 1;
                 }
                 None => match record_step(model, &mut cache, probes, next, pos) {
                     Ok((graph, step, out)) => {
                         be.replay(&graph)?;
+                        replayed_steps += 1;
                         logits = out;
                         recorded = Some((graph, step));
                     }
                     Err(e) => {
                         // Recording is an optimization: fall back to plain steps, and say why.
                         crate::info!("note: decode steps are not replayed as a graph ({e})");
+                        graph_failure = Some(e.to_string());
                         replay = false;
                         match model.forward(&[next], pos, &mut cache, probes, Logits::Last) {
                             Err(Error::Interrupted(_)) => break StopReason::Interrupted,
@@ -167,6 +182,8 @@ pub fn generate<B: Backend>(
         prefill_seconds,
         decode_seconds: t1.elapsed().as_secs_f64(),
         decode_steps,
+        replayed_steps,
+        graph_failure,
     })
 }
 

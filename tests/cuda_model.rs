@@ -535,8 +535,41 @@ fn random_models_match_the_cpu(c: &Ctx) {
     }
 }
 
+/// Decode through recorded graphs on a random model of SmolLM2's shapes (no model file needed,
+/// so scripts/gpu_check.sh runs it in its one fast call, by this name): every step after the
+/// plain first one is replayed — a recording that fails makes this test fail, where generation
+/// itself would fall back quietly — and the tokens equal plain steps'.
+fn graph_replay_on_a_random_model(c: &Ctx) {
+    let mut config = shapes::smollm2_135m();
+    if c.schedule.is_some() {
+        config.n_layers = 4;
+        config.layers.truncate(4);
+    }
+    let model = Model::random(c.open(), config.clone(), 11).unwrap();
+    assert!(model.backend.supports_graphs());
+    let ids: Vec<u32> = (0..24).map(|i| ((i * 7919 + 13) % config.vocab_size) as u32).collect();
+    let steps = if model.backend.is_mock() { 5 } else { 24 };
+    let opts = GenerateOptions { max_tokens: steps, sampling: SamplingParams::default(), stop_at_eos: false };
+    let with = generate(&model, &ids, &opts, &mut Probes::none(), |_| Ok(true)).unwrap();
+    assert_eq!(with.graph_failure, None, "recording a decode step failed");
+    assert_eq!(with.decode_steps, steps - 1);
+    assert_eq!(with.replayed_steps, with.decode_steps - 1, "every decode step but the first replayed");
+    // SAFETY of the env var: this binary runs its tests one at a time; the backend reads it per generation.
+    unsafe { std::env::set_var("SCALPEL_CUDA_GRAPHS", "0") };
+    let without = generate(&model, &ids, &opts, &mut Probes::none(), |_| Ok(true));
+    unsafe { std::env::remove_var("SCALPEL_CUDA_GRAPHS") };
+    let without = without.unwrap();
+    assert_eq!(without.replayed_steps, 0);
+    assert_eq!(with.generated_ids, without.generated_ids, "graph replay vs plain decode steps");
+    println!(
+        "  {} decode steps, {} replayed from one recording ({} layers)",
+        with.decode_steps, with.replayed_steps, config.n_layers
+    );
+}
+
 const TESTS: &[devices::Case<Ctx>] = &[
     ("random_models_match_the_cpu", random_models_match_the_cpu),
+    ("graph_replay_on_a_random_model", graph_replay_on_a_random_model),
     ("smollm2_matches_transformers", smollm2_matches_transformers),
     ("gemma3_matches_transformers", gemma3_matches_transformers),
     ("every_point_matches_the_cpu", every_point_matches_the_cpu),

@@ -120,6 +120,9 @@ impl OnBackend for Task {
                 "stop": generation.stop,
                 "prefill_tokens_per_second": generation.prefill_tokens_per_second(),
                 "decode_tokens_per_second": generation.decode_tokens_per_second(),
+                "decode_steps": generation.decode_steps,
+                "replayed_steps": generation.replayed_steps,
+                "graph_failure": generation.graph_failure,
                 "parameters": model.parameter_count(),
                 "peak_rss_bytes": crate::mem::peak_rss_bytes(),
             });
