@@ -5,6 +5,9 @@
 //! Arguments of the custom-harness binaries (tests/kernels.rs, tests/cuda_model.rs):
 //!   --device mock|cuda|all     (default: mock, plus cuda when a GPU is present)
 //!   --schedule LIST            mock schedules, e.g. forward,reverse,random:7 (default per binary)
+//!   --list                     print the test names, one per line, and run nothing
+//!   --exact NAME               run the test of exactly this name (repeatable; scripts/gpu_check.sh
+//!                              runs each kernel case in its own process this way)
 //!   NAME...                    run only the tests whose names contain one of these
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -33,6 +36,8 @@ impl Target {
 pub struct Args {
     pub targets: Vec<Target>,
     pub filters: Vec<String>,
+    pub exact: Vec<String>,
+    pub list: bool,
     pub skipped_gpu: bool,
 }
 
@@ -41,10 +46,15 @@ pub fn args(default_schedules: &[Schedule]) -> Args {
     let mut device = None;
     let mut schedules: Option<Vec<Schedule>> = None;
     let mut filters = Vec::new();
+    let mut exact = Vec::new();
+    let mut list = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--device" => device = Some(it.next().expect("--device needs a value")),
+            "--exact" => exact.push(it.next().expect("--exact needs a test name")),
+            // `cargo test -- --list` asks the same of the default harness.
+            "--list" => list = true,
             "--schedule" => {
                 let list = it.next().expect("--schedule needs a value");
                 schedules = Some(list.split(',').map(|s| s.parse().expect("a schedule")).collect());
@@ -73,11 +83,14 @@ pub fn args(default_schedules: &[Schedule]) -> Args {
         }
         Some(other) => panic!("--device {other}: expected mock, cuda or all"),
     };
-    Args { targets, filters, skipped_gpu }
+    Args { targets, filters, exact, list, skipped_gpu }
 }
 
 impl Args {
     pub fn wants(&self, name: &str) -> bool {
+        if !self.exact.is_empty() {
+            return self.exact.iter().any(|e| e == name);
+        }
         self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
     }
 }
@@ -87,6 +100,16 @@ pub type Case<C> = (&'static str, fn(&C));
 
 /// Runs every chosen test on every target and exits 1 if any failed.
 pub fn run<C>(binary: &str, args: &Args, tests: &[Case<C>], ctx: impl Fn(&Target) -> C) {
+    if args.list {
+        for (name, _) in tests {
+            println!("{name}");
+        }
+        return;
+    }
+    if let Some(unknown) = args.exact.iter().find(|e| !tests.iter().any(|(n, _)| n == e)) {
+        println!("{binary}: no test named {unknown:?} (--list prints them)");
+        std::process::exit(1);
+    }
     if args.skipped_gpu {
         println!(
             "{binary}: no CUDA driver or GPU here: running on the mock device only (scripts/gpu_check.sh runs the GPU)"
