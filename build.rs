@@ -10,14 +10,16 @@
 //!   toolchain scripts/setup.sh installs from the CUDA wheels on PyPI. No GPU is needed (and
 //!   nvidia-smi is never asked): machine code for sm_80, sm_86, sm_89 and sm_90 plus PTX for the
 //!   newest, or the list in SCALPEL_CUDA_ARCHS (e.g. "90" or "80,90").
-//! - kernels/scalpel_kernels.h becomes Rust (build/ffi.rs): host and both device builds share one
-//!   definition of every launcher and parameter struct, checked by static assertions on both sides.
+//! - kernels/scalpel_kernels.h becomes Rust through bindgen (build/bindings.rs): host and both
+//!   device builds share one definition of every launcher and parameter struct. bindgen loads
+//!   libclang when this script runs: found through LIBCLANG_PATH, the system's, or the copy
+//!   scripts/setup.sh installs from the PyPI wheel.
 //!
 //! SCALPEL_MOCK_SANITIZE=address builds the mock kernels with AddressSanitizer and UBSan's
 //! alignment check (scripts/mock_asan.sh).
 
-#[path = "build/ffi.rs"]
-mod ffi;
+#[path = "build/bindings.rs"]
+mod bindings;
 #[path = "build/mock.rs"]
 mod mock;
 
@@ -35,6 +37,7 @@ fn main() {
         "NVCC",
         "CUDA_HOME",
         "CUDA_PATH",
+        "LIBCLANG_PATH",
         "PATH",
         "SCALPEL_CUDA_ARCHS",
         "SCALPEL_CUDA_HOME",
@@ -46,12 +49,12 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let kernels = kernel_sources();
 
-    let header = std::fs::read_to_string(HEADER).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
-    let parsed = ffi::parse(&header).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
-    let (rust, checks) = ffi::generate(&parsed, HEADER).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
-    write(&out.join("kernels.rs"), &rust);
-    write(&out.join("mock/ffi_check.cpp"), &checks);
-    write(&out.join("mock/mock_names.h"), &ffi::mock_renames(&parsed));
+    let libclang = load_libclang();
+    // tests/bindings.rs runs bindgen on headers of its own with the same libclang.
+    println!("cargo:rustc-env=SCALPEL_LIBCLANG={}", libclang.display());
+    let generated = bindings::generate(Path::new(HEADER)).unwrap_or_else(|e| panic!("{HEADER}: {e}"));
+    write(&out.join("kernels.rs"), &generated.rust);
+    write(&out.join("mock/mock_names.h"), &generated.mock_names);
 
     build_mock(&out, &kernels);
     if env::var_os("CARGO_FEATURE_CUDA").is_some() {
@@ -81,7 +84,7 @@ fn kernel_sources() -> Vec<PathBuf> {
 
 fn build_mock(out: &Path, kernels: &[PathBuf]) {
     let dir = out.join("mock");
-    let mut sources = vec![PathBuf::from("kernels/mock/runtime.cpp"), dir.join("ffi_check.cpp")];
+    let mut sources = vec![PathBuf::from("kernels/mock/runtime.cpp")];
     // The mock's own rule-breaking kernels (tests/mock_device.rs) are rewritten like the real ones.
     let selftest = PathBuf::from("kernels/mock/selftest.cu");
     for k in kernels.iter().chain([&selftest]) {
@@ -217,16 +220,48 @@ fn build_cuda(kernels: &[PathBuf]) {
     }
 }
 
-/// Where scripts/setup.sh installs the CUDA wheels.
-fn setup_toolchain_dir() -> PathBuf {
-    if let Some(d) = env::var_os("SCALPEL_CUDA_HOME") {
-        return PathBuf::from(d);
-    }
+/// scripts/setup.sh's folder: $XDG_CACHE_HOME/scalpel, or ~/.cache/scalpel.
+fn setup_cache_dir() -> PathBuf {
     let cache = env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    cache.join("scalpel").join("cuda")
+    cache.join("scalpel")
+}
+
+/// Where scripts/setup.sh installs the CUDA wheels.
+fn setup_toolchain_dir() -> PathBuf {
+    env::var_os("SCALPEL_CUDA_HOME").map(PathBuf::from).unwrap_or_else(|| setup_cache_dir().join("cuda"))
+}
+
+/// Loads libclang for bindgen and returns its path: from LIBCLANG_PATH when it is set, else the
+/// system's (wherever clang-sys looks: llvm-config, LD_LIBRARY_PATH, /usr/lib/llvm-*/lib, …), else
+/// the PyPI wheel's that scripts/setup.sh installs where no system copy is found. clang-sys reads
+/// LIBCLANG_PATH when it loads, so the fallback is that variable set here, before bindgen runs.
+fn load_libclang() -> PathBuf {
+    // An empty LIBCLANG_PATH means unset, as for XDG_CACHE_HOME (clang-sys would search "" only).
+    if env::var_os("LIBCLANG_PATH").is_some_and(|v| v.is_empty()) {
+        // SAFETY: build scripts are single-threaded here; nothing else reads the environment concurrently.
+        unsafe { env::remove_var("LIBCLANG_PATH") };
+    }
+    let setup = setup_cache_dir().join("libclang");
+    let wheel = setup.join("clang/native");
+    let mut loaded = clang_sys::load();
+    if loaded.is_err() && env::var_os("LIBCLANG_PATH").is_none() && wheel.is_dir() {
+        // SAFETY: as above.
+        unsafe { env::set_var("LIBCLANG_PATH", &wheel) };
+        loaded = clang_sys::load();
+    }
+    if let Err(e) = loaded {
+        panic!(
+            "\n\nscalpel's build reads kernels/scalpel_kernels.h with bindgen, which needs libclang, and none \
+             was found ({e}).\nInstall Debian's libclang-dev (`apt-get install libclang-dev`), or run \
+             scripts/setup.sh (it installs that, or the PyPI wheel `libclang` under {}), or set \
+             LIBCLANG_PATH to the folder that holds libclang.so.\n\n",
+            setup.display()
+        );
+    }
+    clang_sys::get_library().expect("libclang was just loaded").path().to_path_buf()
 }
 
 fn find_nvcc() -> Option<PathBuf> {

