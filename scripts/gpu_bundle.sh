@@ -82,7 +82,7 @@ ls -la "$out/fast.tar.gz"
 # What travels with the call: the tracked and the untracked-but-not-ignored files, shared/, and the
 # carried bundle.
 tree=$(git ls-files -z -co --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
-shared=$(du -sb ../shared 2>/dev/null | cut -f1 || echo 0)
+shared=$( [ -d shared ] && du -sb shared | cut -f1 || echo 0)
 bundle=$(stat -c %s "$out/fast.tar.gz")
 total=$((tree + ${shared:-0} + bundle))
 limit=$((60 << 20))

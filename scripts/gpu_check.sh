@@ -171,6 +171,7 @@ step() { # group name limit_seconds command...: runs it under `timeout`, logs, o
   local left=$((deadline - SECONDS))
   if [ $left -lt $min_step ]; then
     line "$name" SKIPPED 0 "deadline: ${left}s left of ${GPU_DEADLINE:-360}"
+    LAST_STATUS=SKIPPED
     return 0
   fi
   [ $limit -gt $((left - 5)) ] && limit=$((left - 5))
@@ -210,7 +211,7 @@ if want fast; then
   [ -n "$cases" ] || line kernels-list FAIL 0 "kernels --list printed no cases"
   for c in $cases; do
     step kernels "kernel:$c" 60 "$bin/kernels" --device $device "${mock_args[@]}" --exact "$c"
-    if [ "${LAST_STATUS:-ok}" != ok ]; then
+    if [ "$LAST_STATUS" != ok ] && [ "$LAST_STATUS" != SKIPPED ]; then
       # An asynchronous fault is pinned to its launch with synchronous launches, and memcheck
       # names the access.
       SCALPEL_CUDA_SYNC=1 step kernels "kernel:$c:sync" 60 "$bin/kernels" --device $device "${mock_args[@]}" --exact "$c"

@@ -94,6 +94,16 @@ fn greedy<B: Backend>(m: &Model<B>, ids: &[u32], n: usize, probes: &mut Probes<B
     generate(m, ids, &opts, probes, |_| Ok(true)).unwrap().generated_ids
 }
 
+/// Runs `f` with graph replay turned off (SCALPEL_CUDA_GRAPHS=0), for plain decode steps to
+/// compare replays with.
+fn without_graphs<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY of the env var: this binary runs its tests one at a time; the backend reads it per generation.
+    unsafe { std::env::set_var("SCALPEL_CUDA_GRAPHS", "0") };
+    let out = f();
+    unsafe { std::env::remove_var("SCALPEL_CUDA_GRAPHS") };
+    out
+}
+
 /// Rows of `got` against `want`; returns the worst relative error.
 fn rows(what: &str, got: &[f32], want: &[f32], row: usize, tol: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
@@ -275,10 +285,7 @@ fn prefill_then_decode_with_and_without_graphs(c: &Ctx) {
     let steps = if model.backend.is_mock() { 5 } else { 12 };
     assert!(model.backend.supports_graphs());
     let with = greedy(&model, &ids, steps, &mut Probes::none());
-    // SAFETY of the env var: this binary runs its tests one at a time; the backend reads it per generation.
-    unsafe { std::env::set_var("SCALPEL_CUDA_GRAPHS", "0") };
-    let without = greedy(&model, &ids, steps, &mut Probes::none());
-    unsafe { std::env::remove_var("SCALPEL_CUDA_GRAPHS") };
+    let without = without_graphs(|| greedy(&model, &ids, steps, &mut Probes::none()));
     assert_eq!(with, without, "graph replay vs plain decode steps");
     assert_eq!(with, greedy(cpu(alias), &ids, steps, &mut Probes::none()), "device vs CPU greedy tokens");
     // Steering replays too: a zero-scale vector at every layer changes nothing.
@@ -554,11 +561,8 @@ fn graph_replay_on_a_random_model(c: &Ctx) {
     assert_eq!(with.graph_failure, None, "recording a decode step failed");
     assert_eq!(with.decode_steps, steps - 1);
     assert_eq!(with.replayed_steps, with.decode_steps - 1, "every decode step but the first replayed");
-    // SAFETY of the env var: this binary runs its tests one at a time; the backend reads it per generation.
-    unsafe { std::env::set_var("SCALPEL_CUDA_GRAPHS", "0") };
-    let without = generate(&model, &ids, &opts, &mut Probes::none(), |_| Ok(true));
-    unsafe { std::env::remove_var("SCALPEL_CUDA_GRAPHS") };
-    let without = without.unwrap();
+    let without =
+        without_graphs(|| generate(&model, &ids, &opts, &mut Probes::none(), |_| Ok(true))).unwrap();
     assert_eq!(without.replayed_steps, 0);
     assert_eq!(with.generated_ids, without.generated_ids, "graph replay vs plain decode steps");
     println!(
