@@ -1,12 +1,15 @@
-// Fused causal attention over the bf16 KV cache, and the probability recompute for the
-// attn_probs probe. Twin: Cpu::attention / Cpu::attn_probs. Tests: tests/kernels.rs attention_*.
+// Fused causal attention over the paged bf16 KV cache, each query row over its own sequence's
+// keys (ragged batches: prompt chunks and decode rows of many sequences in one step), and the
+// probability recompute for the attn_probs probe. Twin: Cpu::attention / Cpu::attn_probs. Tests: tests/kernels.rs attention_*.
 //
 // Two kernels compute the same thing:
 // - the prefill kernel (head dims 64, 128, 256): a flash-attention tile loop on tensor cores
 //   (mma.sync m16n8k16 bf16 → f32), 64 query rows per block, online softmax in registers;
 // - the row kernel (any even head dim up to 256): one block per (head, query row), four warps
-//   walking the keys with an online softmax; a single-row decode is split along the sequence into
-//   chunks whose partial results a second kernel merges.
+//   walking the keys with an online softmax; a step of few rows (decode) is split along the keys
+//   into chunks whose partial results a second kernel merges.
+// A key at position p of a sequence is read at slot pages[p / SCALPEL_PAGE] * SCALPEL_PAGE +
+// p % SCALPEL_PAGE of the pool (key_slot).
 // Both write each row's log-sum-exp, from which attn_probs recomputes exp(score − lse) exactly as
 // the fast path normalized it.
 #include "common.cuh"
@@ -17,6 +20,11 @@ constexpr int CHUNK = 256;  // keys per split of a decode row
 constexpr int ROW_THREADS = 128;
 
 __device__ __forceinline__ int first_key(int pos, int window) { return window > 0 ? max(0, pos + 1 - window) : 0; }
+
+// The pool slot of position `key` of the sequence whose page table is `table`.
+__device__ __forceinline__ size_t key_slot(const int32_t *table, int key) {
+    return (size_t)table[key / SCALPEL_PAGE] * SCALPEL_PAGE + key % SCALPEL_PAGE;
+}
 
 __device__ __forceinline__ float cap_score(float s, float softcap) {
     return softcap > 0.0f ? softcap * tanhf(s / softcap) : s;
@@ -29,7 +37,7 @@ template <int J>  // J = ceil(head_dim / 32): the values of a head each lane hol
 __global__ void __launch_bounds__(ROW_THREADS) attn_rows_kernel(const __nv_bfloat16 *__restrict__ q,
                                                                  const __nv_bfloat16 *__restrict__ kc,
                                                                  const __nv_bfloat16 *__restrict__ vc, ScalpelAttn g,
-                                                                 const int32_t *__restrict__ start_p,
+                                                                 ScalpelSeqs sq,
                                                                  __nv_bfloat16 *__restrict__ out,
                                                                  float *__restrict__ lse, float *__restrict__ ws) {
     constexpr int WARPS = ROW_THREADS / 32;
@@ -40,7 +48,8 @@ __global__ void __launch_bounds__(ROW_THREADS) attn_rows_kernel(const __nv_bfloa
     const int row = blockIdx.x, h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int hd = g.head_dim, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int kvh = h / (g.n_heads / g.n_kv_heads);
-    const int pos = *start_p + row;
+    const int pos = sq.pos[row];
+    const int32_t *table = sq.pages + (size_t)sq.seq[row] * sq.max_pages;
     const size_t qoff = ((size_t)row * g.n_heads + h) * hd;
     for (int i = threadIdx.x; i < 32 * J; i += blockDim.x) qs[i] = i < hd ? __bfloat162float(q[qoff + i]) : 0.0f;
     __syncthreads();
@@ -54,7 +63,7 @@ __global__ void __launch_bounds__(ROW_THREADS) attn_rows_kernel(const __nv_bfloa
 #pragma unroll
     for (int j = 0; j < J; j++) acc[j] = 0.0f;
     for (int key = lo + warp; key < hi; key += WARPS) {
-        const size_t off = ((size_t)key * g.n_kv_heads + kvh) * hd;
+        const size_t off = (key_slot(table, key) * g.n_kv_heads + kvh) * hd;
         float dot = 0.0f;
 #pragma unroll
         for (int j = 0; j < J; j++) {
@@ -132,16 +141,22 @@ __global__ void attn_combine_kernel(const float *__restrict__ ws, int splits, Sc
     if (threadIdx.x == 0) lse[(size_t)h * g.t + row] = M + logf(L);
 }
 
-int row_splits(const ScalpelAttn *g) { return g->t == 1 ? (g->capacity + CHUNK - 1) / CHUNK : 1; }
+// Steps of few rows (decode) split their keys, so a few long sequences still fill the GPU; the
+// count depends only on the page tables' size, so a recorded step replays with the same grid.
+// Splits past a row's own keys find nothing and the merge skips them.
+constexpr int SPLIT_ROWS = 64;
+int row_splits(const ScalpelAttn *g, const ScalpelSeqs *sq) {
+    return g->t <= SPLIT_ROWS ? (sq->max_pages * SCALPEL_PAGE + CHUNK - 1) / CHUNK : 1;
+}
 
 template <int J>
 int launch_rows(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, const uint16_t *vc,
-                const ScalpelAttn *g, const int32_t *start, uint16_t *out, float *lse, float *ws) {
-    const int splits = row_splits(g);
+                const ScalpelAttn *g, const ScalpelSeqs *sq, uint16_t *out, float *lse, float *ws) {
+    const int splits = row_splits(g, sq);
     if (splits > 1 && !ws) return SCALPEL_INVALID_ARGUMENT;
     if (g->n_heads > 65535 || splits > 65535) return SCALPEL_INVALID_ARGUMENT;  // grid y and z limits
     attn_rows_kernel<J><<<dim3(g->t, g->n_heads, splits), ROW_THREADS, 0, stream>>>(
-        as_bf16(q), as_bf16(kc), as_bf16(vc), *g, start, as_bf16(out), lse, ws);
+        as_bf16(q), as_bf16(kc), as_bf16(vc), *g, *sq, as_bf16(out), lse, ws);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || splits == 1) return (int)e;
     attn_combine_kernel<<<dim3(g->t, g->n_heads), 128, 0, stream>>>(ws, splits, *g, as_bf16(out), lse);
@@ -175,7 +190,8 @@ __device__ __forceinline__ uint32_t pack_bits(__nv_bfloat16 lo, __nv_bfloat16 hi
            ((uint32_t)(*reinterpret_cast<const uint16_t *>(&hi)) << 16);
 }
 
-constexpr int BM = 64;  // query rows per block: 4 warps × 16
+constexpr int BM = SCALPEL_PREFILL_ROWS;  // query rows per block: 4 warps × 16
+static_assert(BM == 64, "the prefill kernel's warps own 16 rows each");
 
 template <int HD, int BN>
 constexpr int prefill_smem() {
@@ -188,7 +204,7 @@ template <int HD, int BN>
 __global__ void __launch_bounds__(128) attn_prefill_kernel(const __nv_bfloat16 *__restrict__ q,
                                                             const __nv_bfloat16 *__restrict__ kc,
                                                             const __nv_bfloat16 *__restrict__ vc, ScalpelAttn g,
-                                                            const int32_t *__restrict__ start_p,
+                                                            ScalpelSeqs sq,
                                                             __nv_bfloat16 *__restrict__ out,
                                                             float *__restrict__ lse) {
     constexpr int LD = HD + 8;  // padded row stride in smem (bf16): rows land on different banks
@@ -197,15 +213,18 @@ __global__ void __launch_bounds__(128) attn_prefill_kernel(const __nv_bfloat16 *
     __nv_bfloat16 *Qs = reinterpret_cast<__nv_bfloat16 *>(smem_raw);
     __nv_bfloat16 *Ks = Qs + BM * LD;
     __nv_bfloat16 *Vs = Ks + BN * LD;
-    const int h = blockIdx.y, m_base = blockIdx.x * BM;
+    // A tile is BM rows of one sequence: rows row0 + m_base .. of the step.
+    const int seq = sq.tiles[2 * blockIdx.x], m_base = sq.tiles[2 * blockIdx.x + 1], h = blockIdx.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int kvh = h / (g.n_heads / g.n_kv_heads);
-    const int start = *start_p, T = g.t, S = start + T;
+    const int row0 = sq.row0[seq], T = sq.rows[seq], start = sq.pos[row0], S = start + T;
+    const int32_t *table = sq.pages + (size_t)seq * sq.max_pages;
 
     for (int idx = threadIdx.x; idx < BM * (HD / 8); idx += blockDim.x) {
         const int r = idx / (HD / 8), c = (idx % (HD / 8)) * 8;
         uint4 val = make_uint4(0, 0, 0, 0);
-        if (m_base + r < T) val = *reinterpret_cast<const uint4 *>(q + ((size_t)(m_base + r) * g.n_heads + h) * HD + c);
+        if (m_base + r < T)
+            val = *reinterpret_cast<const uint4 *>(q + ((size_t)(row0 + m_base + r) * g.n_heads + h) * HD + c);
         *reinterpret_cast<uint4 *>(Qs + r * LD + c) = val;
     }
 
@@ -225,7 +244,7 @@ __global__ void __launch_bounds__(128) attn_prefill_kernel(const __nv_bfloat16 *
             const int r = idx / (HD / 8), c = (idx % (HD / 8)) * 8, key = n_base + r;
             uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
             if (key < S) {
-                const size_t off = ((size_t)key * g.n_kv_heads + kvh) * HD + c;
+                const size_t off = (key_slot(table, key) * g.n_kv_heads + kvh) * HD + c;
                 kv = *reinterpret_cast<const uint4 *>(kc + off);
                 vv = *reinterpret_cast<const uint4 *>(vc + off);
             }
@@ -315,7 +334,7 @@ __global__ void __launch_bounds__(128) attn_prefill_kernel(const __nv_bfloat16 *
         l_i[r] += __shfl_xor_sync(0xffffffffu, l_i[r], 1);
         l_i[r] += __shfl_xor_sync(0xffffffffu, l_i[r], 2);
         if (!live[r]) continue;
-        const int row = m_base + qrow0 + r * 8;
+        const int row = row0 + m_base + qrow0 + r * 8;  // in the step
         const float inv = 1.0f / l_i[r];
         __nv_bfloat16 *dst = out + ((size_t)row * g.n_heads + h) * HD;
 #pragma unroll
@@ -324,13 +343,13 @@ __global__ void __launch_bounds__(128) attn_prefill_kernel(const __nv_bfloat16 *
             *reinterpret_cast<__nv_bfloat162 *>(dst + col) =
                 __floats2bfloat162_rn(o[n][r * 2] * inv, o[n][r * 2 + 1] * inv);
         }
-        if (tig == 0) lse[(size_t)h * T + row] = m_i[r] + logf(l_i[r]);
+        if (tig == 0) lse[(size_t)h * g.t + row] = m_i[r] + logf(l_i[r]);
     }
 }
 
 template <int HD, int BN>
 int launch_prefill(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, const uint16_t *vc,
-                   const ScalpelAttn *g, const int32_t *start, uint16_t *out, float *lse) {
+                   const ScalpelAttn *g, const ScalpelSeqs *sq, uint16_t *out, float *lse) {
     constexpr int smem = prefill_smem<HD, BN>();
     // The opt-in above 48 KiB belongs to the context, not the process: set it at every launch
     // (a host-side attribute write, not stream work, so a recording may hold the launch), so a
@@ -338,8 +357,9 @@ int launch_prefill(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, c
     cudaError_t e = cudaFuncSetAttribute(attn_prefill_kernel<HD, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return (int)e;
     if (g->n_heads > 65535) return SCALPEL_INVALID_ARGUMENT;  // grid y limit
-    const dim3 grid((g->t + BM - 1) / BM, g->n_heads);
-    attn_prefill_kernel<HD, BN><<<grid, 128, smem, stream>>>(as_bf16(q), as_bf16(kc), as_bf16(vc), *g, start,
+    if (sq->n_tiles <= 0 || !sq->tiles || !sq->row0 || !sq->rows) return SCALPEL_INVALID_ARGUMENT;
+    const dim3 grid(sq->n_tiles, g->n_heads);
+    attn_prefill_kernel<HD, BN><<<grid, 128, smem, stream>>>(as_bf16(q), as_bf16(kc), as_bf16(vc), *g, *sq,
                                                              as_bf16(out), lse);
     return (int)cudaGetLastError();
 }
@@ -348,22 +368,23 @@ int launch_prefill(cudaStream_t stream, const uint16_t *q, const uint16_t *kc, c
 // Probabilities for the attn_probs probe: p = exp(score − lse), one thread per (row, key).
 
 __global__ void attn_probs_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ kc,
-                                  ScalpelAttn g, const int32_t *__restrict__ start_p, const float *__restrict__ lse,
+                                  ScalpelAttn g, ScalpelSeqs sq, int seq, const float *__restrict__ lse,
                                   int s_len, float *__restrict__ out) {
     extern __shared__ float qsh[];
-    const int row = blockIdx.x, h = blockIdx.y, hd = g.head_dim;
+    const int i = blockIdx.x, row = sq.row0[seq] + i, h = blockIdx.y, hd = g.head_dim;
     const int kvh = h / (g.n_heads / g.n_kv_heads);
-    const int pos = *start_p + row;
+    const int pos = sq.pos[row];
+    const int32_t *table = sq.pages + (size_t)seq * sq.max_pages;
     const size_t qoff = ((size_t)row * g.n_heads + h) * hd;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) qsh[i] = __bfloat162float(q[qoff + i]);
     __syncthreads();
     const float l = lse[(size_t)h * g.t + row];
     const int first = first_key(pos, g.window);
-    float *dst = out + ((size_t)h * g.t + row) * s_len;
+    float *dst = out + ((size_t)h * gridDim.x + i) * s_len;
     for (int key = blockIdx.z * blockDim.x + threadIdx.x; key < s_len; key += gridDim.z * blockDim.x) {
         float p = 0.0f;
         if (key >= first && key <= pos) {
-            const __nv_bfloat16 *k = kc + ((size_t)key * g.n_kv_heads + kvh) * hd;
+            const __nv_bfloat16 *k = kc + (key_slot(table, key) * g.n_kv_heads + kvh) * hd;
             float dot = 0.0f;
             for (int d = 0; d < hd; d++) dot += qsh[d] * __bfloat162float(k[d]);
             p = expf(cap_score(dot * g.scale, g.softcap) - l);
@@ -372,65 +393,71 @@ __global__ void attn_probs_kernel(const __nv_bfloat16 *__restrict__ q, const __n
     }
 }
 
-bool valid(const ScalpelAttn *g) {
-    return g && g->t > 0 && g->n_heads > 0 && g->n_kv_heads > 0 && g->n_heads % g->n_kv_heads == 0 &&
+bool valid(const ScalpelAttn *g, const ScalpelSeqs *sq) {
+    return g && sq && sq->pos && sq->seq && sq->pages && sq->n_seqs > 0 && sq->max_pages > 0 && g->t > 0 && g->n_heads > 0 && g->n_kv_heads > 0 && g->n_heads % g->n_kv_heads == 0 &&
            g->head_dim > 0 && g->head_dim % 2 == 0 && g->head_dim <= 256 && g->capacity > 0 &&
            g->window >= 0 && g->scale > 0.0f;
 }
 
 }  // namespace
 
-extern "C" int64_t scalpel_attention_workspace(const ScalpelAttn *g) {
-    if (!valid(g)) return 0;
-    const int splits = row_splits(g);
+extern "C" int64_t scalpel_attention_workspace(const ScalpelAttn *g, const ScalpelSeqs *sq) {
+    if (!valid(g, sq)) return 0;
+    const int splits = row_splits(g, sq);
     return splits > 1 ? (int64_t)g->n_heads * g->t * splits * (g->head_dim + 2) : 0;
 }
 
 extern "C" int scalpel_attention_rows(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache,
-                                      const uint16_t *v_cache, const ScalpelAttn *g, const int32_t *start,
+                                      const uint16_t *v_cache, const ScalpelAttn *g, const ScalpelSeqs *sq,
                                       uint16_t *out, float *lse, float *workspace) {
-    if (!valid(g) || !q || !k_cache || !v_cache || !start || !out || !lse) return SCALPEL_INVALID_ARGUMENT;
+    if (!valid(g, sq) || !q || !k_cache || !v_cache || !out || !lse) return SCALPEL_INVALID_ARGUMENT;
     switch ((g->head_dim + 31) / 32) {
-        case 1: return launch_rows<1>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 2: return launch_rows<2>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 3: return launch_rows<3>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 4: return launch_rows<4>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 5: return launch_rows<5>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 6: return launch_rows<6>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 7: return launch_rows<7>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
-        case 8: return launch_rows<8>(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
+        case 1: return launch_rows<1>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 2: return launch_rows<2>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 3: return launch_rows<3>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 4: return launch_rows<4>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 5: return launch_rows<5>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 6: return launch_rows<6>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 7: return launch_rows<7>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
+        case 8: return launch_rows<8>(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
         default: return SCALPEL_INVALID_ARGUMENT;
     }
 }
 
 extern "C" int scalpel_attention_prefill(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache,
-                                         const uint16_t *v_cache, const ScalpelAttn *g, const int32_t *start,
+                                         const uint16_t *v_cache, const ScalpelAttn *g, const ScalpelSeqs *sq,
                                          uint16_t *out, float *lse) {
-    if (!valid(g) || !q || !k_cache || !v_cache || !start || !out || !lse) return SCALPEL_INVALID_ARGUMENT;
+    if (!valid(g, sq) || !q || !k_cache || !v_cache || !out || !lse) return SCALPEL_INVALID_ARGUMENT;
     switch (g->head_dim) {
-        case 64: return launch_prefill<64, 64>(stream, q, k_cache, v_cache, g, start, out, lse);
-        case 128: return launch_prefill<128, 64>(stream, q, k_cache, v_cache, g, start, out, lse);
-        case 256: return launch_prefill<256, 32>(stream, q, k_cache, v_cache, g, start, out, lse);
+        case 64: return launch_prefill<64, 64>(stream, q, k_cache, v_cache, g, sq, out, lse);
+        case 128: return launch_prefill<128, 64>(stream, q, k_cache, v_cache, g, sq, out, lse);
+        case 256: return launch_prefill<256, 32>(stream, q, k_cache, v_cache, g, sq, out, lse);
         default: return SCALPEL_INVALID_ARGUMENT;
     }
 }
 
 extern "C" int scalpel_attention(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache,
-                                 const uint16_t *v_cache, const ScalpelAttn *g, const int32_t *start, uint16_t *out,
+                                 const uint16_t *v_cache, const ScalpelAttn *g, const ScalpelSeqs *sq, uint16_t *out,
                                  float *lse, float *workspace) {
-    if (!valid(g)) return SCALPEL_INVALID_ARGUMENT;
-    const bool tensor_cores = g->t >= 16 && (g->head_dim == 64 || g->head_dim == 128 || g->head_dim == 256);
-    return tensor_cores ? scalpel_attention_prefill(stream, q, k_cache, v_cache, g, start, out, lse)
-                        : scalpel_attention_rows(stream, q, k_cache, v_cache, g, start, out, lse, workspace);
+    if (!valid(g, sq)) return SCALPEL_INVALID_ARGUMENT;
+    // Tensor cores where some sequence brings a prompt chunk of 16 rows or more (its tiles, and
+    // the single rows beside it, each in a tile of its own); the row kernel otherwise.
+    const bool tensor_cores = sq->max_rows >= 16 && sq->n_tiles > 0 &&
+                              (g->head_dim == 64 || g->head_dim == 128 || g->head_dim == 256);
+    return tensor_cores ? scalpel_attention_prefill(stream, q, k_cache, v_cache, g, sq, out, lse)
+                        : scalpel_attention_rows(stream, q, k_cache, v_cache, g, sq, out, lse, workspace);
 }
 
 extern "C" int scalpel_attn_probs(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache,
-                                  const ScalpelAttn *g, const int32_t *start, const float *lse, int s, float *out) {
-    if (!valid(g) || !q || !k_cache || !start || !lse || !out || s <= 0) return SCALPEL_INVALID_ARGUMENT;
+                                  const ScalpelAttn *g, const ScalpelSeqs *sq, int seq, int n_rows, const float *lse,
+                                  int s, float *out) {
+    if (!valid(g, sq) || !q || !k_cache || !sq->row0 || !lse || !out || s <= 0 || seq < 0 || seq >= sq->n_seqs ||
+        n_rows <= 0 || n_rows > g->t)
+        return SCALPEL_INVALID_ARGUMENT;
     const int zb = (s + 127) / 128;
     if (g->n_heads > 65535) return SCALPEL_INVALID_ARGUMENT;  // grid y limit
-    const dim3 grid(g->t, g->n_heads, zb > 64 ? 64 : zb);
-    attn_probs_kernel<<<grid, 128, g->head_dim * sizeof(float), stream>>>(as_bf16(q), as_bf16(k_cache), *g, start,
+    const dim3 grid(n_rows, g->n_heads, zb > 64 ? 64 : zb);
+    attn_probs_kernel<<<grid, 128, g->head_dim * sizeof(float), stream>>>(as_bf16(q), as_bf16(k_cache), *g, *sq, seq,
                                                                            lse, s, out);
     return (int)cudaGetLastError();
 }

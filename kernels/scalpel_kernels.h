@@ -10,8 +10,8 @@
  * - every launcher checks its arguments, launches on the given stream, and returns the
  *   cudaError_t of the launch (cudaGetLastError) as an int: 0 means launched;
  * - shapes are row-major, rows are token positions;
- * - positions that change from one decode step to the next (the step's first position) are read
- *   from device memory, so a captured CUDA graph replays them correctly.
+ * - what changes from one decode step to the next (positions, page tables) is read from device
+ *   memory (ScalpelSeqs), so a captured CUDA graph replays with new values.
  */
 #ifndef SCALPEL_KERNELS_H
 #define SCALPEL_KERNELS_H
@@ -32,13 +32,37 @@ typedef enum ScalpelDType { SCALPEL_F32 = 0, SCALPEL_BF16 = 1 } ScalpelDType;
 
 typedef enum ScalpelAct { SCALPEL_SILU = 0, SCALPEL_GELU_TANH = 1 } ScalpelAct;
 
+/* Positions per page of the KV cache. A layer's cache is a pool of pages, each holding
+ * SCALPEL_PAGE positions of [n_kv_heads, head_dim] keys (and values); a sequence's position p is
+ * at slot pages[p / SCALPEL_PAGE] * SCALPEL_PAGE + p % SCALPEL_PAGE of the pool. */
+#define SCALPEL_PAGE 16
+
+/* Query rows per tile of the tensor-core prefill kernel: a tile never spans two sequences. */
+#define SCALPEL_PREFILL_ROWS 64
+
+/* The rows of one step and the sequences they belong to, as int32 arrays in device memory. A
+ * sequence's rows are consecutive rows of the step at consecutive positions (a prompt chunk, or
+ * one decode token), continuing what its pages already hold. */
+typedef struct ScalpelSeqs {
+    const int32_t *pos;   /* [t] each row's position in its own sequence */
+    const int32_t *seq;   /* [t] each row's sequence, an index into the arrays below */
+    const int32_t *row0;  /* [n_seqs] each sequence's first row */
+    const int32_t *rows;  /* [n_seqs] each sequence's number of rows */
+    const int32_t *pages; /* [n_seqs * max_pages] each sequence's page table */
+    const int32_t *tiles; /* [2 * n_tiles] the prefill kernel's tiles: (sequence, first row in it) */
+    int n_seqs;
+    int max_pages;        /* page-table entries per sequence */
+    int n_tiles;
+    int max_rows;         /* the most rows any one sequence has in this step (host-side choice) */
+} ScalpelSeqs;
+
 /* The geometry of one attention call. */
 typedef struct ScalpelAttn {
     int n_heads;      /* query heads */
     int n_kv_heads;   /* key/value heads (GQA: n_heads is a multiple) */
     int head_dim;     /* even, at most 256 */
-    int t;            /* query rows (tokens of this step) */
-    int capacity;     /* positions the cache holds */
+    int t;            /* query rows (tokens of this step, all sequences) */
+    int capacity;     /* positions the cache's pool holds (pages * SCALPEL_PAGE) */
     int window;       /* sliding window (keys in (p - window, p]); 0 = global */
     float scale;      /* multiplier of q.k */
     float softcap;    /* cap * tanh(x / cap) of the scaled scores; 0 = off */
@@ -80,38 +104,43 @@ int scalpel_glu(ScalpelStream stream, const float *gate, const float *up, Scalpe
 /* x = cap * tanh(x / cap), x f32. */
 int scalpel_softcap(ScalpelStream stream, float *x, int64_t n, float cap);
 
-/* Rotates q in place (f32 or bf16, [t, n_heads * head_dim]) at positions *start + row, and writes
+/* Rotates q in place (f32 or bf16, [t, n_heads * head_dim]) at each row's position, and writes
  * k rotated and v ([t, n_kv_heads * head_dim], each f32 or bf16: Gemma's k comes out of a norm,
- * its v out of a product) into the layer's caches (bf16, [capacity, n_kv_heads, head_dim]) at
- * those positions. inv_freq f32 [head_dim / 2]. Hugging Face's half-split layout. */
+ * its v out of a product) into the layer's paged caches (bf16, [capacity, n_kv_heads, head_dim])
+ * at each row's slot. inv_freq f32 [head_dim / 2]. Hugging Face's half-split layout. */
 int scalpel_rope_kv(ScalpelStream stream, void *q, ScalpelDType q_dtype, const void *k, ScalpelDType k_dtype,
                     const void *v, ScalpelDType v_dtype, uint16_t *k_cache, uint16_t *v_cache,
-                    const ScalpelAttn *geom, const int32_t *start, const float *inv_freq);
+                    const ScalpelAttn *geom, const ScalpelSeqs *seqs, const float *inv_freq);
 
-/* Causal attention of q (bf16 [t, n_heads * head_dim]) at positions *start.. over the caches
- * (positions 0 .. *start + t): out bf16 [t, n_heads * head_dim], lse f32 [n_heads, t] (the
- * log-sum-exp of each row's scaled scores). Picks the tensor-core prefill kernel (head dims 64,
- * 128, 256, at least 16 rows) or the row kernel, splitting long single-row decodes along the
- * sequence into `workspace` (scalpel_attention_workspace floats). */
+/* Causal attention of q (bf16 [t, n_heads * head_dim]): each row over its own sequence's keys,
+ * positions first_key .. its own, read through the sequence's page table: out bf16
+ * [t, n_heads * head_dim], lse f32 [n_heads, t] (the log-sum-exp of each row's scaled scores).
+ * Picks the tensor-core prefill kernel (head dims 64, 128, 256, a sequence of at least 16 rows)
+ * or the row kernel, splitting the keys of steps of few rows (decode) into `workspace`
+ * (scalpel_attention_workspace floats). */
 int scalpel_attention(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                      const ScalpelAttn *geom, const int32_t *start, uint16_t *out, float *lse, float *workspace);
+                      const ScalpelAttn *geom, const ScalpelSeqs *seqs, uint16_t *out, float *lse,
+                      float *workspace);
 
 /* The workspace (in floats) scalpel_attention needs for this geometry. */
-int64_t scalpel_attention_workspace(const ScalpelAttn *geom);
+int64_t scalpel_attention_workspace(const ScalpelAttn *geom, const ScalpelSeqs *seqs);
 
 /* The row kernel alone (every shape), so tests can hold both kernels against the CPU. */
 int scalpel_attention_rows(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                           const ScalpelAttn *geom, const int32_t *start, uint16_t *out, float *lse, float *workspace);
+                           const ScalpelAttn *geom, const ScalpelSeqs *seqs, uint16_t *out, float *lse,
+                           float *workspace);
 
-/* The tensor-core prefill kernel alone (head dims 64, 128, 256). */
+/* The tensor-core prefill kernel alone (head dims 64, 128, 256), over seqs->n_tiles tiles of
+ * 64 rows of one sequence each. */
 int scalpel_attention_prefill(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache,
-                              const uint16_t *v_cache, const ScalpelAttn *geom, const int32_t *start, uint16_t *out,
-                              float *lse);
+                              const uint16_t *v_cache, const ScalpelAttn *geom, const ScalpelSeqs *seqs,
+                              uint16_t *out, float *lse);
 
-/* Softmax probabilities [n_heads, t, s] that attention used, recomputed from its lse: p =
- * exp(score - lse) for visible keys, 0 for masked ones; s = *start + t (known to the host). */
+/* Softmax probabilities [n_heads, rows of `seq`, s] that attention used for the rows of sequence
+ * `seq`, recomputed from its lse: p = exp(score - lse) for visible keys, 0 for masked ones; s is
+ * one past that sequence's last position (known to the host), n_rows its rows. */
 int scalpel_attn_probs(ScalpelStream stream, const uint16_t *q, const uint16_t *k_cache, const ScalpelAttn *geom,
-                       const int32_t *start, const float *lse, int s, float *out);
+                       const ScalpelSeqs *seqs, int seq, int n_rows, const float *lse, int s, float *out);
 
 /* x[rows[i], :] += scale * v for i < n_rows (rows == NULL: every row of x). x f32 or bf16
  * [?, n]; v f32 [n]; rows device int32. */

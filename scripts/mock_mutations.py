@@ -64,8 +64,8 @@ MUTATIONS = [
     (
         "wrong GQA head mapping in the tensor-core kernel",
         "kernels/attention.cu",
-        "    const int kvh = h / (g.n_heads / g.n_kv_heads);\n    const int start = *start_p, T = g.t",
-        "    const int kvh = h % g.n_kv_heads;\n    const int start = *start_p, T = g.t",
+        "    const int kvh = h / (g.n_heads / g.n_kv_heads);\n    const int row0 = sq.row0[seq]",
+        "    const int kvh = h % g.n_kv_heads;\n    const int row0 = sq.row0[seq]",
         "kernels", "attention",
     ),
     (
@@ -144,6 +144,41 @@ MUTATIONS = [
         "            self.gpu.bind()?;\n",
         "",
         "kernels", "embed",
+    ),
+    (
+        "paged keys read in position order: attention ignores the page table",
+        "kernels/attention.cu",
+        "    return (size_t)table[key / SCALPEL_PAGE] * SCALPEL_PAGE + key % SCALPEL_PAGE;",
+        "    return (size_t)key;",
+        "kernels", "paged",
+    ),
+    (
+        "a prefill tile takes the step's first rows, not its own sequence's",
+        "kernels/attention.cu",
+        "const int row0 = sq.row0[seq], T = sq.rows[seq]",
+        "const int row0 = 0, T = sq.rows[seq]",
+        "kernels", "paged",
+    ),
+    (
+        "the paged cache write lands at the position, not at the page's slot",
+        "kernels/rope.cu",
+        "const size_t dst = ((size_t)slot * n_kv + j) * hd;",
+        "const size_t dst = ((size_t)pos * n_kv + j) * hd;",
+        "kernels", "paged",
+    ),
+    (
+        "a preempted sequence keeps its count of cached positions after its pages are freed",
+        "src/schedule/mod.rs",
+        "        s.pages.clear();\n        s.computed = 0;\n",
+        "        s.pages.clear();\n",
+        "batch", "scheduler",
+    ),
+    (
+        "per-sequence probes: an edit is applied to the whole batch's rows",
+        "src/probe.rs",
+        "            let rows: Vec<usize> = (s.row..s.row + s.len).collect();\n            let mut mine = be.gather_rows(x, &rows)?;",
+        "            let rows: Vec<usize> = (0..x.rows()).collect();\n            let mut mine = be.gather_rows(x, &rows)?;",
+        "batch", "probes",
     ),
 ]
 

@@ -8,7 +8,7 @@ use crate::model::config::Config;
 use crate::model::stored::Stored;
 pub use crate::model::stored::WeightMode;
 use crate::model::weights::{LayerWeight, Weight, layer_weights};
-use crate::probe::{Point, Probes};
+use crate::probe::{Point, Probes, Span, StepProbes};
 
 pub struct LayerParams<T> {
     attn_norm: T,
@@ -24,6 +24,12 @@ pub struct LayerParams<T> {
     w_up: T,
     w_down: T,
     post_ffn_norm: Option<T>,
+}
+
+/// The logits of a step of several sequences: one tensor, `rows[i]` the rows of sequence i.
+pub struct BatchLogits<T> {
+    pub logits: T,
+    pub rows: Vec<std::ops::Range<usize>>,
 }
 
 /// A model's parameters on a backend.
@@ -239,6 +245,7 @@ impl<B: Backend> Model<B> {
 
     /// Runs `ids` at positions start.. through the model, reading and extending `cache`, and
     /// returns logits for the last row or all rows. Probes see and edit every point on the way.
+    /// A batch of one sequence (see [`Model::forward_batch`]) over the cache's pages in order.
     pub fn forward(
         &self,
         ids: &[u32],
@@ -276,7 +283,9 @@ impl<B: Backend> Model<B> {
             )));
         }
         let step = self.checked_step(ids, start, cache)?;
-        self.run_layers(first, x, &step, cache, probes, which)
+        let mut each = [probes];
+        let out = self.run_layers(first, x, &step, cache, &mut StepProbes { each: &mut each }, &[which])?;
+        Ok(out.logits)
     }
 
     /// The device's copy of `ids` at positions start.., after checking they fit the cache and
@@ -296,7 +305,8 @@ impl<B: Backend> Model<B> {
         self.backend.step(ids, start)
     }
 
-    /// The forward pass over tokens the device already holds (see [`Backend::step`]).
+    /// The forward pass of one sequence over tokens the device already holds (see
+    /// [`Backend::step`]).
     pub fn forward_step(
         &self,
         step: &B::Step,
@@ -304,20 +314,37 @@ impl<B: Backend> Model<B> {
         probes: &mut Probes<B>,
         which: Logits,
     ) -> Result<B::Tensor> {
-        let _range = self.backend.range(|| format!("forward {} tokens at {}", step.len(), step.start()));
-        self.forward_layers(step, cache, probes, which)
+        let mut each = [probes];
+        Ok(self.forward_batch(step, cache, &mut each, &[which])?.logits)
     }
 
-    fn forward_layers(
+    /// The forward pass of a step of several sequences (see [`Backend::batch`]): the products run
+    /// once over every row, attention per sequence over its own pages, and each sequence has its
+    /// own probes (`probes[i]` for the step's sequence i, positions in its own numbering) and its
+    /// own choice of logit rows (`which[i]`). The logits come back as one tensor whose rows are
+    /// each sequence's in turn, `rows[i]` saying where.
+    pub fn forward_batch(
         &self,
         step: &B::Step,
         cache: &mut B::Cache,
-        probes: &mut Probes<B>,
-        which: Logits,
-    ) -> Result<B::Tensor> {
+        probes: &mut [&mut Probes<B>],
+        which: &[Logits],
+    ) -> Result<BatchLogits<B::Tensor>> {
+        let seqs = step.seqs();
+        if probes.len() != seqs.len() || which.len() != seqs.len() {
+            return Err(Error::Invalid(format!(
+                "forward: {} sequences with {} probe sets and {} logit choices",
+                seqs.len(),
+                probes.len(),
+                which.len()
+            )));
+        }
+        let _range =
+            self.backend.range(|| format!("forward {} tokens of {} sequences", step.len(), seqs.len()));
+        let probes = &mut StepProbes { each: probes };
         let be = &self.backend;
         let mut x = be.embed(&self.embed, step, self.config.embed_scale)?;
-        probes.visit(be, Point::Embed, &mut x, step.start())?;
+        probes.visit(be, Point::Embed, &mut x, &Span::of(seqs))?;
         self.run_layers(0, x, step, cache, probes, which)
     }
 
@@ -328,12 +355,12 @@ impl<B: Backend> Model<B> {
         mut x: B::Tensor,
         step: &B::Step,
         cache: &mut B::Cache,
-        probes: &mut Probes<B>,
-        which: Logits,
-    ) -> Result<B::Tensor> {
+        probes: &mut StepProbes<'_, '_, B>,
+        which: &[Logits],
+    ) -> Result<BatchLogits<B::Tensor>> {
         let c = &self.config;
         let be = &self.backend;
-        let (start, end) = (step.start(), step.end());
+        let spans = Span::of(step.seqs());
         let (eps, nk) = (c.rms_eps, c.norm_kind);
         // The sublayer output not yet added to the residual stream: the add is fused with the
         // next norm unless a probe needs the stream in between.
@@ -344,25 +371,58 @@ impl<B: Backend> Model<B> {
                 return Err(Error::Interrupted(format!("stopped in layer {l} of the forward pass")));
             }
             let _range = be.range(|| format!("layer {l}"));
-            self.layer(l, w, &mut x, &mut pending, step, cache, probes)?;
+            self.layer(l, w, &mut x, &mut pending, step, &spans, cache, probes)?;
         }
         let last = Point::ResidPost(c.n_layers - 1);
         if let Some(m) = pending.take() {
             be.add_assign(&mut x, &m)?;
         }
-        probes.visit(be, last, &mut x, start)?;
+        probes.visit(be, last, &mut x, &spans)?;
 
-        // Generation needs one row of logits; a probe on the last two points needs them all.
-        let all = which == Logits::All || probes.wants(Point::FinalNorm) || probes.wants(Point::Logits);
-        let (x, first) = if all || x.rows() == 1 { (x, start) } else { (be.last_row(&x)?, end - 1) };
-        let mut h = be.rms_norm(&x, &self.final_norm, eps, nk)?;
-        probes.visit(be, Point::FinalNorm, &mut h, first)?;
-        let mut logits = self.head(&h)?;
-        probes.visit(be, Point::Logits, &mut logits, first)?;
-        if which == Logits::Last && logits.rows() > 1 {
-            return be.last_row(&logits);
+        // Each sequence's rows that go through the LM head: its last (generation), or all of
+        // them where it asked, or where its probes want the last two points.
+        let full: Vec<bool> = probes
+            .each
+            .iter()
+            .zip(which)
+            .map(|(p, w)| *w == Logits::All || p.wants(Point::FinalNorm) || p.wants(Point::Logits))
+            .collect();
+        let mut head_spans = Vec::with_capacity(spans.len());
+        let mut rows = Vec::with_capacity(spans.len());
+        for (s, &all) in spans.iter().zip(&full) {
+            let (first_row, n) = if all { (s.row, s.len) } else { (s.row + s.len - 1, 1) };
+            head_spans.push(Span { row: rows.len(), len: n, start: s.start + first_row - s.row });
+            rows.extend(first_row..first_row + n);
         }
-        Ok(logits)
+        let x = if rows.len() == x.rows() { x } else { be.gather_rows(&x, &rows)? };
+        let mut h = be.rms_norm(&x, &self.final_norm, eps, nk)?;
+        probes.visit(be, Point::FinalNorm, &mut h, &head_spans)?;
+        let mut logits = self.head(&h)?;
+        probes.visit(be, Point::Logits, &mut logits, &head_spans)?;
+        // A sequence that wanted its last row but had all of them computed for its probes.
+        let trim = which.iter().zip(&full).any(|(w, &all)| *w == Logits::Last && all);
+        let keep: Vec<usize> = head_spans
+            .iter()
+            .zip(which)
+            .flat_map(|(s, w)| match w {
+                Logits::Last if trim => s.row + s.len - 1..s.row + s.len,
+                _ => s.row..s.row + s.len,
+            })
+            .collect();
+        let mut at = 0;
+        let out_rows = head_spans
+            .iter()
+            .zip(which)
+            .map(|(s, w)| {
+                let n = if *w == Logits::Last { 1 } else { s.len };
+                at += n;
+                at - n..at
+            })
+            .collect();
+        if keep.len() != logits.rows() {
+            logits = be.gather_rows(&logits, &keep)?;
+        }
+        Ok(BatchLogits { logits, rows: out_rows })
     }
 
     /// One transformer block on the residual stream `x`; its MLP output is left in `pending` for
@@ -375,16 +435,16 @@ impl<B: Backend> Model<B> {
         x: &mut B::Tensor,
         pending: &mut Option<B::Tensor>,
         step: &B::Step,
+        spans: &[Span],
         cache: &mut B::Cache,
-        probes: &mut Probes<B>,
+        probes: &mut StepProbes<'_, '_, B>,
     ) -> Result<()> {
         let c = &self.config;
         let be = &self.backend;
-        let start = step.start();
         let (eps, nk) = (c.rms_eps, c.norm_kind);
         let before =
             if l == 0 { vec![Point::ResidPre(0)] } else { vec![Point::ResidPost(l - 1), Point::ResidPre(l)] };
-        let h = self.add_norm(x, pending.take(), &before, &w.attn_norm, probes, start)?;
+        let h = self.add_norm(x, pending.take(), &before, &w.attn_norm, probes, spans)?;
         let p = self.attn_params(l);
         let mut q = be.matmul(&h, &w.wq)?;
         let mut k = be.matmul(&h, &w.wk)?;
@@ -396,13 +456,17 @@ impl<B: Backend> Model<B> {
         be.rope_kv(&mut q, &k, &v, cache, l, step, c.head_dim, &self.rope[c.layers[l].rope])?;
         let (mut attn, lse) = be.attention(&q, cache, l, step, &p)?;
         if probes.observes(Point::AttnProbs(l)) {
-            let probs = be.attn_probs(&q, cache, l, step, &p, &lse)?;
-            probes.record(be, Point::AttnProbs(l), &probs, start)?;
+            for (i, (s, seq_probes)) in spans.iter().zip(probes.each.iter_mut()).enumerate() {
+                if seq_probes.observes(Point::AttnProbs(l)) {
+                    let probs = be.attn_probs(&q, cache, l, step, i, &p, &lse)?;
+                    seq_probes.record(be, Point::AttnProbs(l), &probs, s.start)?;
+                }
+            }
         }
         if probes.wants(Point::AttnZ(l)) {
             let rows = attn.rows();
             attn.set_shape(&[rows, c.n_heads, c.head_dim])?;
-            probes.visit(be, Point::AttnZ(l), &mut attn, start)?;
+            probes.visit(be, Point::AttnZ(l), &mut attn, spans)?;
             attn.set_shape(&[rows, c.n_heads * c.head_dim])?;
         }
         let mut o = be.matmul(&attn, &w.wo)?;
@@ -414,22 +478,22 @@ impl<B: Backend> Model<B> {
             o = be.rms_norm(&o, n, eps, nk)?;
         }
         if let Some(h) = &mut heads
-            && probes.visit(be, Point::HeadOut(l), h, start)?
+            && probes.visit(be, Point::HeadOut(l), h, spans)?
         {
             o = sum_heads(be, h)?;
         }
-        probes.visit(be, Point::AttnOut(l), &mut o, start)?;
+        probes.visit(be, Point::AttnOut(l), &mut o, spans)?;
 
-        let h = self.add_norm(x, Some(o), &[Point::ResidMid(l)], &w.ffn_norm, probes, start)?;
+        let h = self.add_norm(x, Some(o), &[Point::ResidMid(l)], &w.ffn_norm, probes, spans)?;
         let gate = be.matmul(&h, &w.w_gate)?;
         let up = be.matmul(&h, &w.w_up)?;
         let mut act = be.glu(&gate, &up, c.activation)?;
-        probes.visit(be, Point::MlpPost(l), &mut act, start)?;
+        probes.visit(be, Point::MlpPost(l), &mut act, spans)?;
         let mut m = be.matmul(&act, &w.w_down)?;
         if let Some(n) = &w.post_ffn_norm {
             m = be.rms_norm(&m, n, eps, nk)?;
         }
-        probes.visit(be, Point::MlpOut(l), &mut m, start)?;
+        probes.visit(be, Point::MlpOut(l), &mut m, spans)?;
         *pending = Some(m);
         Ok(())
     }
@@ -487,8 +551,8 @@ impl<B: Backend> Model<B> {
         delta: Option<B::Tensor>,
         points: &[Point],
         w: &B::Tensor,
-        probes: &mut Probes<B>,
-        start: usize,
+        probes: &mut StepProbes<'_, '_, B>,
+        spans: &[Span],
     ) -> Result<B::Tensor> {
         let (be, eps, nk) = (&self.backend, self.config.rms_eps, self.config.norm_kind);
         let watched = points.iter().any(|p| probes.wants(*p));
@@ -499,7 +563,7 @@ impl<B: Backend> Model<B> {
                     be.add_assign(x, &d)?;
                 }
                 for p in points {
-                    probes.visit(be, *p, x, start)?;
+                    probes.visit(be, *p, x, spans)?;
                 }
                 be.rms_norm(x, w, eps, nk)
             }

@@ -1,15 +1,14 @@
 //! The prefill/decode loop: one forward over the prompt, then one token at a time against the KV
 //! cache, sampling each next token, until EOS, the token budget or the context runs out.
 
-use std::time::Instant;
-
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, pages_for};
 use crate::error::{Error, Result};
-use crate::forward::{Logits, Model};
+use crate::forward::Model;
 use crate::probe::Probes;
-use crate::sample::{Sampler, SamplingParams};
+use crate::sample::SamplingParams;
+use crate::schedule::{Held, Request, Scheduler, SchedulerOptions};
 
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -26,6 +25,8 @@ pub enum StopReason {
     MaxTokens,
     ContextFull,
     Interrupted,
+    /// Cancelled by its caller (a scheduler's `cancel`).
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -69,138 +70,33 @@ pub fn cache_size(prompt_len: usize, max_tokens: usize, context: usize) -> Resul
 /// Generates from `prompt_ids`, calling `on_token` with each new token id as soon as it is chosen.
 /// `on_token` returns false to stop early (Ctrl-C).
 ///
-/// On a backend that can record, the second decode step is recorded (a CUDA graph) and every later
-/// step replays it with the new token and position, when the probes allow it (nothing captured,
-/// edits that apply at every position). The first runs plainly: it is the first use of the
-/// one-row products and the split decode attention, and whatever a device does once (loading a
-/// module lazily, choosing a cuBLAS algorithm, allocating) must not happen inside a recording.
-/// Tokens are picked on the device when the backend can.
+/// This is the scheduler ([`crate::schedule::Scheduler`]) with one request, over a cache of the
+/// prompt plus `max_tokens` (within the context), the whole prompt in one step. On a backend that
+/// can record, the second decode step is recorded (a CUDA graph) and every later step replays it
+/// with the new token and position, when the probes allow it (nothing captured, edits that apply
+/// at every position). The first runs plainly: it is the first use of the one-row products and
+/// the split decode attention, and whatever a device does once (loading a module lazily, choosing
+/// a cuBLAS algorithm, allocating) must not happen inside a recording. Tokens are picked on the
+/// device when the backend can.
 pub fn generate<B: Backend>(
     model: &Model<B>,
     prompt_ids: &[u32],
     opts: &GenerateOptions,
     probes: &mut Probes<B>,
-    mut on_token: impl FnMut(u32) -> Result<bool>,
+    on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<Generation> {
-    let cfg = &model.config;
-    let capacity = cache_size(prompt_ids.len(), opts.max_tokens, cfg.context_length)?;
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    let mut cache = model.new_cache(capacity)?;
-    let mut history = prompt_ids.to_vec();
-    let mut generated = Vec::new();
-    let be = &model.backend;
-    let mut choose = |logits: &B::Tensor, history: &[u32]| -> Result<u32> {
-        let u = sampler.next_uniform();
-        match be.sample(logits, sampler.params(), u)? {
-            Some(id) => Ok(id),
-            None => sampler.pick_with(&be.download(logits)?, history, u),
-        }
-    };
-
-    let t0 = Instant::now();
-    let mut logits = model.forward(prompt_ids, 0, &mut cache, probes, Logits::Last)?;
-    if opts.max_tokens == 0 {
-        // The prompt alone (its probes still see it): no token is chosen, so none is emitted.
-        return Ok(Generation {
-            prompt_ids: prompt_ids.to_vec(),
-            generated_ids: Vec::new(),
-            stop: StopReason::MaxTokens,
-            prefill_seconds: t0.elapsed().as_secs_f64(),
-            decode_seconds: 0.0,
-            decode_steps: 0,
-            replayed_steps: 0,
-            graph_failure: None,
-        });
+    let capacity = cache_size(prompt_ids.len(), opts.max_tokens, model.config.context_length)?;
+    let options = SchedulerOptions { token_budget: prompt_ids.len(), max_seqs: 1, graphs: true };
+    let mut sched = Scheduler::new(model, pages_for(capacity), options)?;
+    sched.add(Request {
+        ids: prompt_ids.to_vec(),
+        options: opts.clone(),
+        probes: Held::Borrowed(probes),
+        on_token: Box::new(on_token),
+    })?;
+    let mut done = sched.run()?;
+    match done.pop() {
+        Some(f) if done.is_empty() => Ok(f.generation),
+        _ => Err(Error::Invalid("generate: the scheduler did not finish its one request".into())),
     }
-    let mut next = choose(&logits, &history)?;
-    let prefill_seconds = t0.elapsed().as_secs_f64();
-
-    let t1 = Instant::now();
-    let mut decode_steps = 0;
-    let mut replayed_steps = 0;
-    let mut graph_failure = None;
-    let mut replay = be.supports_graphs() && probes.replayable();
-    let mut recorded: Option<(B::Graph, B::Step)> = None;
-    let stop = loop {
-        generated.push(next);
-        history.push(next);
-        let go_on = on_token(next)?;
-        if opts.stop_at_eos && cfg.eos_token_ids.contains(&next) {
-            break StopReason::Eos;
-        }
-        if !go_on {
-            break StopReason::Interrupted;
-        }
-        if generated.len() >= opts.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        let pos = history.len() - 1;
-        if pos >= capacity {
-            break StopReason::ContextFull;
-        }
-        // The first decode step runs plainly (see above); recording starts with the second.
-        if replay && decode_steps > 0 {
-            match &mut recorded {
-                Some((graph, step)) => {
-                    be.set_step(step, &[next], pos)?;
-                    be.replay(graph)?;
-                    replayed_steps += 1;
-                }
-                None => match record_step(model, &mut cache, probes, next, pos) {
-                    Ok((graph, step, out)) => {
-                        be.replay(&graph)?;
-                        replayed_steps += 1;
-                        logits = out;
-                        recorded = Some((graph, step));
-                    }
-                    Err(e) => {
-                        // Recording is an optimization: fall back to plain steps, and say why.
-                        crate::info!("note: decode steps are not replayed as a graph ({e})");
-                        graph_failure = Some(e.to_string());
-                        replay = false;
-                        match model.forward(&[next], pos, &mut cache, probes, Logits::Last) {
-                            Err(Error::Interrupted(_)) => break StopReason::Interrupted,
-                            out => logits = out?,
-                        }
-                    }
-                },
-            }
-        } else {
-            // Ctrl-C inside a step ends the generation with what it has, like Ctrl-C between steps.
-            match model.forward(&[next], pos, &mut cache, probes, Logits::Last) {
-                Err(Error::Interrupted(_)) => break StopReason::Interrupted,
-                out => logits = out?,
-            }
-        }
-        decode_steps += 1;
-        next = choose(&logits, &history)?;
-    };
-    Ok(Generation {
-        prompt_ids: prompt_ids.to_vec(),
-        generated_ids: generated,
-        stop,
-        prefill_seconds,
-        decode_seconds: t1.elapsed().as_secs_f64(),
-        decode_steps,
-        replayed_steps,
-        graph_failure,
-    })
-}
-
-/// Records one decode step (token `id` at `pos`) without running it; returns the recording, the
-/// fixed step whose staging feeds it, and the logits tensor every replay writes.
-fn record_step<B: Backend>(
-    model: &Model<B>,
-    cache: &mut B::Cache,
-    probes: &mut Probes<B>,
-    id: u32,
-    pos: usize,
-) -> Result<(B::Graph, B::Step, B::Tensor)> {
-    let be = &model.backend;
-    let mut step = be.fixed_step(1)?;
-    be.set_step(&mut step, &[id], pos)?;
-    be.begin_capture()?;
-    let out = be.upload_step(&step).and_then(|_| model.forward_step(&step, cache, probes, Logits::Last));
-    let graph = be.end_capture();
-    Ok((graph?, step, out?))
 }

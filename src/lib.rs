@@ -17,5 +17,6 @@ pub mod model;
 pub mod probe;
 pub mod progress;
 pub mod sample;
+pub mod schedule;
 
 pub use error::{Error, Result};

@@ -406,6 +406,67 @@ impl<B: Backend> Probes<B> {
     }
 }
 
+/// Rows of a tensor that belong to one sequence: `len` rows from `row`, at positions `start..`
+/// of that sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub row: usize,
+    pub len: usize,
+    pub start: usize,
+}
+
+impl Span {
+    pub fn of(seqs: &[crate::backend::SeqSpan]) -> Vec<Span> {
+        seqs.iter().map(|s| Span { row: s.row, len: s.len, start: s.start }).collect()
+    }
+}
+
+/// The probes of every sequence of a step, one [`Probes`] each, in the step's order: each sees
+/// and edits only its own rows, with positions in its own numbering, exactly as it would alone.
+pub struct StepProbes<'a, 'p, B: Backend> {
+    pub each: &'a mut [&'p mut Probes<B>],
+}
+
+impl<B: Backend> StepProbes<'_, '_, B> {
+    /// Whether any sequence asked for the point.
+    pub fn wants(&self, point: Point) -> bool {
+        self.each.iter().any(|p| p.wants(point))
+    }
+
+    pub fn requests(&self, point: Point) -> bool {
+        self.each.iter().any(|p| p.requests(point))
+    }
+
+    pub fn observes(&self, point: Point) -> bool {
+        self.each.iter().any(|p| p.observes(point))
+    }
+
+    /// Visits the point for each sequence that wants it, on its rows of x (`spans`, one per
+    /// sequence): a copy of them, written back if an edit or hook changed it. A tensor that is one
+    /// sequence's rows and nothing else is visited in place. Says whether x may have changed.
+    pub fn visit(&mut self, be: &B, point: Point, x: &mut B::Tensor, spans: &[Span]) -> Result<bool> {
+        if let [only] = spans
+            && only.row == 0
+            && only.len == x.rows()
+        {
+            return self.each[0].visit(be, point, x, only.start);
+        }
+        let mut changed = false;
+        for (s, p) in spans.iter().zip(self.each.iter_mut()) {
+            if !p.wants(point) {
+                continue;
+            }
+            let rows: Vec<usize> = (s.row..s.row + s.len).collect();
+            let mut mine = be.gather_rows(x, &rows)?;
+            if p.visit(be, point, &mut mine, s.start)? {
+                be.write_rows(x, s.row, &mine)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,48 @@ fn generate_json_reports_ids_text_speed_and_memory() {
 }
 
 /// `--max-tokens 0` runs the prompt and emits nothing, on every device (it used to emit one token).
+/// Several prompts as one batch: one JSON line per prompt in order, each with the greedy tokens of
+/// transformers' golden where there is one and what the prompt gets alone otherwise; an empty line
+/// of the prompts file is reported by its line and the others still run.
+#[test]
+fn generate_runs_several_prompts_as_a_batch_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompts.txt");
+    std::fs::write(&file, "Once upon a time\n\n1, 2, 3, 4,\n").unwrap();
+    let m = model_arg();
+    let o = scalpel(&[
+        "generate",
+        "-m",
+        &m,
+        "-p",
+        "The capital of France is",
+        "--prompts",
+        file.to_str().unwrap(),
+        "-n",
+        "12",
+        "--json",
+        "-q",
+    ]);
+    assert!(!o.status.success(), "a bad prompt fails the command after the others ran");
+    assert!(stderr(&o).contains("line 2") && stderr(&o).contains("empty"), "{}", stderr(&o));
+    let lines: Vec<Value> =
+        stdout(&o).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 4, "one line per prompt: {}", stdout(&o));
+    let g = Golden::open(&golden_dir().join("smollm2/prompt_0.safetensors"));
+    let want: Vec<u64> = g.i64("greedy").iter().take(12).map(|&x| x as u64).collect();
+    let ids = |v: &Value| -> Vec<u64> {
+        v["generated_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+    };
+    assert_eq!(ids(&lines[0]), want, "the first prompt's greedy tokens are transformers'");
+    assert!(lines[2]["error"].as_str().unwrap().contains("empty"), "{}", lines[2]);
+    for (i, p) in [(1, "Once upon a time"), (3, "1, 2, 3, 4,")] {
+        let alone = scalpel(&["generate", "-m", &m, "-p", p, "-n", "12", "--json", "-q"]);
+        let alone: Value = serde_json::from_str(stdout(&alone).trim()).unwrap();
+        assert_eq!(ids(&lines[i]), ids(&alone), "{p:?} in the batch and alone");
+        assert_eq!(lines[i]["text"], alone["text"]);
+    }
+}
+
 #[test]
 fn generate_max_tokens_zero_emits_no_token() {
     for device in ["cpu", "mock"] {

@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 
 use scalpel::backend::cpu::Cpu;
 use scalpel::backend::cuda::{Cuda, Schedule};
-use scalpel::backend::{Backend, Device};
+use scalpel::backend::{Backend, Device, SeqSpan};
 use scalpel::forward::{Logits, Model};
 use scalpel::generate::{GenerateOptions, generate};
 use scalpel::model::ModelFiles;
@@ -323,8 +323,8 @@ fn prefill_then_decode_with_and_without_graphs(c: &Ctx) {
     model.forward(&ids, 0, &mut gc, &mut Probes::none(), Logits::Last).unwrap();
     cpu(alias).forward(&ids, 0, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
     let pos = ids.len();
-    let mut step = be.fixed_step(1).unwrap();
-    be.set_step(&mut step, &[with[0]], pos).unwrap();
+    let mut step = be.fixed_step(1, be.cache_pages(&gc)).unwrap();
+    be.set_step(&mut step, &[with[0]], &[SeqSpan::alone(1, pos)]).unwrap();
     be.begin_capture().unwrap();
     let out = be
         .upload_step(&step)
@@ -332,7 +332,7 @@ fn prefill_then_decode_with_and_without_graphs(c: &Ctx) {
     let graph = be.end_capture().unwrap();
     let out = out.unwrap();
     be.replay(&graph).unwrap();
-    be.set_step(&mut step, &[with[1]], pos + 1).unwrap();
+    be.set_step(&mut step, &[with[1]], &[SeqSpan::alone(1, pos + 1)]).unwrap();
     be.replay(&graph).unwrap();
     cpu(alias).forward(&[with[0]], pos, &mut cc, &mut Probes::none(), Logits::Last).unwrap();
     let h = cpu(alias).forward(&[with[1]], pos + 1, &mut cc, &mut Probes::none(), Logits::Last).unwrap();

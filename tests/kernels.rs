@@ -15,7 +15,7 @@ use scalpel::model::stored::Stored;
 
 use scalpel::backend::cpu::{Cpu, CpuCache, CpuTensor};
 use scalpel::backend::cuda::{AttnKernel, Cuda, CudaTensor, Schedule};
-use scalpel::backend::{AttnParams, Backend};
+use scalpel::backend::{AttnParams, Backend, PAGE, SeqSpan, pages_for};
 use scalpel::model::config::{Activation, NormKind};
 use scalpel::sample::{SamplingParams, pick};
 
@@ -45,6 +45,18 @@ fn rows_close(what: &str, got: &[f32], want: &[f32], row: usize, tol: f64) {
         let e = rel_l2(a, b);
         assert!(e <= tol, "{what}: row {r} relative error {e:e} > {tol:e} (NaN = unwritten or garbage)");
     }
+}
+
+/// The mean signed relative error over all values: a bias every row shares (a norm dividing by
+/// n − 1, a rounding that always goes one way) stays under a per-row bound but not under this.
+fn mean_error_small(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let scale = want.iter().map(|w| (*w as f64).abs()).sum::<f64>() / want.len().max(1) as f64;
+    let bias =
+        got.iter().zip(want).map(|(g, w)| *g as f64 - *w as f64).sum::<f64>() / want.len().max(1) as f64;
+    assert!(
+        bias.is_finite() && bias.abs() <= tol * 0.1 * scale.max(1e-30),
+        "{what}: mean signed error {bias:e} against a mean magnitude {scale:e}"
+    );
 }
 
 struct Ctx {
@@ -209,7 +221,7 @@ fn attention(c: &Ctx) {
         let cstep = c.cpu.step(&vec![0; t], start).unwrap();
         let (want, want_lse) = c.cpu.attention(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, &p).unwrap();
         let want_probs =
-            c.cpu.attn_probs(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, &p, &want_lse).unwrap();
+            c.cpu.attn_probs(&c.cpu_t(&q, &[t, h * hd]), &ccache, 0, &cstep, 0, &p, &want_lse).unwrap();
 
         let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
         c.gpu.write_cache(&mut gcache, 0, &k, &v).unwrap();
@@ -232,7 +244,7 @@ fn attention(c: &Ctx) {
                 assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{what}: lse[{j}] {a} vs {b}");
             }
             if kern == AttnKernel::Auto {
-                let probs = c.gpu.attn_probs(&gq, &gcache, 0, &gstep, &p, &lse).unwrap();
+                let probs = c.gpu.attn_probs(&gq, &gcache, 0, &gstep, 0, &p, &lse).unwrap();
                 rows_close(&format!("{what}: probabilities"), &c.down(&probs), &want_probs.data, s, 1e-3);
             }
         }
@@ -261,6 +273,193 @@ fn attention_past_the_grid_y_limit(c: &Ctx) {
     // Rows of two values: compare in groups of 64 rows, so one bf16 rounding is not a whole row.
     rows_close(&format!("attention rows t={t}: output"), &c.down(&out), &want.data, 128, BF16_ROW);
     rows_close(&format!("attention rows t={t}: lse"), &c.down(&lse), &want_lse.data, 128, 1e-4);
+}
+
+/// A batch's sequences as (rows in this step, position of the first): prompt chunks, single
+/// decode rows, a sequence of length 1, and chunks that continue what the pages hold.
+type Batch = &'static [(usize, usize)];
+
+/// Each sequence's page table: pages of a pool of `pages`, shuffled, so no sequence's pages are in
+/// order and neighbours in the pool belong to different sequences.
+fn page_tables(seqs: Batch, salt: u64) -> (Vec<SeqSpan>, usize) {
+    let need: Vec<usize> = seqs.iter().map(|&(n, start)| pages_for(start + n)).collect();
+    let total: usize = need.iter().sum::<usize>() + 3;
+    let order = rand(salt, total, 1.0);
+    let mut pool: Vec<u32> = (0..total as u32).collect();
+    pool.sort_by(|&a, &b| order[a as usize].total_cmp(&order[b as usize]));
+    let mut row = 0;
+    let spans = seqs
+        .iter()
+        .zip(&need)
+        .map(|(&(n, start), &k)| {
+            let pages = pool.drain(..k).collect();
+            let s = SeqSpan { row, len: n, start, pages };
+            row += n;
+            s
+        })
+        .collect();
+    (spans, total)
+}
+
+/// Keys and values for every position each sequence's pages hold after this step, written into
+/// the pool slots its page table names ([pool positions, kv_heads·head_dim]).
+fn paged_kv(spans: &[SeqSpan], pages: usize, row: usize, salt: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut k = bf16(&rand(salt, pages * PAGE * row, 2.0));
+    let mut v = bf16(&rand(salt + 1, pages * PAGE * row, 1.0));
+    // Slots no sequence owns hold NaN: a kernel that reads past its own pages fails.
+    let mut owned = vec![false; pages * PAGE];
+    for s in spans {
+        for pos in 0..s.end() {
+            owned[s.pages[pos / PAGE] as usize * PAGE + pos % PAGE] = true;
+        }
+    }
+    for (slot, _) in owned.iter().enumerate().filter(|(_, o)| !**o) {
+        k[slot * row..(slot + 1) * row].fill(f32::NAN);
+        v[slot * row..(slot + 1) * row].fill(f32::NAN);
+    }
+    (k, v)
+}
+
+/// (the batch, heads, KV heads, head dim, window, softcap)
+type PagedCase = (Batch, usize, usize, usize, Option<usize>, Option<f32>);
+
+/// Attention over ragged sequences in shuffled pages, every kernel against the CPU twin: each row
+/// sees only its own sequence's keys; every sequence's probabilities come back on their own.
+fn paged_attention(c: &Ctx) {
+    let cases: &[PagedCase] = &[
+        (&[(1, 0), (1, 15), (1, 16), (1, 40)], 9, 3, 64, None, None), // decode rows at page edges
+        (&[(1, 700), (1, 3), (1, 1000)], 8, 1, 128, None, None),      // decode split along the keys
+        (&[(20, 0), (1, 33), (70, 5), (1, 0)], 4, 2, 64, None, None), // prefill beside decode
+        (&[(17, 16), (3, 29)], 4, 1, 256, Some(8), None),             // a window across pages
+        (&[(33, 0), (16, 100)], 6, 2, 128, None, Some(30.0)),
+        (&[(5, 2), (1, 64), (9, 0)], 6, 2, 80, None, None), // a head dim without tensor cores
+    ];
+    for (i, &(seqs, h, kvh, hd, window, softcap)) in cases.iter().enumerate() {
+        let salt = 500 + 10 * i as u64;
+        let (spans, pages) = page_tables(seqs, salt);
+        let t: usize = seqs.iter().map(|s| s.0).sum();
+        let row = kvh * hd;
+        let p = AttnParams {
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window,
+            softcap,
+        };
+        let q = bf16(&rand(salt + 2, t * h * hd, 2.0));
+        let (k, v) = paged_kv(&spans, pages, row, salt + 3);
+        let ids = vec![0; t];
+        let mut ccache = c.cpu.new_cache(1, kvh, hd, pages * PAGE).unwrap();
+        ccache.k[0].copy_from_slice(&k);
+        ccache.v[0].copy_from_slice(&v);
+        let cstep = c.cpu.batch(&ids, &spans).unwrap();
+        let cq = c.cpu_t(&q, &[t, h * hd]);
+        let (want, want_lse) = c.cpu.attention(&cq, &ccache, 0, &cstep, &p).unwrap();
+        let mut gcache = c.gpu.new_cache(1, kvh, hd, pages * PAGE).unwrap();
+        c.gpu.write_cache(&mut gcache, 0, &k, &v).unwrap();
+        let gstep = c.gpu.batch(&ids, &spans).unwrap();
+        let gq = c.up(&q, &[t, h * hd]);
+        let mut kernels = vec![AttnKernel::Auto, AttnKernel::Rows];
+        if matches!(hd, 64 | 128 | 256) {
+            kernels.push(AttnKernel::TensorCores);
+        }
+        for kern in kernels {
+            let what = format!("paged attention {kern:?} {seqs:?} heads {h}/{kvh} hd {hd} window {window:?}");
+            let (out, lse) = c.gpu.attention_with(kern, &gq, &gcache, 0, &gstep, &p).unwrap();
+            rows_close(&format!("{what}: output"), &c.down(&out), &want.data, hd, BF16_ROW);
+            mean_error_small(&format!("{what}: output"), &c.down(&out), &want.data, BF16_ROW);
+            let got_lse = c.down(&lse);
+            for (j, (a, b)) in got_lse.iter().zip(&want_lse.data).enumerate() {
+                assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{what}: lse[{j}] {a} vs {b}");
+            }
+            if kern != AttnKernel::Auto {
+                continue;
+            }
+            for (s, span) in spans.iter().enumerate() {
+                let wp = c.cpu.attn_probs(&cq, &ccache, 0, &cstep, s, &p, &want_lse).unwrap();
+                assert_eq!(wp.shape, [h, span.len, span.end()], "{what}: probabilities of sequence {s}");
+                let gp = c.gpu.attn_probs(&gq, &gcache, 0, &gstep, s, &p, &lse).unwrap();
+                rows_close(
+                    &format!("{what}: probabilities of sequence {s}"),
+                    &c.down(&gp),
+                    &wp.data,
+                    span.end(),
+                    1e-3,
+                );
+            }
+        }
+        // Each sequence alone, in a cache of its own with its positions in order, gives the same
+        // rows: the CPU twin's batch is the sum of its solo runs.
+        for span in &spans {
+            let mut solo = c.cpu.new_cache(1, kvh, hd, span.end()).unwrap();
+            for pos in 0..span.end() {
+                let from = (span.pages[pos / PAGE] as usize * PAGE + pos % PAGE) * row;
+                solo.k[0][pos * row..(pos + 1) * row].copy_from_slice(&k[from..from + row]);
+                solo.v[0][pos * row..(pos + 1) * row].copy_from_slice(&v[from..from + row]);
+            }
+            let qs = c.cpu_t(&q[span.row * h * hd..(span.row + span.len) * h * hd], &[span.len, h * hd]);
+            let (alone, _) = c
+                .cpu
+                .attention(&qs, &solo, 0, &c.cpu.step(&vec![0; span.len], span.start).unwrap(), &p)
+                .unwrap();
+            let mine = &want.data[span.row * h * hd..(span.row + span.len) * h * hd];
+            assert_eq!(alone.data, mine, "cpu: sequence at rows {}.. differs from itself alone", span.row);
+        }
+    }
+}
+
+/// RoPE and the paged cache write for a ragged batch in shuffled pages: q rotated at each row's
+/// own position, k and v at the slot its page table names, nothing else written.
+fn paged_rope_kv(c: &Ctx) {
+    let cases: &[(Batch, usize, usize, usize)] =
+        &[(&[(1, 15), (7, 0), (1, 16), (20, 33)], 9, 3, 64), (&[(3, 100), (1, 0)], 4, 1, 256)];
+    for (i, &(seqs, h, kvh, hd)) in cases.iter().enumerate() {
+        let salt = 600 + 10 * i as u64;
+        let (spans, pages) = page_tables(seqs, salt);
+        let t: usize = seqs.iter().map(|s| s.0).sum();
+        let row = kvh * hd;
+        let inv: Vec<f32> = scalpel::model::config::default_inv_freq(10000.0, hd);
+        let (q, k, v) =
+            (rand(salt + 1, t * h * hd, 1.0), rand(salt + 2, t * row, 1.0), rand(salt + 3, t * row, 1.0));
+        let ids = vec![0; t];
+        let mut cq = c.cpu_t(&q, &[t, h * hd]);
+        let mut ccache = c.cpu.new_cache(1, kvh, hd, pages * PAGE).unwrap();
+        let sentinel = bf16(&rand(salt + 4, pages * PAGE * row, 1.0));
+        ccache.k[0].copy_from_slice(&sentinel);
+        ccache.v[0].copy_from_slice(&sentinel);
+        let cstep = c.cpu.batch(&ids, &spans).unwrap();
+        let cinv = c.cpu_t(&inv, &[hd / 2]);
+        c.cpu
+            .rope_kv(
+                &mut cq,
+                &c.cpu_t(&k, &[t, row]),
+                &c.cpu_t(&v, &[t, row]),
+                &mut ccache,
+                0,
+                &cstep,
+                hd,
+                &cinv,
+            )
+            .unwrap();
+        let mut gq = c.up(&q, &[t, h * hd]);
+        let mut gcache = c.gpu.new_cache(1, kvh, hd, pages * PAGE).unwrap();
+        c.gpu.write_cache(&mut gcache, 0, &sentinel, &sentinel).unwrap();
+        let gstep = c.gpu.batch(&ids, &spans).unwrap();
+        let ginv = c.gpu.weight(Stored::from_f32(inv.clone(), &[hd / 2])).unwrap();
+        c.gpu
+            .rope_kv(&mut gq, &c.up(&k, &[t, row]), &c.up(&v, &[t, row]), &mut gcache, 0, &gstep, hd, &ginv)
+            .unwrap();
+        let what = format!("paged rope_kv {seqs:?} heads {h}/{kvh} hd {hd}");
+        rows_close(&format!("{what}: q"), &c.down(&gq), &cq.data, hd, 1e-5);
+        let (gk, gv) = c.gpu.read_cache(&gcache, 0, pages * PAGE).unwrap();
+        // Every slot: the written ones against the twin, the rest still the sentinel.
+        rows_close(&format!("{what}: k pool"), &gk, &ccache.k[0], row, BF16_ROW);
+        rows_close(&format!("{what}: v pool"), &gv, &ccache.v[0], row, BF16_ROW);
+        let written: usize =
+            ccache.k[0].chunks(row).zip(sentinel.chunks(row)).filter(|(a, b)| a != b).count();
+        assert_eq!(written, t, "{what}: the twin wrote one slot per row");
+    }
 }
 
 fn glu(c: &Ctx) {
@@ -479,6 +678,8 @@ const CASES: &[devices::Case<Ctx>] = &[
     ("rope_kv", rope_kv),
     ("attention", attention),
     ("attention_past_the_grid_y_limit", attention_past_the_grid_y_limit),
+    ("paged_attention", paged_attention),
+    ("paged_rope_kv", paged_rope_kv),
     ("glu", glu),
     ("small_ops", small_ops),
     ("interventions", interventions),

@@ -73,21 +73,89 @@ pub trait Tensor {
     }
 }
 
-/// The tokens of one forward call and their positions, as the device holds them. A decode step
-/// keeps the same device buffers from call to call, so a captured CUDA graph can replay it.
+/// Positions per KV-cache page (the kernels' `SCALPEL_PAGE`).
+pub const PAGE: usize = cuda::ffi::SCALPEL_PAGE as usize;
+
+/// Pages that hold positions 0..positions.
+pub fn pages_for(positions: usize) -> usize {
+    positions.div_ceil(PAGE)
+}
+
+/// One sequence's share of a step: `len` consecutive rows from `row`, at positions
+/// `start..start + len` of that sequence, whose keys and values live in `pages` (page i holds its
+/// positions i·PAGE..(i+1)·PAGE; it covers at least 0..start + len). Positions before `start` are
+/// what the pages already hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeqSpan {
+    pub row: usize,
+    pub len: usize,
+    pub start: usize,
+    pub pages: Vec<u32>,
+}
+
+impl SeqSpan {
+    /// One sequence alone in a cache of its own, whose pages are the cache's in order (what a
+    /// single-sequence call runs on).
+    pub fn alone(len: usize, start: usize) -> Self {
+        SeqSpan { row: 0, len, start, pages: (0..pages_for(start + len) as u32).collect() }
+    }
+
+    /// One past its last position in this step.
+    pub fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+/// Checks a step's layout: sequences in row order covering `rows` rows, each with at least one
+/// row and pages covering its positions. Returns the highest page any of them names.
+pub fn check_spans(rows: usize, seqs: &[SeqSpan]) -> Result<usize> {
+    let bad = |what: String| Err(crate::error::Error::Invalid(format!("step: {what}")));
+    if seqs.is_empty() || rows == 0 {
+        return bad("no sequences or no tokens".into());
+    }
+    let mut next = 0;
+    let mut max_page = 0;
+    for (i, s) in seqs.iter().enumerate() {
+        if s.row != next || s.len == 0 {
+            return bad(format!("sequence {i} has rows {}..{} after row {next}", s.row, s.row + s.len));
+        }
+        if s.end() > i32::MAX as usize || pages_for(s.end()) > s.pages.len() {
+            return bad(format!(
+                "sequence {i} reaches position {} with {} pages of {PAGE}",
+                s.end(),
+                s.pages.len()
+            ));
+        }
+        max_page = max_page.max(s.pages.iter().copied().max().unwrap_or(0) as usize);
+        next += s.len;
+    }
+    if next != rows {
+        return bad(format!("{rows} tokens but the sequences hold {next} rows"));
+    }
+    Ok(max_page)
+}
+
+/// The tokens of one forward call — rows of one or several sequences, each at its own positions
+/// over its own pages — as the device holds them. A recorded decode step keeps the same device
+/// buffers from call to call, so a captured CUDA graph can replay it.
 pub trait Step {
-    /// Position of the first token.
-    fn start(&self) -> usize;
-    /// Number of tokens.
+    /// The sequences of the step, in row order.
+    fn seqs(&self) -> &[SeqSpan];
+    /// Number of tokens (rows), all sequences together.
     fn len(&self) -> usize;
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// One past the last position.
+    /// Position of the first sequence's first row (a single-sequence step's start).
+    fn start(&self) -> usize {
+        self.seqs()[0].start
+    }
+
+    /// One past the first sequence's last position.
     fn end(&self) -> usize {
-        self.start() + self.len()
+        self.seqs()[0].end()
     }
 }
 
@@ -106,12 +174,14 @@ pub trait Device: Send + Sync {
     fn supports_graphs(&self) -> bool {
         false
     }
-    /// A step of `len` tokens whose device buffers and host staging never move, for recording.
-    fn fixed_step(&self, _len: usize) -> Result<Self::Step> {
+    /// A step of `rows` tokens of as many sequences, each with page tables of `max_pages`
+    /// entries, whose device buffers and host staging never move: for recording a decode step.
+    fn fixed_step(&self, _rows: usize, _max_pages: usize) -> Result<Self::Step> {
         Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
     }
-    /// Writes the next call's ids and start position into a fixed step's host staging.
-    fn set_step(&self, _step: &mut Self::Step, _ids: &[u32], _start: usize) -> Result<()> {
+    /// Writes the next call's ids, positions and page tables into a fixed step's host staging
+    /// (one row per sequence).
+    fn set_step(&self, _step: &mut Self::Step, _ids: &[u32], _seqs: &[SeqSpan]) -> Result<()> {
         Err(crate::error::Error::Unsupported(format!("{}: recorded decode steps", self.name())))
     }
     /// Copies a fixed step's staging to the device; recorded, so a replay copies the new values.
@@ -203,6 +273,8 @@ pub trait Backend: Device {
     /// Copies a tensor out as f32.
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
 
+    /// A KV cache of every layer: a pool of pages that holds at least `capacity` positions
+    /// (`pages_for(capacity)` pages of [`PAGE`] positions).
     fn new_cache(
         &self,
         n_layers: usize,
@@ -210,10 +282,23 @@ pub trait Backend: Device {
         head_dim: usize,
         capacity: usize,
     ) -> Result<Self::Cache>;
+    /// The positions the cache was made for: what one sequence alone in it may use.
     fn cache_capacity(&self, cache: &Self::Cache) -> usize;
+    /// Pages in the cache's pool.
+    fn cache_pages(&self, cache: &Self::Cache) -> usize;
+    /// Copies every layer's keys and values of page `from` to page `to` (copy on write of a shared
+    /// prefix).
+    fn copy_page(&self, cache: &mut Self::Cache, from: usize, to: usize) -> Result<()>;
 
-    /// Hands the token ids of one forward call, at positions start.., to the device.
-    fn step(&self, ids: &[u32], start: usize) -> Result<Self::Step>;
+    /// Hands the token ids of one forward call of one sequence, at positions start.., to the
+    /// device: a step of one sequence over the cache's pages in order.
+    fn step(&self, ids: &[u32], start: usize) -> Result<Self::Step> {
+        self.batch(ids, &[SeqSpan::alone(ids.len(), start)])
+    }
+
+    /// Hands the token ids of one forward call of several sequences to the device (`seqs` in row
+    /// order, see [`check_spans`]).
+    fn batch(&self, ids: &[u32], seqs: &[SeqSpan]) -> Result<Self::Step>;
 
     /// out[t] = table[ids[t]] · scale.
     fn embed(&self, table: &Self::Tensor, step: &Self::Step, scale: Option<f32>) -> Result<Self::Tensor>;
@@ -249,9 +334,9 @@ pub trait Backend: Device {
         head_dim: usize,
         inv_freq: &Self::Tensor,
     ) -> Result<()>;
-    /// Causal attention of q [T, heads·head_dim] at the step's positions over the layer's cache
-    /// (positions 0..end). Returns the output [T, heads·head_dim] and each row's log-sum-exp of
-    /// scaled scores [heads, T].
+    /// Causal attention of q [T, heads·head_dim], each row at its position over its own
+    /// sequence's keys in the layer's cache (its positions 0..=its own). Returns the output
+    /// [T, heads·head_dim] and each row's log-sum-exp of scaled scores [heads, T].
     fn attention(
         &self,
         q: &Self::Tensor,
@@ -260,14 +345,17 @@ pub trait Backend: Device {
         step: &Self::Step,
         p: &AttnParams,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
-    /// The softmax probabilities [heads, T, end] that `attention` used, recomputed from its
+    /// The softmax probabilities [heads, rows, end] that `attention` used for the rows of the
+    /// step's sequence `seq` (end: one past its last position), recomputed from the step's
     /// log-sum-exp; masked entries are 0.
+    #[allow(clippy::too_many_arguments)]
     fn attn_probs(
         &self,
         q: &Self::Tensor,
         cache: &Self::Cache,
         layer: usize,
         step: &Self::Step,
+        seq: usize,
         p: &AttnParams,
         lse: &Self::Tensor,
     ) -> Result<Self::Tensor>;
@@ -275,8 +363,17 @@ pub trait Backend: Device {
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
     /// x ← cap · tanh(x / cap).
     fn softcap(&self, x: &mut Self::Tensor, cap: f32) -> Result<()>;
+    /// The listed rows of x, in that order.
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
     /// The last row of x.
-    fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        match x.rows() {
+            0 => Err(crate::error::Error::Invalid("last_row of an empty tensor".into())),
+            r => self.gather_rows(x, &[r - 1]),
+        }
+    }
+    /// x[first..first + src.rows()] = src (rows of the same length and dtype as x's).
+    fn write_rows(&self, x: &mut Self::Tensor, first: usize, src: &Self::Tensor) -> Result<()>;
 
     /// Cosine similarity of the vector v [n] with every row of table [rows, n]: [rows].
     fn cosine_rows(&self, table: &Self::Tensor, v: &Self::Tensor) -> Result<Self::Tensor>;

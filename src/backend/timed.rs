@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{AttnParams, Backend, Device, OpTime, Tensor};
+use super::{AttnParams, Backend, Device, OpTime, SeqSpan, Tensor};
 use crate::error::Result;
 use crate::model::config::{Activation, NormKind};
 use crate::model::stored::Stored;
@@ -95,8 +95,16 @@ impl<B: Backend> Backend for Timed<B> {
         self.inner.cache_capacity(cache)
     }
 
-    fn step(&self, ids: &[u32], start: usize) -> Result<Self::Step> {
-        self.inner.step(ids, start)
+    fn cache_pages(&self, cache: &Self::Cache) -> usize {
+        self.inner.cache_pages(cache)
+    }
+
+    fn copy_page(&self, cache: &mut Self::Cache, from: usize, to: usize) -> Result<()> {
+        self.time("copy_page", || self.inner.copy_page(cache, from, to))
+    }
+
+    fn batch(&self, ids: &[u32], seqs: &[SeqSpan]) -> Result<Self::Step> {
+        self.inner.batch(ids, seqs)
     }
 
     fn embed(&self, table: &Self::Tensor, step: &Self::Step, scale: Option<f32>) -> Result<Self::Tensor> {
@@ -159,10 +167,11 @@ impl<B: Backend> Backend for Timed<B> {
         cache: &Self::Cache,
         layer: usize,
         step: &Self::Step,
+        seq: usize,
         p: &AttnParams,
         lse: &Self::Tensor,
     ) -> Result<Self::Tensor> {
-        self.time("attn_probs", || self.inner.attn_probs(q, cache, layer, step, p, lse))
+        self.time("attn_probs", || self.inner.attn_probs(q, cache, layer, step, seq, p, lse))
     }
 
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, act: Activation) -> Result<Self::Tensor> {
@@ -173,8 +182,12 @@ impl<B: Backend> Backend for Timed<B> {
         self.time("softcap", || self.inner.softcap(x, cap))
     }
 
-    fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        self.time("last_row", || self.inner.last_row(x))
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor> {
+        self.time("gather_rows", || self.inner.gather_rows(x, rows))
+    }
+
+    fn write_rows(&self, x: &mut Self::Tensor, first: usize, src: &Self::Tensor) -> Result<()> {
+        self.time("write_rows", || self.inner.write_rows(x, first, src))
     }
 
     fn cosine_rows(&self, table: &Self::Tensor, v: &Self::Tensor) -> Result<Self::Tensor> {

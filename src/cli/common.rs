@@ -59,9 +59,9 @@ pub enum Device {
 
 #[derive(Args, Debug, Clone)]
 pub struct PromptArgs {
-    /// The prompt text.
+    /// The prompt text (`generate` takes it several times, and runs the prompts as one batch).
     #[arg(long, short = 'p', value_name = "TEXT")]
-    pub prompt: String,
+    pub prompt: Vec<String>,
     /// Wrap the prompt as one user message in the model's own chat template (from the GGUF's
     /// tokenizer.chat_template or tokenizer_config.json) with the assistant turn opened.
     #[arg(long)]
@@ -81,7 +81,24 @@ pub enum Overflow {
 
 impl PromptArgs {
     pub fn new(prompt: impl Into<String>, chat: bool) -> Self {
-        PromptArgs { prompt: prompt.into(), chat, overflow: Overflow::Refuse }
+        PromptArgs { prompt: vec![prompt.into()], chat, overflow: Overflow::Refuse }
+    }
+
+    /// The one prompt of a command that takes one.
+    pub fn text(&self) -> Result<&str> {
+        match self.prompt.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Error::Invalid("no prompt: give one with -p TEXT".into())),
+            many => Err(Error::Invalid(format!(
+                "this command takes one prompt, and -p was given {} times (generate takes several)",
+                many.len()
+            ))),
+        }
+    }
+
+    /// This prompt alone, with the same settings (for a command that runs several).
+    pub fn only(&self, text: &str) -> PromptArgs {
+        PromptArgs { prompt: vec![text.to_string()], chat: self.chat, overflow: self.overflow }
     }
 
     /// The prompt's ids fitted to the context, keeping `room` positions free for generation:
@@ -114,19 +131,20 @@ impl PromptArgs {
 
     /// The text the model sees (after the chat template) and its token ids.
     pub fn encode(&self, tok: &Tokenizer) -> Result<(String, Vec<u32>)> {
-        if self.prompt.is_empty() {
+        let prompt = self.text()?;
+        if prompt.is_empty() {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
         if self.chat {
-            let text = tok.apply_chat_template(&self.prompt)?;
+            let text = tok.apply_chat_template(prompt)?;
             let ids = tok.encode_raw(&text)?;
             Ok((text, ids))
         } else {
-            let ids = tok.encode(&self.prompt)?;
+            let ids = tok.encode(prompt)?;
             if ids.is_empty() {
                 return Err(Error::Invalid("the prompt encodes to no tokens".into()));
             }
-            Ok((self.prompt.clone(), ids))
+            Ok((prompt.to_string(), ids))
         }
     }
 }

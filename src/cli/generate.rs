@@ -12,6 +12,7 @@ use crate::forward::Model;
 use crate::generate::{GenerateOptions, Generation, StopReason, generate};
 use crate::model::ModelFiles;
 use crate::sample::SamplingParams;
+use crate::schedule::{Held, Request, Scheduler, SchedulerOptions, SeqId};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -52,6 +53,39 @@ pub struct GenerateArgs {
     /// are then not replayed as a graph, so each op can be measured).
     #[arg(long)]
     pub profile: bool,
+    /// A file of prompts, one per line, run as one batch with any -p prompts (after them); each
+    /// output is labelled with its prompt's number (text), or is one JSON line (--json).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<std::path::PathBuf>,
+    /// Pages of 16 positions in the KV cache of a batch (default: room for every prompt and its
+    /// tokens at once); fewer makes the scheduler preempt and recompute sequences.
+    #[arg(long, value_name = "N")]
+    pub kv_pages: Option<usize>,
+    /// Sequences of a batch that run at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_seqs: usize,
+}
+
+/// Every prompt of the command line, in order: the -p ones, then the file's lines (numbered
+/// from 1 in the file, for messages).
+fn all_prompts(args: &GenerateArgs) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = args
+        .prompt
+        .prompt
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("-p number {}", i + 1), p.clone()))
+        .collect();
+    if let Some(path) = &args.prompts {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        for (i, line) in text.lines().enumerate() {
+            out.push((format!("{} line {}", path.display(), i + 1), line.to_string()));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid("no prompt: give one with -p TEXT, or a file with --prompts FILE".into()));
+    }
+    Ok(out)
 }
 
 struct Task {
@@ -64,22 +98,13 @@ impl OnBackend for Task {
 
     fn run<B: Backend>(self, backend: B) -> Result<()> {
         let Task { args, files } = self;
+        if args.prompts.is_some() || args.prompt.prompt.len() > 1 {
+            return run_batch(args, files, backend);
+        }
         let context = files.config.context_length;
         let (_, prompt_ids) =
             args.prompt.encode_fitted(&files.tokenizer, context, args.max_tokens.min(context / 2))?;
-        let opts = GenerateOptions {
-            max_tokens: args.max_tokens,
-            sampling: SamplingParams {
-                temperature: args.temperature,
-                top_k: args.top_k,
-                top_p: args.top_p,
-                min_p: args.min_p,
-                repetition_penalty: args.repetition_penalty,
-                seed: args.seed,
-            },
-            stop_at_eos: true,
-        };
-        opts.sampling.validate()?;
+        let opts = options(&args)?;
         crate::generate::cache_size(prompt_ids.len(), opts.max_tokens, files.config.context_length)?;
         let device = backend.name();
         let model = Model::load(backend, &files)?;
@@ -112,7 +137,7 @@ impl OnBackend for Task {
             let out = json!({
                 "model": files.label,
                 "device": device,
-                "prompt": args.prompt.prompt,
+                "prompt": args.prompt.text()?,
                 "chat": args.prompt.chat,
                 "prompt_ids": generation.prompt_ids,
                 "generated_ids": generation.generated_ids,
@@ -152,6 +177,161 @@ impl OnBackend for Task {
     }
 }
 
+fn options(args: &GenerateArgs) -> Result<GenerateOptions> {
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+        },
+        stop_at_eos: true,
+    };
+    opts.sampling.validate()?;
+    Ok(opts)
+}
+
+/// Several prompts as one batch on the scheduler. A prompt that cannot run (empty, too long) is
+/// reported by its number or line and the others run; the command then fails, after printing
+/// every output.
+fn run_batch<B: Backend>(args: GenerateArgs, files: ModelFiles, backend: B) -> Result<()> {
+    let context = files.config.context_length;
+    let opts = options(&args)?;
+    let prompts = all_prompts(&args)?;
+    let encoded: Vec<Result<Vec<u32>>> = prompts
+        .iter()
+        .map(|(_, text)| {
+            let (_, ids) = args.prompt.only(text).encode_fitted(
+                &files.tokenizer,
+                context,
+                args.max_tokens.min(context / 2),
+            )?;
+            crate::generate::cache_size(ids.len(), opts.max_tokens, context)?;
+            Ok(ids)
+        })
+        .collect();
+    let device = backend.name();
+    let model = Model::load(backend, &files)?;
+    let need: usize = encoded
+        .iter()
+        .flatten()
+        .map(|ids| crate::backend::pages_for((ids.len() + opts.max_tokens).min(context)))
+        .sum();
+    let pages = args.kv_pages.unwrap_or(need).max(1);
+    // f32 on the CPU, bf16 on a GPU; one more page is the scratch page of padded steps.
+    let per_value = if device == "cpu" { 4 } else { 2 };
+    let c = &model.config;
+    let cache_bytes =
+        2 * c.n_layers * c.n_kv_heads * c.head_dim * (pages + 1) * crate::backend::PAGE * per_value;
+    crate::info!(
+        "[{device}] {} prompts; KV cache of {pages} pages of {} positions ({:.1} MiB)",
+        prompts.len(),
+        crate::backend::PAGE,
+        cache_bytes as f64 / (1 << 20) as f64
+    );
+    let options = SchedulerOptions { max_seqs: args.max_seqs, ..SchedulerOptions::default() };
+    let mut sched = Scheduler::new(&model, pages, options)?;
+    let mut ids_of: Vec<Option<SeqId>> = Vec::with_capacity(prompts.len());
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for (i, ids) in encoded.into_iter().enumerate() {
+        let added = ids.and_then(|ids| {
+            let probes = args.edits.probes(&model)?;
+            sched.add(Request {
+                ids,
+                options: opts.clone(),
+                probes: Held::Owned(probes),
+                on_token: Box::new(|_| Ok(true)),
+            })
+        });
+        match added {
+            Ok(id) => ids_of.push(Some(id)),
+            Err(e) => {
+                ids_of.push(None);
+                failed.push((i, e.to_string()));
+            }
+        }
+    }
+    let bar = crate::progress::bar(prompts.len() as u64, "generating");
+    let mut done = Vec::new();
+    while !sched.is_idle() {
+        if crate::mem::interrupted() {
+            // Ctrl-C: every sequence stops where it is; what was generated is printed below.
+            for id in ids_of.iter().flatten() {
+                sched.cancel(*id);
+            }
+        }
+        sched.step()?;
+        for f in sched.take_finished() {
+            bar.inc(1);
+            done.push(f);
+        }
+    }
+    bar.finish_and_clear();
+    let mut stdout = std::io::stdout().lock();
+    let tokens: usize = done.iter().map(|f| f.generation.generated_ids.len()).sum();
+    for (i, ((label, text), id)) in prompts.iter().zip(&ids_of).enumerate() {
+        let line = match id.and_then(|id| done.iter().find(|f| f.id == id)) {
+            Some(f) => {
+                let g = &f.generation;
+                let out_text = visible_text(&files, g)?;
+                if args.json {
+                    json!({
+                        "index": i,
+                        "source": label,
+                        "prompt": text,
+                        "prompt_ids": g.prompt_ids,
+                        "generated_ids": g.generated_ids,
+                        "text": out_text,
+                        "stop": g.stop,
+                        "preemptions": f.preemptions,
+                    })
+                    .to_string()
+                } else {
+                    format!("=== {} ({label}) ===\n{text}{out_text}\n", i + 1)
+                }
+            }
+            None => {
+                let why = failed.iter().find(|(j, _)| *j == i).map_or("not run", |(_, e)| e.as_str());
+                crate::info!("error: prompt {} ({label}): {why}", i + 1);
+                if args.json {
+                    json!({"index": i, "source": label, "prompt": text, "error": why}).to_string()
+                } else {
+                    format!("=== {} ({label}) ===\nerror: {why}\n", i + 1)
+                }
+            }
+        };
+        writeln!(stdout, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+    }
+    stdout.flush().map_err(|e| Error::io("<stdout>", e))?;
+    let st = &sched.stats;
+    crate::info!(
+        "[{device}] {} sequences, {tokens} tokens generated in {} steps ({} replayed), {} preemptions",
+        done.len(),
+        st.steps,
+        st.replayed_steps,
+        st.preemptions
+    );
+    if !failed.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} of {} prompts could not run (the others ran): {}",
+            failed.len(),
+            prompts.len(),
+            failed
+                .iter()
+                .map(|(i, e)| format!("prompt {} ({}): {e}", i + 1, prompts[*i].0))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
+    if done.iter().any(|f| f.generation.stop == StopReason::Cancelled) {
+        return Err(Error::Interrupted(format!("stopped after {tokens} tokens")));
+    }
+    Ok(())
+}
+
 /// The generated text without a trailing EOS token.
 fn visible_text(files: &ModelFiles, g: &Generation) -> Result<String> {
     let ids: Vec<u32> =
@@ -185,6 +365,7 @@ fn report(device: &str, g: &Generation) {
         StopReason::MaxTokens => "max tokens",
         StopReason::ContextFull => "context full",
         StopReason::Interrupted => "interrupted",
+        StopReason::Cancelled => "cancelled",
     };
     crate::info!(
         "[{device}] prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s; stopped: {why}",

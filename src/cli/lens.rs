@@ -86,7 +86,7 @@ impl OnBackend for Task {
                 })
                 .collect::<Result<_>>()?;
             let layers: Vec<String> = (0..lens.layers()).map(|l| format!("layer {l}")).collect();
-            let title = format!("logit lens — {} — {}", files.label, quote(&args.prompt.prompt));
+            let title = format!("logit lens — {} — {}", files.label, quote(args.prompt.text()?));
             save_png(&lens_heatmap(&title, &strings, &layers, &cells)?, path, args.force)?;
         }
         Ok(())

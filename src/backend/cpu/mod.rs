@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use self::qmatmul::{QMatrix, QType};
-use super::{AttnParams, Backend, Device, Step, Tensor};
+use super::{AttnParams, Backend, Device, PAGE, SeqSpan, Step, Tensor, check_spans, pages_for};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
 use crate::model::stored::Stored;
@@ -123,10 +123,13 @@ fn qerr(e: qmatmul::QError) -> Error {
 }
 
 pub struct CpuCache {
-    /// Per layer, [capacity, kv_heads, head_dim].
+    /// Per layer, the pool: [pages · PAGE, kv_heads, head_dim], a sequence's position p at slot
+    /// pages[p / PAGE] · PAGE + p % PAGE (one sequence in a cache of its own: slot p).
     pub k: Vec<Vec<f32>>,
     pub v: Vec<Vec<f32>>,
+    /// The positions it was made for.
     pub capacity: usize,
+    pub pages: usize,
     /// kv_heads · head_dim.
     pub row: usize,
 }
@@ -134,17 +137,34 @@ pub struct CpuCache {
 #[derive(Clone, Debug)]
 pub struct CpuStep {
     pub ids: Vec<u32>,
-    pub start: usize,
+    pub seqs: Vec<SeqSpan>,
+    /// Each row's sequence (an index into `seqs`).
+    pub row_seq: Vec<usize>,
+    /// The highest page any sequence names.
+    pub max_page: usize,
 }
 
 impl Step for CpuStep {
-    fn start(&self) -> usize {
-        self.start
+    fn seqs(&self) -> &[SeqSpan] {
+        &self.seqs
     }
 
     fn len(&self) -> usize {
         self.ids.len()
     }
+}
+
+impl CpuStep {
+    /// Row `r`'s sequence and position.
+    fn at(&self, r: usize) -> (&SeqSpan, usize) {
+        let s = &self.seqs[self.row_seq[r]];
+        (s, s.start + r - s.row)
+    }
+}
+
+/// The pool slot of position `pos` of the sequence `s`.
+fn slot(s: &SeqSpan, pos: usize) -> usize {
+    s.pages[pos / PAGE] as usize * PAGE + pos % PAGE
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -195,13 +215,20 @@ fn rms_norm_in_place(data: &mut [f32], w: &[f32], eps: f32, kind: NormKind) {
 /// layout. cos/sin as the reference computes them: the angle an f32 product, its cosine rounded
 /// once.
 pub fn rope(x: &mut CpuTensor, head_dim: usize, start: usize, inv_freq: &[f32]) -> Result<()> {
+    let positions: Vec<usize> = (start..start + x.rows()).collect();
+    rope_at(x, head_dim, &positions, inv_freq)
+}
+
+/// RoPE of each row at its own position (rows of several sequences).
+pub fn rope_at(x: &mut CpuTensor, head_dim: usize, positions: &[usize], inv_freq: &[f32]) -> Result<()> {
     let half = head_dim / 2;
     check(inv_freq.len() == half && x.row_len().is_multiple_of(head_dim), || "rope: geometry".into())?;
+    check(positions.len() == x.rows(), || "rope: a position per row".into())?;
     let row_len = x.row_len();
     let rows = x.rows();
     let mut table = Vec::with_capacity(rows * half);
-    for t in 0..rows {
-        let pos = (start + t) as f32;
+    for &pos in positions {
+        let pos = pos as f32;
         for &f in inv_freq {
             let a = (pos * f) as f64;
             table.push((a.cos() as f32, a.sin() as f32));
@@ -222,10 +249,12 @@ pub fn rope(x: &mut CpuTensor, head_dim: usize, start: usize, inv_freq: &[f32]) 
 }
 
 /// Scaled (and soft-capped) scores of one query row against keys first..=last of one KV head.
+/// Scaled (and capped) scores of q against the keys at positions first..=last of sequence `seq`.
 #[allow(clippy::too_many_arguments)]
 fn scores(
     q: &[f32],
     k: &[f32],
+    seq: &SeqSpan,
     kv_row: usize,
     kvh: usize,
     hd: usize,
@@ -234,7 +263,8 @@ fn scores(
     p: &AttnParams,
 ) -> Vec<f32> {
     (first..=last)
-        .map(|s| {
+        .map(|pos| {
+            let s = slot(seq, pos);
             let key = &k[s * kv_row + kvh * hd..s * kv_row + (kvh + 1) * hd];
             let x = dot(q, key) * p.scale;
             match p.softcap {
@@ -280,10 +310,15 @@ fn check_attention(
     })?;
     check(layer < cache.k.len(), || format!("attention: layer {layer} past the cache"))?;
     check(t == step.len(), || format!("attention: {t} query rows for a step of {}", step.len()))?;
-    check(step.end() <= cache.capacity, || {
-        format!("attention: positions up to {} past the cache of {}", step.end(), cache.capacity)
-    })?;
+    check_pages(cache, step, "attention")?;
     Ok(t)
+}
+
+/// Checks that every page the step names is in the cache's pool.
+fn check_pages(cache: &CpuCache, step: &CpuStep, what: &str) -> Result<()> {
+    check(step.max_page < cache.pages, || {
+        format!("{what}: page {} past the cache's {} pages", step.max_page, cache.pages)
+    })
 }
 
 impl Device for Cpu {
@@ -337,7 +372,8 @@ impl Backend for Cpu {
         capacity: usize,
     ) -> Result<CpuCache> {
         let row = n_kv_heads * head_dim;
-        let per_layer = capacity
+        let pages = pages_for(capacity).max(1);
+        let per_layer = (pages * PAGE)
             .checked_mul(row)
             .ok_or_else(|| Error::Invalid(format!("KV cache of {capacity} positions overflows")))?;
         crate::mem::check_host_alloc(
@@ -348,6 +384,7 @@ impl Backend for Cpu {
             k: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
             v: (0..n_layers).map(|_| vec![0.0; per_layer]).collect(),
             capacity,
+            pages,
             row,
         })
     }
@@ -356,8 +393,25 @@ impl Backend for Cpu {
         cache.capacity
     }
 
-    fn step(&self, ids: &[u32], start: usize) -> Result<CpuStep> {
-        Ok(CpuStep { ids: ids.to_vec(), start })
+    fn cache_pages(&self, cache: &CpuCache) -> usize {
+        cache.pages
+    }
+
+    fn copy_page(&self, cache: &mut CpuCache, from: usize, to: usize) -> Result<()> {
+        check(from < cache.pages && to < cache.pages, || {
+            format!("copy_page: pages {from} → {to} of {}", cache.pages)
+        })?;
+        let n = PAGE * cache.row;
+        for layer in cache.k.iter_mut().chain(cache.v.iter_mut()) {
+            layer.copy_within(from * n..(from + 1) * n, to * n);
+        }
+        Ok(())
+    }
+
+    fn batch(&self, ids: &[u32], seqs: &[SeqSpan]) -> Result<CpuStep> {
+        let max_page = check_spans(ids.len(), seqs)?;
+        let row_seq = seqs.iter().enumerate().flat_map(|(i, s)| std::iter::repeat_n(i, s.len)).collect();
+        Ok(CpuStep { ids: ids.to_vec(), seqs: seqs.to_vec(), row_seq, max_page })
     }
 
     fn embed(&self, table: &CpuTensor, step: &CpuStep, scale: Option<f32>) -> Result<CpuTensor> {
@@ -442,20 +496,23 @@ impl Backend for Cpu {
         head_dim: usize,
         inv_freq: &CpuTensor,
     ) -> Result<()> {
-        let (start, t) = (step.start, step.len());
+        let t = step.len();
         check(layer < cache.k.len(), || format!("rope_kv: layer {layer} past the cache"))?;
         check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
             format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
         })?;
-        check(step.end() <= cache.capacity, || {
-            format!("rope_kv: positions up to {} past the cache of {}", step.end(), cache.capacity)
-        })?;
-        rope(q, head_dim, start, &inv_freq.data)?;
+        check_pages(cache, step, "rope_kv")?;
+        let positions: Vec<usize> = (0..t).map(|r| step.at(r).1).collect();
+        rope_at(q, head_dim, &positions, &inv_freq.data)?;
         let mut k = k.clone();
-        rope(&mut k, head_dim, start, &inv_freq.data)?;
-        let (a, b) = (start * cache.row, (start + t) * cache.row);
-        cache.k[layer][a..b].copy_from_slice(&k.data);
-        cache.v[layer][a..b].copy_from_slice(&v.data);
+        rope_at(&mut k, head_dim, &positions, &inv_freq.data)?;
+        let n = cache.row;
+        for r in 0..t {
+            let (seq, pos) = step.at(r);
+            let at = slot(seq, pos) * n;
+            cache.k[layer][at..at + n].copy_from_slice(&k.data[r * n..(r + 1) * n]);
+            cache.v[layer][at..at + n].copy_from_slice(&v.data[r * n..(r + 1) * n]);
+        }
         Ok(())
     }
 
@@ -468,7 +525,7 @@ impl Backend for Cpu {
         p: &AttnParams,
     ) -> Result<(CpuTensor, CpuTensor)> {
         let t = check_attention(q, cache, layer, step, p)?;
-        let (hd, h, start) = (p.head_dim, p.n_heads, step.start);
+        let (hd, h) = (p.head_dim, p.n_heads);
         let group = h / p.n_kv_heads;
         let (k, v) = (&cache.k[layer], &cache.v[layer]);
         // One task per (head, query row): its output slice and log-sum-exp. A decode step's
@@ -476,24 +533,25 @@ impl Backend for Cpu {
         // (on rayon, or on this thread alone, the next product paid to wake a sleeping worker).
         let one = |i: usize| {
             let (head, row) = (i / t, i % t);
-            let pos = start + row;
+            let (seq, pos) = step.at(row);
             let kvh = head / group;
             let qv = &q.data[row * h * hd + head * hd..row * h * hd + (head + 1) * hd];
             let first = p.first_key(pos);
-            let s = scores(qv, k, cache.row, kvh, hd, first, pos, p);
+            let s = scores(qv, k, seq, cache.row, kvh, hd, first, pos, p);
             let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let weights: Vec<f32> = s.iter().map(|s| (s - max).exp()).collect();
             let sum: f32 = weights.iter().sum();
             let mut out = vec![0f32; hd];
             for (j, w) in weights.iter().enumerate() {
-                let key = first + j;
+                let key = slot(seq, first + j);
                 let val = &v[key * cache.row + kvh * hd..key * cache.row + (kvh + 1) * hd];
                 let w = w / sum;
                 out.iter_mut().zip(val).for_each(|(o, x)| *o += w * x);
             }
             (out, max + sum.ln())
         };
-        let work: Vec<(Vec<f32>, f32)> = if h * t * step.end() * hd < 8 * PAR_MIN {
+        let keys = step.seqs.iter().map(|s| s.len * s.end()).sum::<usize>();
+        let work: Vec<(Vec<f32>, f32)> = if h * keys * hd < 8 * PAR_MIN {
             let mut work = vec![(Vec::new(), 0.0); h * t];
             spin_pool::for_each_mut(&mut work, &|i, slot| *slot = one(i));
             work
@@ -516,28 +574,31 @@ impl Backend for Cpu {
         cache: &CpuCache,
         layer: usize,
         step: &CpuStep,
+        seq: usize,
         p: &AttnParams,
         lse: &CpuTensor,
     ) -> Result<CpuTensor> {
         let t = check_attention(q, cache, layer, step, p)?;
-        let (hd, h, start) = (p.head_dim, p.n_heads, step.start);
+        let (hd, h) = (p.head_dim, p.n_heads);
         check(lse.shape == [h, t], || format!("attn_probs: lse of shape {:?}", lse.shape))?;
-        let s_len = step.end();
+        check(seq < step.seqs.len(), || format!("attn_probs: sequence {seq} of {}", step.seqs.len()))?;
+        let span = &step.seqs[seq];
+        let (n, s_len) = (span.len, span.end());
         let group = h / p.n_kv_heads;
         let k = &cache.k[layer];
-        let mut out = vec![0f32; h * t * s_len];
+        let mut out = vec![0f32; h * n * s_len];
         out.par_chunks_mut(s_len).enumerate().for_each(|(i, dst)| {
-            let (head, row) = (i / t, i % t);
-            let pos = start + row;
+            let (head, i) = (i / n, i % n);
+            let (row, pos) = (span.row + i, span.start + i);
             let qv = &q.data[row * h * hd + head * hd..row * h * hd + (head + 1) * hd];
             let first = p.first_key(pos);
-            let s = scores(qv, k, cache.row, head / group, hd, first, pos, p);
+            let s = scores(qv, k, span, cache.row, head / group, hd, first, pos, p);
             let l = lse.data[head * t + row];
             for (j, s) in s.iter().enumerate() {
                 dst[first + j] = (s - l).exp();
             }
         });
-        CpuTensor::new(out, &[h, t, s_len])
+        CpuTensor::new(out, &[h, n, s_len])
     }
 
     fn glu(&self, gate: &CpuTensor, up: &CpuTensor, act: Activation) -> Result<CpuTensor> {
@@ -562,12 +623,26 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn last_row(&self, x: &CpuTensor) -> Result<CpuTensor> {
+    fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
         let (r, n) = (x.rows(), x.row_len());
-        check(r > 0, || "last_row of an empty tensor".into())?;
+        check(!rows.is_empty() && rows.iter().all(|&i| i < r), || {
+            format!("gather_rows: rows {rows:?} of {r}")
+        })?;
         let mut shape = x.shape.clone();
-        shape[0] = 1;
-        CpuTensor::new(x.data[(r - 1) * n..].to_vec(), &shape)
+        shape[0] = rows.len();
+        CpuTensor::new(
+            rows.iter().flat_map(|&i| x.data[i * n..(i + 1) * n].iter().copied()).collect(),
+            &shape,
+        )
+    }
+
+    fn write_rows(&self, x: &mut CpuTensor, first: usize, src: &CpuTensor) -> Result<()> {
+        let n = x.row_len();
+        check(src.row_len() == n && first + src.rows() <= x.rows(), || {
+            format!("write_rows: {:?} at row {first} of {:?}", src.shape, x.shape)
+        })?;
+        x.data[first * n..(first + src.rows()) * n].copy_from_slice(&src.data);
+        Ok(())
     }
 
     fn cosine_rows(&self, table: &CpuTensor, v: &CpuTensor) -> Result<CpuTensor> {

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use self::gpu::{DType, Gpu};
 use self::memory::{Block, Memory};
 use self::profile::Profiler;
-use super::{Device, OpTime};
+use super::{Device, OpTime, SeqSpan};
 use crate::error::{Error, Result};
 
 pub use self::gpu::mock::{MockOptions, Schedule};
@@ -181,31 +181,50 @@ impl Device for Cuda {
             && std::env::var("SCALPEL_CUDA_GRAPHS").map_or(true, |v| v != "0")
     }
 
-    fn fixed_step(&self, len: usize) -> Result<CudaStep> {
-        let words = len + 1;
+    fn fixed_step(&self, rows: usize, max_pages: usize) -> Result<CudaStep> {
+        if rows == 0 || max_pages == 0 {
+            return Err(Error::Invalid("fixed_step: no rows or no pages".into()));
+        }
+        // One row per sequence, as a decode step has.
+        let seqs: Vec<SeqSpan> =
+            (0..rows).map(|r| SeqSpan { row: r, len: 1, start: 0, pages: vec![0] }).collect();
+        let layout = tensor::StepLayout::of(rows, &seqs, max_pages);
+        let words = layout.words();
         let buf = self.memory.alloc(words * 4, false, "a recorded step's tokens")?;
         let ptr = self.gpu.host_alloc(words * 4)? as *mut u32;
-        // SAFETY: the allocation holds `words` u32 values; zero them before first use.
-        unsafe { std::ptr::write_bytes(ptr, 0, words) };
+        // SAFETY: the allocation holds `words` u32 values; fill them before first use.
+        let staged = unsafe { std::slice::from_raw_parts_mut(ptr, words) };
+        staged.fill(0);
+        layout.fill(&vec![0; rows], &seqs, staged);
         let staging = tensor::Pinned { ptr, words, gpu: self.gpu.clone() };
-        Ok(CudaStep { buf, start: 0, len, staging: Some(staging) })
+        Ok(CudaStep { buf, seqs, layout, max_page: 0, staging: Some(staging) })
     }
 
-    fn set_step(&self, step: &mut CudaStep, ids: &[u32], start: usize) -> Result<()> {
+    fn set_step(&self, step: &mut CudaStep, ids: &[u32], seqs: &[SeqSpan]) -> Result<()> {
+        let max_page = crate::backend::check_spans(ids.len(), seqs)?;
+        let fits = ids.len() == step.layout.rows
+            && seqs.len() == step.layout.n_seqs
+            && seqs.iter().all(|s| s.len == 1 && s.pages.len() <= step.layout.max_pages);
+        if !fits {
+            return Err(Error::Invalid(format!(
+                "set_step: {} ids of {} sequences for a step of {} single rows with {} pages each",
+                ids.len(),
+                seqs.len(),
+                step.layout.rows,
+                step.layout.max_pages
+            )));
+        }
         let staging = step
             .staging
             .as_mut()
             .ok_or_else(|| Error::Invalid("set_step on a step that is not fixed".into()))?;
-        if ids.len() != step.len {
-            return Err(Error::Invalid(format!("set_step: {} ids for a step of {}", ids.len(), step.len)));
-        }
         // The previous replay may still read the staging: wait for it.
         self.synchronize()?;
-        // SAFETY: the staging holds `words` = len + 1 values; no copy reads it now.
+        // SAFETY: the staging holds `words` values; no copy reads it now.
         let words = unsafe { std::slice::from_raw_parts_mut(staging.ptr, staging.words) };
-        words[0] = start as u32;
-        words[1..].copy_from_slice(ids);
-        step.start = start;
+        step.layout.fill(ids, seqs, words);
+        step.seqs = seqs.to_vec();
+        step.max_page = max_page;
         Ok(())
     }
 

@@ -5,9 +5,9 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::gpu::{DType, Gemm, Transpose};
-use super::tensor::{CudaCache, CudaStep, CudaTensor, Packed, to_f32};
+use super::tensor::{CudaCache, CudaStep, CudaTensor, Packed, StepLayout, to_f32};
 use super::{Cuda, ffi};
-use crate::backend::{AttnParams, Backend, Step, Tensor};
+use crate::backend::{AttnParams, Backend, PAGE, SeqSpan, Step, Tensor, check_spans, pages_for};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
 use crate::model::quant::GgmlType;
@@ -38,40 +38,37 @@ impl Cuda {
         step: &CudaStep,
         p: &AttnParams,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        let t = step.len;
+        let t = step.len();
         check(q.rows() == t && q.row_len() == p.n_heads * p.head_dim, || {
             format!("attention: q {:?}", q.shape)
         })?;
         check(cache.row == p.n_kv_heads * p.head_dim && layer < cache.k.len(), || {
             "attention: cache geometry".into()
         })?;
-        check(step.end() <= cache.capacity, || "attention: positions past the cache".into())?;
+        check_pages(cache, step, "attention")?;
         let mut keep = None;
         let qb = self.as_bf16(q, &mut keep)?;
         let out = self.alloc(DType::Bf16, &[t, p.n_heads * p.head_dim], "attention output")?;
         let lse = self.alloc(DType::F32, &[p.n_heads, t], "attention log-sum-exp")?;
-        let g = geometry(p, t, cache.capacity);
-        // SAFETY: a pure function of the struct.
-        let need = unsafe { (self.k.attention_workspace)(&g) } as usize;
-        let ws = match (&cache.workspace, need) {
-            (_, 0) => std::ptr::null_mut(),
-            (Some(w), n) if n * 4 <= w.bytes => w.ptr as *mut f32,
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "attention: workspace of {need} floats missing or too small"
-                )));
-            }
+        let g = geometry(p, t, cache.pages * PAGE);
+        let sq = step.ffi();
+        // SAFETY: a pure function of the structs.
+        let need = unsafe { (self.k.attention_workspace)(&g, &sq) } as usize;
+        // The split decode's partial results: pooled like every activation, so a recorded step
+        // keeps the block it was recorded with.
+        let workspace = match need {
+            0 => None,
+            n => Some(self.alloc(DType::F32, &[n], "the attention workspace")?),
         };
+        let ws = workspace.as_ref().map_or(std::ptr::null_mut(), |w| w.mptr());
         let (kc, vc) = (cache.k[layer].ptr as *const u16, cache.v[layer].ptr as *const u16);
         let (o, l) = (out.mptr(), lse.mptr());
-        // SAFETY: shapes checked; the workspace is large enough.
+        // SAFETY: shapes and pages checked; the workspace is as large as the kernel asked.
         self.launch("attention", |k, s| unsafe {
             match kernel {
-                AttnKernel::Auto => (k.attention)(s, qb.cptr(), kc, vc, &g, step.start_ptr(), o, l, ws),
-                AttnKernel::Rows => (k.attention_rows)(s, qb.cptr(), kc, vc, &g, step.start_ptr(), o, l, ws),
-                AttnKernel::TensorCores => {
-                    (k.attention_prefill)(s, qb.cptr(), kc, vc, &g, step.start_ptr(), o, l)
-                }
+                AttnKernel::Auto => (k.attention)(s, qb.cptr(), kc, vc, &g, &sq, o, l, ws),
+                AttnKernel::Rows => (k.attention_rows)(s, qb.cptr(), kc, vc, &g, &sq, o, l, ws),
+                AttnKernel::TensorCores => (k.attention_prefill)(s, qb.cptr(), kc, vc, &g, &sq, o, l),
             }
         })?;
         Ok((out, lse))
@@ -235,6 +232,13 @@ fn packed_format(t: GgmlType) -> Option<ffi::ScalpelQType> {
     })
 }
 
+/// Checks that every page the step names is in the cache's pool.
+fn check_pages(cache: &CudaCache, step: &CudaStep, what: &str) -> Result<()> {
+    check(step.max_page < cache.pages, || {
+        format!("{what}: page {} past the cache's {} pages", step.max_page, cache.pages)
+    })
+}
+
 pub(super) fn geometry(p: &AttnParams, t: usize, capacity: usize) -> ffi::ScalpelAttn {
     ffi::ScalpelAttn {
         n_heads: p.n_heads as i32,
@@ -317,51 +321,49 @@ impl Backend for Cuda {
         capacity: usize,
     ) -> Result<CudaCache> {
         let row = n_kv_heads * head_dim;
-        let bytes =
-            capacity.checked_mul(row * 2).ok_or_else(|| Error::Invalid("KV cache size overflows".into()))?;
-        let what = format!("the KV cache ({n_layers} layers × 2 × {capacity} positions × {row} bf16)");
+        let pages = pages_for(capacity).max(1);
+        let bytes = (pages * PAGE)
+            .checked_mul(row * 2)
+            .ok_or_else(|| Error::Invalid("KV cache size overflows".into()))?;
+        let what =
+            format!("the KV cache ({n_layers} layers × 2 × {pages} pages of {PAGE} positions × {row} bf16)");
         let mut k = Vec::with_capacity(n_layers);
         let mut v = Vec::with_capacity(n_layers);
         for _ in 0..n_layers {
             k.push(self.memory.alloc(bytes, false, &what)?);
             v.push(self.memory.alloc(bytes, false, &what)?);
         }
-        // Single-row attention splits the sequence; its partial results live with the cache.
-        let probe = ffi::ScalpelAttn {
-            n_heads: 1,
-            n_kv_heads: 1,
-            head_dim: head_dim as i32,
-            t: 1,
-            capacity: capacity as i32,
-            window: 0,
-            scale: 1.0,
-            softcap: 0.0,
-        };
-        // SAFETY: a pure function of the struct.
-        let per_head = unsafe { (self.k.attention_workspace)(&probe) } as usize;
-        // Sized for up to 128 query heads; attention checks the real count.
-        let workspace = if per_head > 0 {
-            Some(self.memory.alloc(per_head * 128 * 4, false, "the attention workspace")?)
-        } else {
-            None
-        };
-        Ok(CudaCache { k, v, capacity, row, workspace })
+        Ok(CudaCache { k, v, capacity, pages, row })
     }
 
     fn cache_capacity(&self, cache: &CudaCache) -> usize {
         cache.capacity
     }
 
-    fn step(&self, ids: &[u32], start: usize) -> Result<CudaStep> {
-        check(!ids.is_empty() && start <= i32::MAX as usize, || {
-            "step: no tokens or position past i32".into()
+    fn cache_pages(&self, cache: &CudaCache) -> usize {
+        cache.pages
+    }
+
+    fn copy_page(&self, cache: &mut CudaCache, from: usize, to: usize) -> Result<()> {
+        check(from < cache.pages && to < cache.pages, || {
+            format!("copy_page: pages {from} → {to} of {}", cache.pages)
         })?;
-        let mut words = Vec::with_capacity(ids.len() + 1);
-        words.push(start as u32);
-        words.extend_from_slice(ids);
+        let n = (PAGE * cache.row * 2) as u64;
+        for layer in cache.k.iter().chain(&cache.v) {
+            self.dtod(layer.ptr + to as u64 * n, layer.ptr + from as u64 * n, n as usize)?;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, ids: &[u32], seqs: &[SeqSpan]) -> Result<CudaStep> {
+        let max_page = check_spans(ids.len(), seqs)?;
+        let max_pages = seqs.iter().map(|s| s.pages.len()).max().unwrap_or(1).max(1);
+        let layout = StepLayout::of(ids.len(), seqs, max_pages);
+        let mut words = vec![0u32; layout.words()];
+        layout.fill(ids, seqs, &mut words);
         let buf = self.memory.alloc(words.len() * 4, true, "the step's tokens")?;
         self.htod(buf.ptr, &words)?;
-        Ok(CudaStep { buf, start, len: ids.len(), staging: None })
+        Ok(CudaStep { buf, seqs: seqs.to_vec(), layout, max_page, staging: None })
     }
 
     fn sample(&self, logits: &CudaTensor, params: &SamplingParams, u: f64) -> Result<Option<u32>> {
@@ -388,9 +390,10 @@ impl Backend for Cuda {
     }
 
     fn embed(&self, table: &CudaTensor, step: &CudaStep, scale: Option<f32>) -> Result<CudaTensor> {
+        let len = step.len();
         if let Some(p) = table.packed {
             let d = table.row_len();
-            let out = self.alloc(DType::F32, &[step.len, d], "embeddings")?;
+            let out = self.alloc(DType::F32, &[len, d], "embeddings")?;
             // SAFETY: ids are below the table's rows (checked by the forward pass); out holds len × d.
             return self.launch_into("qembed", out, |k, s, o| unsafe {
                 (k.qembed)(
@@ -400,7 +403,7 @@ impl Backend for Cuda {
                     d as i32,
                     p.row_bytes as i32,
                     step.ids_ptr(),
-                    step.len as i32,
+                    len as i32,
                     scale.unwrap_or(1.0),
                     o.mptr(),
                 )
@@ -410,18 +413,10 @@ impl Backend for Cuda {
             "embed: the table must be a bf16 matrix".into()
         })?;
         let d = table.row_len();
-        let out = self.alloc(DType::F32, &[step.len, d], "embeddings")?;
-        // SAFETY: ids has step.len entries below the vocabulary (checked by the forward pass).
+        let out = self.alloc(DType::F32, &[len, d], "embeddings")?;
+        // SAFETY: ids has len entries below the vocabulary (checked by the forward pass).
         self.launch_into("embed", out, |k, s, o| unsafe {
-            (k.embed)(
-                s,
-                table.cptr(),
-                step.ids_ptr(),
-                step.len as i32,
-                d as i32,
-                scale.unwrap_or(1.0),
-                o.mptr(),
-            )
+            (k.embed)(s, table.cptr(), step.ids_ptr(), len as i32, d as i32, scale.unwrap_or(1.0), o.mptr())
         })
     }
 
@@ -540,14 +535,12 @@ impl Backend for Cuda {
         head_dim: usize,
         inv_freq: &CudaTensor,
     ) -> Result<()> {
-        let t = step.len;
+        let t = step.len();
         check(layer < cache.k.len(), || format!("rope_kv: layer {layer} past the cache"))?;
         check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
             format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
         })?;
-        check(step.end() <= cache.capacity, || {
-            format!("rope_kv: positions up to {} past the cache of {}", step.end(), cache.capacity)
-        })?;
+        check_pages(cache, step, "rope_kv")?;
         check(inv_freq.numel() == head_dim / 2 && inv_freq.dtype == DType::F32, || {
             "rope_kv: frequencies".into()
         })?;
@@ -556,11 +549,12 @@ impl Backend for Cuda {
             n_kv_heads: (cache.row / head_dim) as i32,
             head_dim: head_dim as i32,
             t: t as i32,
-            capacity: cache.capacity as i32,
+            capacity: (cache.pages * PAGE) as i32,
             window: 0,
             scale: 1.0,
             softcap: 0.0,
         };
+        let sq = step.ffi();
         let (qp, qd) = (q.mptr(), q.dtype.ffi());
         let (kc, vc) = (cache.k[layer].ptr as *mut u16, cache.v[layer].ptr as *mut u16);
         // SAFETY: shapes checked; the cache holds `capacity` rows.
@@ -576,7 +570,7 @@ impl Backend for Cuda {
                 kc,
                 vc,
                 &g,
-                step.start_ptr(),
+                &sq,
                 inv_freq.cptr(),
             )
         })
@@ -599,20 +593,38 @@ impl Backend for Cuda {
         cache: &CudaCache,
         layer: usize,
         step: &CudaStep,
+        seq: usize,
         p: &AttnParams,
         lse: &CudaTensor,
     ) -> Result<CudaTensor> {
-        let t = step.len;
-        let s_len = step.end();
+        let t = step.len();
         check(lse.shape == [p.n_heads, t] && q.rows() == t, || format!("attn_probs: lse {:?}", lse.shape))?;
+        check(seq < step.seqs.len() && layer < cache.k.len(), || {
+            format!("attn_probs: sequence {seq} of {}", step.seqs.len())
+        })?;
+        check_pages(cache, step, "attn_probs")?;
+        let span = &step.seqs[seq];
+        let (n, s_len) = (span.len, span.end());
         let mut keep = None;
         let qb = self.as_bf16(q, &mut keep)?;
-        let out = self.alloc(DType::F32, &[p.n_heads, t, s_len], "attention probabilities")?;
-        let g = geometry(p, t, cache.capacity);
+        let out = self.alloc(DType::F32, &[p.n_heads, n, s_len], "attention probabilities")?;
+        let g = geometry(p, t, cache.pages * PAGE);
+        let sq = step.ffi();
         let kc = cache.k[layer].ptr as *const u16;
-        // SAFETY: out holds heads × t × s floats.
+        // SAFETY: out holds heads × n × s floats; the sequence's rows are in the step.
         self.launch_into("attn_probs", out, |k, s, o| unsafe {
-            (k.attn_probs)(s, qb.cptr(), kc, &g, step.start_ptr(), lse.cptr(), s_len as i32, o.mptr())
+            (k.attn_probs)(
+                s,
+                qb.cptr(),
+                kc,
+                &g,
+                &sq,
+                seq as i32,
+                n as i32,
+                lse.cptr(),
+                s_len as i32,
+                o.mptr(),
+            )
         })
     }
 
@@ -638,15 +650,40 @@ impl Backend for Cuda {
         self.launch("softcap", |k, s| unsafe { (k.softcap)(s, xp, n, cap) })
     }
 
-    fn last_row(&self, x: &CudaTensor) -> Result<CudaTensor> {
+    fn gather_rows(&self, x: &CudaTensor, rows: &[usize]) -> Result<CudaTensor> {
         let (r, n) = (x.rows(), x.row_len());
-        check(r > 0, || "last_row of an empty tensor".into())?;
+        check(x.packed.is_none() && !rows.is_empty() && rows.iter().all(|&i| i < r), || {
+            format!("gather_rows: rows {rows:?} of {r}")
+        })?;
         let mut shape = x.shape.clone();
-        shape[0] = 1;
-        let out = self.alloc(x.dtype, &shape, "a row")?;
+        shape[0] = rows.len();
+        let out = self.alloc(x.dtype, &shape, "rows")?;
         let bytes = n * x.dtype.size();
-        self.dtod(out.ptr(), x.ptr() + ((r - 1) * bytes) as u64, bytes)?;
+        // One copy per run of consecutive rows (a sequence's rows are consecutive).
+        let mut i = 0;
+        while i < rows.len() {
+            let mut j = i + 1;
+            while j < rows.len() && rows[j] == rows[j - 1] + 1 {
+                j += 1;
+            }
+            let src = x.ptr() + (rows[i] * bytes) as u64;
+            self.dtod(out.ptr() + (i * bytes) as u64, src, (j - i) * bytes)?;
+            i = j;
+        }
         Ok(out)
+    }
+
+    fn write_rows(&self, x: &mut CudaTensor, first: usize, src: &CudaTensor) -> Result<()> {
+        check(
+            x.packed.is_none()
+                && src.packed.is_none()
+                && src.dtype == x.dtype
+                && src.row_len() == x.row_len()
+                && first + src.rows() <= x.rows(),
+            || format!("write_rows: {:?} at row {first} of {:?}", src.shape, x.shape),
+        )?;
+        let bytes = x.row_len() * x.dtype.size();
+        self.dtod(x.ptr() + (first * bytes) as u64, src.ptr(), src.bytes())
     }
 
     fn cosine_rows(&self, table: &CudaTensor, v: &CudaTensor) -> Result<CudaTensor> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::ffi;
 use super::gpu::{DType, Gpu};
 use super::memory::Block;
-use crate::backend::{Step, Tensor};
+use crate::backend::{SeqSpan, Step, Tensor};
 
 impl DType {
     pub(super) fn ffi(self) -> ffi::ScalpelDType {
@@ -89,42 +89,120 @@ impl Drop for Pinned {
     }
 }
 
-/// The step's tokens on the device: [start (i32), ids (u32)…] in one buffer.
+/// The step's tokens on the device, in one buffer of 32-bit words (see [`StepLayout`]): ids,
+/// each row's position and sequence, each sequence's first row, rows and page table, and the
+/// prefill kernel's tiles.
 pub struct CudaStep {
     pub(super) buf: Arc<Block>,
-    pub(super) start: usize,
-    pub(super) len: usize,
+    pub(super) seqs: Vec<SeqSpan>,
+    pub(super) layout: StepLayout,
+    /// The highest page any sequence names.
+    pub(super) max_page: usize,
     pub(super) staging: Option<Pinned>,
 }
 
+/// The sizes of a step's buffer: they fix where each array starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StepLayout {
+    pub rows: usize,
+    pub n_seqs: usize,
+    pub max_pages: usize,
+    pub n_tiles: usize,
+    pub max_rows: usize,
+}
+
+impl StepLayout {
+    pub fn of(rows: usize, seqs: &[SeqSpan], max_pages: usize) -> Self {
+        let tile = ffi::SCALPEL_PREFILL_ROWS as usize;
+        StepLayout {
+            rows,
+            n_seqs: seqs.len(),
+            max_pages,
+            n_tiles: seqs.iter().map(|s| s.len.div_ceil(tile)).sum(),
+            max_rows: seqs.iter().map(|s| s.len).max().unwrap_or(0),
+        }
+    }
+
+    pub fn words(&self) -> usize {
+        3 * self.rows + 2 * self.n_seqs + self.n_seqs * self.max_pages + 2 * self.n_tiles
+    }
+
+    /// The buffer's contents for these ids and sequences (page tables padded with page 0,
+    /// which no row reads: a row sees only its own positions).
+    pub fn fill(&self, ids: &[u32], seqs: &[SeqSpan], words: &mut [u32]) {
+        let (t, s) = (self.rows, self.n_seqs);
+        words[..t].copy_from_slice(ids);
+        let (pos, rest) = words[t..].split_at_mut(t);
+        let (seq, rest) = rest.split_at_mut(t);
+        let (row0, rest) = rest.split_at_mut(s);
+        let (nrows, rest) = rest.split_at_mut(s);
+        let (pages, tiles) = rest.split_at_mut(s * self.max_pages);
+        let tile = ffi::SCALPEL_PREFILL_ROWS as usize;
+        let mut k = 0;
+        for (i, span) in seqs.iter().enumerate() {
+            for j in 0..span.len {
+                pos[span.row + j] = (span.start + j) as u32;
+                seq[span.row + j] = i as u32;
+            }
+            row0[i] = span.row as u32;
+            nrows[i] = span.len as u32;
+            let table = &mut pages[i * self.max_pages..(i + 1) * self.max_pages];
+            table.fill(0);
+            table[..span.pages.len()].copy_from_slice(&span.pages);
+            for m in (0..span.len).step_by(tile) {
+                tiles[2 * k] = i as u32;
+                tiles[2 * k + 1] = m as u32;
+                k += 1;
+            }
+        }
+    }
+}
+
 impl Step for CudaStep {
-    fn start(&self) -> usize {
-        self.start
+    fn seqs(&self) -> &[SeqSpan] {
+        &self.seqs
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.layout.rows
     }
 }
 
 impl CudaStep {
-    pub(super) fn start_ptr(&self) -> *const i32 {
-        self.buf.ptr as *const i32
+    pub(super) fn ids_ptr(&self) -> *const u32 {
+        self.buf.ptr as *const u32
     }
 
-    pub(super) fn ids_ptr(&self) -> *const u32 {
-        (self.buf.ptr + 4) as *const u32
+    /// The arrays as the kernels read them.
+    pub(super) fn ffi(&self) -> ffi::ScalpelSeqs {
+        let l = &self.layout;
+        let at = |word: usize| (self.buf.ptr + 4 * word as u64) as *const i32;
+        let (t, s) = (l.rows, l.n_seqs);
+        let pages = 3 * t + 2 * s;
+        ffi::ScalpelSeqs {
+            pos: at(t),
+            seq: at(2 * t),
+            row0: at(3 * t),
+            rows: at(3 * t + s),
+            pages: at(pages),
+            tiles: at(pages + s * l.max_pages),
+            n_seqs: s as i32,
+            max_pages: l.max_pages as i32,
+            n_tiles: l.n_tiles as i32,
+            max_rows: l.max_rows as i32,
+        }
     }
 }
 
 pub struct CudaCache {
+    /// Per layer, the pool of pages: [pages · PAGE, kv_heads, head_dim] bf16.
     pub(super) k: Vec<Arc<Block>>,
     pub(super) v: Vec<Arc<Block>>,
+    /// The positions it was made for.
     pub(super) capacity: usize,
+    pub(super) pages: usize,
     /// Values per position: kv_heads × head_dim.
     pub(super) row: usize,
-    /// Split-sequence partial results of single-row (decode) attention.
-    pub(super) workspace: Option<Arc<Block>>,
 }
 
 pub(super) fn to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {

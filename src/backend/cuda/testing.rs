@@ -31,11 +31,13 @@ impl Cuda {
         self.gpu.as_ref()
     }
 
-    /// Writes k and v rows ([n, kv_heads · head_dim] each) into a layer's cache at positions 0..n,
-    /// for tests that build a cache without running RoPE.
+    /// Writes k and v rows ([n, kv_heads · head_dim] each) into a layer's pool at slots 0..n
+    /// (a single sequence's positions 0..n), for tests that build a cache without running RoPE.
     pub fn write_cache(&self, cache: &mut CudaCache, layer: usize, k: &[f32], v: &[f32]) -> Result<()> {
         check(
-            k.len() == v.len() && k.len().is_multiple_of(cache.row) && k.len() / cache.row <= cache.capacity,
+            k.len() == v.len()
+                && k.len().is_multiple_of(cache.row)
+                && k.len() / cache.row <= cache.pages * crate::backend::PAGE,
             || "write_cache: rows".into(),
         )?;
         for (src, dst) in [(k, &cache.k[layer]), (v, &cache.v[layer])] {
@@ -45,7 +47,7 @@ impl Cuda {
         Ok(())
     }
 
-    /// The first `n` positions of a layer's k and v caches, as f32.
+    /// The first `n` slots of a layer's k and v pools, as f32.
     pub fn read_cache(&self, cache: &CudaCache, layer: usize, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let mut out = Vec::new();
         for src in [&cache.k[layer], &cache.v[layer]] {
