@@ -399,26 +399,18 @@ impl<B: Backend> Model<B> {
         probes.visit(be, Point::FinalNorm, &mut h, &head_spans)?;
         let mut logits = self.head(&h)?;
         probes.visit(be, Point::Logits, &mut logits, &head_spans)?;
-        // A sequence that wanted its last row but had all of them computed for its probes.
-        let trim = which.iter().zip(&full).any(|(w, &all)| *w == Logits::Last && all);
-        let keep: Vec<usize> = head_spans
-            .iter()
-            .zip(which)
-            .flat_map(|(s, w)| match w {
-                Logits::Last if trim => s.row + s.len - 1..s.row + s.len,
-                _ => s.row..s.row + s.len,
-            })
-            .collect();
-        let mut at = 0;
-        let out_rows = head_spans
-            .iter()
-            .zip(which)
-            .map(|(s, w)| {
-                let n = if *w == Logits::Last { 1 } else { s.len };
-                at += n;
-                at - n..at
-            })
-            .collect();
+        // What each sequence gets back: its last row, or all its rows (a sequence that wanted
+        // its last row may have had all of them computed for its probes).
+        let mut keep = Vec::with_capacity(rows.len());
+        let mut out_rows = Vec::with_capacity(spans.len());
+        for (s, w) in head_spans.iter().zip(which) {
+            let mine = match w {
+                Logits::Last => s.row + s.len - 1..s.row + s.len,
+                Logits::All => s.row..s.row + s.len,
+            };
+            out_rows.push(keep.len()..keep.len() + mine.len());
+            keep.extend(mine);
+        }
         if keep.len() != logits.rows() {
             logits = be.gather_rows(&logits, &keep)?;
         }

@@ -4,11 +4,10 @@
 //! request, returns every page, and matches solo runs. One test body, run on the CPU and on the
 //! CUDA backend (the mock device in every run; the GPU too where there is one).
 
+#[macro_use]
 mod common;
 
 use common::tiny::{Lcg, Tiny};
-use scalpel::backend::cpu::Cpu;
-use scalpel::backend::cuda::{Cuda, MockOptions, Schedule};
 use scalpel::backend::{Backend, SeqSpan, pages_for};
 use scalpel::forward::{Logits, Model};
 use scalpel::generate::{GenerateOptions, StopReason, generate};
@@ -306,16 +305,14 @@ fn bad_requests_are_refused_and_the_others_run<B: Backend>(be: B) {
     let mut sched = Scheduler::new(&model, 8, SchedulerOptions::default()).unwrap();
     let good = prompt(5, 9, v);
     let id = sched.add(Request::new(good.clone(), greedy(4))).unwrap();
-    let empty = sched.add(Request::new(Vec::new(), greedy(4))).err().expect("an empty prompt").to_string();
+    let empty = sched.add(Request::new(Vec::new(), greedy(4))).expect_err("an empty prompt").to_string();
     assert!(empty.contains("empty"), "{empty}");
     let past = sched
         .add(Request::new(vec![1, v as u32 + 5], greedy(4)))
-        .err()
-        .expect("an id past the vocabulary")
+        .expect_err("an id past the vocabulary")
         .to_string();
     assert!(past.contains(&(v + 5).to_string()), "{past}");
-    let long =
-        sched.add(Request::new(prompt(6, 200, v), greedy(4))).err().expect("past the pool").to_string();
+    let long = sched.add(Request::new(prompt(6, 200, v), greedy(4))).expect_err("past the pool").to_string();
     assert!(long.contains("200"), "{long}");
     let done = sched.run().unwrap();
     assert_eq!(done.len(), 1);
@@ -324,31 +321,8 @@ fn bad_requests_are_refused_and_the_others_run<B: Backend>(be: B) {
     assert_eq!(done[0].generation.generated_ids, solo.generated_ids);
 }
 
-macro_rules! on_every_device {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn cpu() {
-                super::$name(Cpu);
-            }
-            #[test]
-            fn mock() {
-                super::$name(Cuda::mock(MockOptions { schedule: Schedule::Random(9), ..Default::default() }).unwrap());
-            }
-            #[test]
-            fn cuda() {
-                if Cuda::available() {
-                    super::$name(Cuda::new(0).unwrap());
-                } else {
-                    eprintln!("{}: no GPU here, skipped on cuda", stringify!($name));
-                }
-            }
-        }
-    )*};
-}
-
 on_every_device!(
+    seed = 9;
     a_batch_gives_each_sequence_what_it_gets_alone,
     each_sequence_has_its_own_probes,
     the_scheduler_finishes_everything_and_leaks_nothing,

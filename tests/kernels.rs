@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use scalpel::model::stored::Stored;
 
-use scalpel::backend::cpu::{Cpu, CpuCache, CpuTensor};
-use scalpel::backend::cuda::{AttnKernel, Cuda, CudaTensor, Schedule};
+use scalpel::backend::cpu::{Cpu, CpuCache, CpuStep, CpuTensor};
+use scalpel::backend::cuda::{AttnKernel, Cuda, CudaCache, CudaStep, CudaTensor, Schedule};
 use scalpel::backend::{AttnParams, Backend, PAGE, SeqSpan, pages_for};
 use scalpel::model::config::{Activation, NormKind};
 use scalpel::sample::{SamplingParams, pick};
@@ -139,6 +139,35 @@ fn matmul(c: &Ctx) {
     }
 }
 
+/// RoPE and the cache write of the same q, k and v (one row per token of the steps) on the CPU twin
+/// and the device, each into its own cache over its own step; k goes to the device as bf16 where
+/// `k_bf16` (Gemma's k comes out of a norm, its v out of a product: mixed dtypes). Returns the
+/// rotated q of (the device, the CPU).
+#[allow(clippy::too_many_arguments)]
+fn rope_kv_on_both(
+    c: &Ctx,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    hd: usize,
+    inv: &[f32],
+    (ccache, cstep): (&mut CpuCache, &CpuStep),
+    (gcache, gstep): (&mut CudaCache, &CudaStep),
+    k_bf16: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let t = cstep.ids.len();
+    let (qrow, row) = (q.len() / t, k.len() / t);
+    let mut cq = c.cpu_t(q, &[t, qrow]);
+    let cinv = c.cpu_t(inv, &[hd / 2]);
+    c.cpu
+        .rope_kv(&mut cq, &c.cpu_t(k, &[t, row]), &c.cpu_t(v, &[t, row]), ccache, 0, cstep, hd, &cinv)
+        .unwrap();
+    let mut gq = c.up(q, &[t, qrow]);
+    let ginv = c.gpu.weight(Stored::from_f32(inv.to_vec(), &[hd / 2])).unwrap();
+    let gk = c.up(k, &[t, row]);
+    let gk = if k_bf16 { c.gpu.to_bf16(&gk).unwrap() } else { gk };
+    c.gpu.rope_kv(&mut gq, &gk, &c.up(v, &[t, row]), gcache, 0, gstep, hd, &ginv).unwrap();
+    (c.down(&gq), cq.data)
+}
+
 fn rope_kv(c: &Ctx) {
     for (t, start, h, kvh, hd) in
         [(1, 0, 9, 3, 64), (5, 100, 4, 1, 256), (17, 3000, 8, 8, 128), (3, 7, 24, 8, 128)]
@@ -148,32 +177,21 @@ fn rope_kv(c: &Ctx) {
         let q = rand(21, t * h * hd, 1.0);
         let k = rand(22, t * kvh * hd, 1.0);
         let v = rand(23, t * kvh * hd, 1.0);
-        let mut cq = c.cpu_t(&q, &[t, h * hd]);
         let mut ccache: CpuCache = c.cpu.new_cache(1, kvh, hd, cap).unwrap();
         let cstep = c.cpu.step(&vec![0; t], start).unwrap();
-        let cinv = c.cpu_t(&inv, &[hd / 2]);
-        c.cpu
-            .rope_kv(
-                &mut cq,
-                &c.cpu_t(&k, &[t, kvh * hd]),
-                &c.cpu_t(&v, &[t, kvh * hd]),
-                &mut ccache,
-                0,
-                &cstep,
-                hd,
-                &cinv,
-            )
-            .unwrap();
-        let mut gq = c.up(&q, &[t, h * hd]);
         let mut gcache = c.gpu.new_cache(1, kvh, hd, cap).unwrap();
         let gstep = c.gpu.step(&vec![0; t], start).unwrap();
-        let ginv = c.gpu.weight(Stored::from_f32(inv.clone(), &[hd / 2])).unwrap();
-        // Gemma feeds k out of a norm (bf16) and v out of a product (f32): mixed dtypes.
-        let gk = c.up(&k, &[t, kvh * hd]);
-        let gk = if hd == 256 { c.gpu.to_bf16(&gk).unwrap() } else { gk };
-        c.gpu.rope_kv(&mut gq, &gk, &c.up(&v, &[t, kvh * hd]), &mut gcache, 0, &gstep, hd, &ginv).unwrap();
+        let (gq, cq) = rope_kv_on_both(
+            c,
+            (&q, &k, &v),
+            hd,
+            &inv,
+            (&mut ccache, &cstep),
+            (&mut gcache, &gstep),
+            hd == 256,
+        );
         let what = format!("rope_kv t={t} start={start} heads {h}/{kvh} hd {hd}");
-        rows_close(&format!("{what}: q"), &c.down(&gq), &cq.data, hd, 1e-5);
+        rows_close(&format!("{what}: q"), &gq, &cq, hd, 1e-5);
         let (gk, gv) = c.gpu.read_cache(&gcache, 0, cap).unwrap();
         let row = kvh * hd;
         let span = start * row..(start + t) * row;
@@ -423,35 +441,18 @@ fn paged_rope_kv(c: &Ctx) {
         let (q, k, v) =
             (rand(salt + 1, t * h * hd, 1.0), rand(salt + 2, t * row, 1.0), rand(salt + 3, t * row, 1.0));
         let ids = vec![0; t];
-        let mut cq = c.cpu_t(&q, &[t, h * hd]);
         let mut ccache = c.cpu.new_cache(1, kvh, hd, pages * PAGE).unwrap();
         let sentinel = bf16(&rand(salt + 4, pages * PAGE * row, 1.0));
         ccache.k[0].copy_from_slice(&sentinel);
         ccache.v[0].copy_from_slice(&sentinel);
         let cstep = c.cpu.batch(&ids, &spans).unwrap();
-        let cinv = c.cpu_t(&inv, &[hd / 2]);
-        c.cpu
-            .rope_kv(
-                &mut cq,
-                &c.cpu_t(&k, &[t, row]),
-                &c.cpu_t(&v, &[t, row]),
-                &mut ccache,
-                0,
-                &cstep,
-                hd,
-                &cinv,
-            )
-            .unwrap();
-        let mut gq = c.up(&q, &[t, h * hd]);
         let mut gcache = c.gpu.new_cache(1, kvh, hd, pages * PAGE).unwrap();
         c.gpu.write_cache(&mut gcache, 0, &sentinel, &sentinel).unwrap();
         let gstep = c.gpu.batch(&ids, &spans).unwrap();
-        let ginv = c.gpu.weight(Stored::from_f32(inv.clone(), &[hd / 2])).unwrap();
-        c.gpu
-            .rope_kv(&mut gq, &c.up(&k, &[t, row]), &c.up(&v, &[t, row]), &mut gcache, 0, &gstep, hd, &ginv)
-            .unwrap();
+        let (gq, cq) =
+            rope_kv_on_both(c, (&q, &k, &v), hd, &inv, (&mut ccache, &cstep), (&mut gcache, &gstep), false);
         let what = format!("paged rope_kv {seqs:?} heads {h}/{kvh} hd {hd}");
-        rows_close(&format!("{what}: q"), &c.down(&gq), &cq.data, hd, 1e-5);
+        rows_close(&format!("{what}: q"), &gq, &cq, hd, 1e-5);
         let (gk, gv) = c.gpu.read_cache(&gcache, 0, pages * PAGE).unwrap();
         // Every slot: the written ones against the twin, the rest still the sentinel.
         rows_close(&format!("{what}: k pool"), &gk, &ccache.k[0], row, BF16_ROW);

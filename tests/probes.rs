@@ -3,12 +3,11 @@
 //! on them restores what it should — one test body, run on the CPU and on the CUDA backend (the mock
 //! device in every run; the GPU too where there is one).
 
+#[macro_use]
 mod common;
 
 use common::tiny::{Lcg, Tiny};
 use scalpel::backend::Backend;
-use scalpel::backend::cpu::Cpu;
-use scalpel::backend::cuda::{Cuda, MockOptions, Schedule};
 use scalpel::forward::{Logits, Model};
 use scalpel::interp::patching::{Metric, Patcher, Site, patch};
 use scalpel::model::ModelFiles;
@@ -30,32 +29,8 @@ fn run<B: Backend>(model: &Model<B>, ids: &[u32], probes: &mut Probes<B>) -> Vec
     model.backend.download(&logits).unwrap()
 }
 
-/// Each test body, once per device: `cpu`, `mock`, and `cuda` (which says it skipped without a GPU).
-macro_rules! on_every_device {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn cpu() {
-                super::$name(Cpu);
-            }
-            #[test]
-            fn mock() {
-                super::$name(Cuda::mock(MockOptions { schedule: Schedule::Random(5), ..Default::default() }).unwrap());
-            }
-            #[test]
-            fn cuda() {
-                if Cuda::available() {
-                    super::$name(Cuda::new(0).unwrap());
-                } else {
-                    eprintln!("{}: no GPU here, skipped on cuda", stringify!($name));
-                }
-            }
-        }
-    )*};
-}
-
 on_every_device!(
+    seed = 5;
     every_point_is_captured_with_its_shape,
     adding_a_zero_scaled_vector_changes_nothing_and_a_scaled_one_does,
     ablation_leaves_the_residual_orthogonal_to_the_direction,

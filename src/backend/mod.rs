@@ -135,6 +135,14 @@ pub fn check_spans(rows: usize, seqs: &[SeqSpan]) -> Result<usize> {
     Ok(max_page)
 }
 
+/// Checks that the highest page a step names (`check_spans`' answer) is in a pool of `pages`.
+pub fn check_pages(max_page: usize, pages: usize, what: &str) -> Result<()> {
+    if max_page < pages {
+        return Ok(());
+    }
+    Err(crate::error::Error::Invalid(format!("{what}: page {max_page} past the cache's {pages} pages")))
+}
+
 /// The tokens of one forward call — rows of one or several sequences, each at its own positions
 /// over its own pages — as the device holds them. A recorded decode step keeps the same device
 /// buffers from call to call, so a captured CUDA graph can replay it.

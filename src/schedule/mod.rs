@@ -413,24 +413,18 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         let step = be.batch(&ids, &spans)?;
         let which = vec![Logits::Last; plan.len()];
         let out = {
-            let mut probes: Vec<&mut Probes<B>> = Vec::with_capacity(plan.len());
-            let mut want = plan.iter().map(|&(i, _)| i).peekable();
-            for (i, s) in self.running.iter_mut().enumerate() {
-                if want.peek() == Some(&i) {
-                    want.next();
-                    probes.push(s.probes.get());
-                }
-            }
+            let mut probes = planned_probes(&mut self.running, plan);
             self.model.forward_batch(&step, &mut self.cache, &mut probes, &which)?
         };
         if is_decode(plan, &self.running) && !self.graphs_off {
             let key = self.key(plan);
             *self.seen.entry((bucket(plan.len()), key)).or_default() += 1;
         }
-        let ends = plan.iter().map(|&(i, n)| self.running[i].computed + n == self.running[i].history.len());
+        let mut ends =
+            plan.iter().map(|&(i, n)| self.running[i].computed + n == self.running[i].history.len());
         if plan.len() == 1 {
             // One sequence: its one row of logits is the whole tensor.
-            return Ok(vec![ends.last().and_then(|end| end.then_some(out.logits))]);
+            return Ok(vec![ends.next().and_then(|end| end.then_some(out.logits))]);
         }
         ends.zip(&out.rows)
             .map(|(end, r)| if end { be.gather_rows(&out.logits, &[r.start]).map(Some) } else { Ok(None) })
@@ -469,14 +463,7 @@ impl<'a, B: Backend> Scheduler<'a, B> {
                 be.set_step(&mut step, &ids, &spans)?;
                 be.begin_capture()?;
                 let out = {
-                    let mut probes: Vec<&mut Probes<B>> = Vec::with_capacity(b);
-                    let mut want = plan.iter().map(|&(i, _)| i).peekable();
-                    for (i, s) in self.running.iter_mut().enumerate() {
-                        if want.peek() == Some(&i) {
-                            want.next();
-                            probes.push(s.probes.get());
-                        }
-                    }
+                    let mut probes = planned_probes(&mut self.running, plan);
                     probes.extend(self.blanks.iter_mut().take(b - plan.len()));
                     be.upload_step(&step).and_then(|_| {
                         self.model.forward_batch(&step, &mut self.cache, &mut probes, &vec![Logits::Last; b])
@@ -527,11 +514,6 @@ impl<'a, B: Backend> Scheduler<'a, B> {
             let Some(logits) = row else { continue };
             if s.options.max_tokens == 0 {
                 // The prompt alone (its probes still saw it): no token is chosen.
-                done.push((i, StopReason::MaxTokens));
-                continue;
-            }
-            if s.generated() >= s.options.max_tokens {
-                // Recomputed after a preemption up to where it had stopped being fed.
                 done.push((i, StopReason::MaxTokens));
                 continue;
             }
@@ -604,6 +586,21 @@ impl<'a, B: Backend> Scheduler<'a, B> {
         self.finished.push(Finished { id: s.id, generation, preemptions: s.preemptions, probes: s.probes });
         Ok(())
     }
+}
+
+/// The probes of the planned sequences, in the step's order (`plan`'s indices ascend).
+fn planned_probes<'s, 'a, B: Backend>(
+    running: &'s mut [Seq<'a, B>],
+    plan: &[(usize, usize)],
+) -> Vec<&'s mut Probes<B>> {
+    let mut want = plan.iter().map(|&(i, _)| i).peekable();
+    let mut probes = Vec::with_capacity(plan.len());
+    for (i, s) in running.iter_mut().enumerate() {
+        if want.next_if_eq(&i).is_some() {
+            probes.push(s.probes.get());
+        }
+    }
+    probes
 }
 
 /// The bucket a decode step of n sequences runs as.

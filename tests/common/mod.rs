@@ -1,6 +1,34 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+/// Each test body, once per device: `cpu`, `mock` (under the seeded random schedule `seed`), and
+/// `cuda` (which says it skipped without a GPU). `#[macro_use] mod common;` brings it in.
+#[allow(unused_macros)]
+macro_rules! on_every_device {
+    (seed = $seed:expr; $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn cpu() {
+                super::$name(scalpel::backend::cpu::Cpu);
+            }
+            #[test]
+            fn mock() {
+                use scalpel::backend::cuda::{Cuda, MockOptions, Schedule};
+                super::$name(Cuda::mock(MockOptions { schedule: Schedule::Random($seed), ..Default::default() }).unwrap());
+            }
+            #[test]
+            fn cuda() {
+                use scalpel::backend::cuda::Cuda;
+                if Cuda::available() {
+                    super::$name(Cuda::new(0).unwrap());
+                } else {
+                    eprintln!("{}: no GPU here, skipped on cuda", stringify!($name));
+                }
+            }
+        }
+    )*};
+}
+
 pub mod devices;
 pub mod hf;
 pub mod qblocks;

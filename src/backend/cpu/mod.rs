@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use self::qmatmul::{QMatrix, QType};
-use super::{AttnParams, Backend, Device, PAGE, SeqSpan, Step, Tensor, check_spans, pages_for};
+use super::{AttnParams, Backend, Device, PAGE, SeqSpan, Step, Tensor, check_pages, check_spans, pages_for};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
 use crate::model::stored::Stored;
@@ -310,15 +310,8 @@ fn check_attention(
     })?;
     check(layer < cache.k.len(), || format!("attention: layer {layer} past the cache"))?;
     check(t == step.len(), || format!("attention: {t} query rows for a step of {}", step.len()))?;
-    check_pages(cache, step, "attention")?;
+    check_pages(step.max_page, cache.pages, "attention")?;
     Ok(t)
-}
-
-/// Checks that every page the step names is in the cache's pool.
-fn check_pages(cache: &CpuCache, step: &CpuStep, what: &str) -> Result<()> {
-    check(step.max_page < cache.pages, || {
-        format!("{what}: page {} past the cache's {} pages", step.max_page, cache.pages)
-    })
 }
 
 impl Device for Cpu {
@@ -501,7 +494,7 @@ impl Backend for Cpu {
         check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
             format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
         })?;
-        check_pages(cache, step, "rope_kv")?;
+        check_pages(step.max_page, cache.pages, "rope_kv")?;
         let positions: Vec<usize> = (0..t).map(|r| step.at(r).1).collect();
         rope_at(q, head_dim, &positions, &inv_freq.data)?;
         let mut k = k.clone();

@@ -192,9 +192,11 @@ impl Device for Cuda {
         let words = layout.words();
         let buf = self.memory.alloc(words * 4, false, "a recorded step's tokens")?;
         let ptr = self.gpu.host_alloc(words * 4)? as *mut u32;
-        // SAFETY: the allocation holds `words` u32 values; fill them before first use.
-        let staged = unsafe { std::slice::from_raw_parts_mut(ptr, words) };
-        staged.fill(0);
+        // SAFETY: the allocation holds `words` u32 values, zeroed before a slice is made of them.
+        let staged = unsafe {
+            std::ptr::write_bytes(ptr, 0, words);
+            std::slice::from_raw_parts_mut(ptr, words)
+        };
         layout.fill(&vec![0; rows], &seqs, staged);
         let staging = tensor::Pinned { ptr, words, gpu: self.gpu.clone() };
         Ok(CudaStep { buf, seqs, layout, max_page: 0, staging: Some(staging) })

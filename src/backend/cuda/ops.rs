@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::gpu::{DType, Gemm, Transpose};
 use super::tensor::{CudaCache, CudaStep, CudaTensor, Packed, StepLayout, to_f32};
 use super::{Cuda, ffi};
-use crate::backend::{AttnParams, Backend, PAGE, SeqSpan, Step, Tensor, check_spans, pages_for};
+use crate::backend::{AttnParams, Backend, PAGE, SeqSpan, Step, Tensor, check_pages, check_spans, pages_for};
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, NormKind};
 use crate::model::quant::GgmlType;
@@ -45,7 +45,7 @@ impl Cuda {
         check(cache.row == p.n_kv_heads * p.head_dim && layer < cache.k.len(), || {
             "attention: cache geometry".into()
         })?;
-        check_pages(cache, step, "attention")?;
+        check_pages(step.max_page, cache.pages, "attention")?;
         let mut keep = None;
         let qb = self.as_bf16(q, &mut keep)?;
         let out = self.alloc(DType::Bf16, &[t, p.n_heads * p.head_dim], "attention output")?;
@@ -229,13 +229,6 @@ fn packed_format(t: GgmlType) -> Option<ffi::ScalpelQType> {
         GgmlType::Q5K => Q::SCALPEL_Q5_K,
         GgmlType::Q6K => Q::SCALPEL_Q6_K,
         _ => return None,
-    })
-}
-
-/// Checks that every page the step names is in the cache's pool.
-fn check_pages(cache: &CudaCache, step: &CudaStep, what: &str) -> Result<()> {
-    check(step.max_page < cache.pages, || {
-        format!("{what}: page {} past the cache's {} pages", step.max_page, cache.pages)
     })
 }
 
@@ -540,7 +533,7 @@ impl Backend for Cuda {
         check(k.row_len() == cache.row && v.shape == k.shape && q.rows() == t && k.rows() == t, || {
             format!("rope_kv: q {:?}, k {:?}, v {:?} for {t} positions", q.shape, k.shape, v.shape)
         })?;
-        check_pages(cache, step, "rope_kv")?;
+        check_pages(step.max_page, cache.pages, "rope_kv")?;
         check(inv_freq.numel() == head_dim / 2 && inv_freq.dtype == DType::F32, || {
             "rope_kv: frequencies".into()
         })?;
@@ -602,7 +595,7 @@ impl Backend for Cuda {
         check(seq < step.seqs.len() && layer < cache.k.len(), || {
             format!("attn_probs: sequence {seq} of {}", step.seqs.len())
         })?;
-        check_pages(cache, step, "attn_probs")?;
+        check_pages(step.max_page, cache.pages, "attn_probs")?;
         let span = &step.seqs[seq];
         let (n, s_len) = (span.len, span.end());
         let mut keep = None;
