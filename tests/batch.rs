@@ -201,6 +201,49 @@ fn each_sequence_has_its_own_probes<B: Backend>(be: B) {
     }
 }
 
+/// A hook changes one sequence's values at a point the CUDA backend holds in bf16 (the MLP's
+/// activations): the values come back as f32 and go into that sequence's rows only.
+fn a_hook_edits_only_its_own_sequence<B: Backend>(be: B) {
+    let (_d, model) = tiny(be);
+    let be = &model.backend;
+    let v = model.config.vocab_size;
+    let (a, b) = (prompt(41, 13, v), prompt(42, 9, v));
+    let hooked = || {
+        let mut p = Probes::none();
+        p.hook(
+            Point::MlpPost(0),
+            Box::new(|_, _, _, x: &mut [f32]| {
+                x.iter_mut().for_each(|x| *x *= -2.0);
+                Ok(true)
+            }),
+        );
+        p
+    };
+    let (solo_a, solo_b) = (alone(&model, &a, &mut hooked()), alone(&model, &b, &mut Probes::none()));
+    assert!(rel(&solo_a, &alone(&model, &a, &mut Probes::none())) > 1e-2, "the hook must matter");
+    let pa = pages_for(a.len());
+    let spans = [
+        SeqSpan { row: 0, len: a.len(), start: 0, pages: (0..pa as u32).collect() },
+        SeqSpan {
+            row: a.len(),
+            len: b.len(),
+            start: 0,
+            pages: (pa as u32..(pa + pages_for(b.len())) as u32).collect(),
+        },
+    ];
+    let mut cache = model.new_cache((pa + pages_for(b.len())) * scalpel::backend::PAGE).unwrap();
+    let step = be.batch(&[a.clone(), b.clone()].concat(), &spans).unwrap();
+    let (mut ha, mut hb) = (hooked(), Probes::none());
+    let out = model.forward_batch(&step, &mut cache, &mut [&mut ha, &mut hb], &[Logits::All; 2]).unwrap();
+    let got = be.download(&out.logits).unwrap();
+    let tol = tolerance(be);
+    for (i, want) in [solo_a, solo_b].iter().enumerate() {
+        let r = out.rows[i].clone();
+        let e = rel(&got[r.start * v..r.end * v], want);
+        assert!(e <= tol, "sequence {i}: {e:e} from itself alone");
+    }
+}
+
 /// Requests arrive at seeded random steps into a pool too small for all of them, with a small
 /// token budget (prompts are cut into chunks); two are cancelled, one mid-prefill and one
 /// mid-decode. Every request finishes or is cancelled, preemption happens, every page comes back,
@@ -325,6 +368,7 @@ on_every_device!(
     seed = 9;
     a_batch_gives_each_sequence_what_it_gets_alone,
     each_sequence_has_its_own_probes,
+    a_hook_edits_only_its_own_sequence,
     the_scheduler_finishes_everything_and_leaks_nothing,
     bad_requests_are_refused_and_the_others_run,
 );

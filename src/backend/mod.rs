@@ -380,7 +380,7 @@ pub trait Backend: Device {
             r => self.gather_rows(x, &[r - 1]),
         }
     }
-    /// x[first..first + src.rows()] = src (rows of the same length and dtype as x's).
+    /// x[first..first + src.rows()] = src (rows of x's length; values in x's precision).
     fn write_rows(&self, x: &mut Self::Tensor, first: usize, src: &Self::Tensor) -> Result<()>;
 
     /// Cosine similarity of the vector v [n] with every row of table [rows, n]: [rows].

@@ -211,15 +211,9 @@ fn rms_norm_in_place(data: &mut [f32], w: &[f32], eps: f32, kind: NormKind) {
     });
 }
 
-/// Rotates each head of x [T, heads·head_dim] by position start + t, in Hugging Face's half-split
-/// layout. cos/sin as the reference computes them: the angle an f32 product, its cosine rounded
-/// once.
-pub fn rope(x: &mut CpuTensor, head_dim: usize, start: usize, inv_freq: &[f32]) -> Result<()> {
-    let positions: Vec<usize> = (start..start + x.rows()).collect();
-    rope_at(x, head_dim, &positions, inv_freq)
-}
-
-/// RoPE of each row at its own position (rows of several sequences).
+/// Rotates each head of x [T, heads·head_dim] by its row's position (rows of several sequences
+/// each have their own), in Hugging Face's half-split layout. cos/sin as the reference computes
+/// them: the angle an f32 product, its cosine rounded once.
 pub fn rope_at(x: &mut CpuTensor, head_dim: usize, positions: &[usize], inv_freq: &[f32]) -> Result<()> {
     let half = head_dim / 2;
     check(inv_freq.len() == half && x.row_len().is_multiple_of(head_dim), || "rope: geometry".into())?;

@@ -670,11 +670,14 @@ impl Backend for Cuda {
         check(
             x.packed.is_none()
                 && src.packed.is_none()
-                && src.dtype == x.dtype
+                && (src.dtype == x.dtype || x.dtype == DType::Bf16)
                 && src.row_len() == x.row_len()
                 && first + src.rows() <= x.rows(),
             || format!("write_rows: {:?} at row {first} of {:?}", src.shape, x.shape),
         )?;
+        // A hook's values come back as f32; a bf16 point (a norm's output) takes them rounded.
+        let mut keep = None;
+        let src = if x.dtype == DType::Bf16 { self.as_bf16(src, &mut keep)? } else { src };
         let bytes = x.row_len() * x.dtype.size();
         self.dtod(x.ptr() + (first * bytes) as u64, src.ptr(), src.bytes())
     }
